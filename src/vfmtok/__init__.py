@@ -1,0 +1,18 @@
+"""vfmtok: visual tokenizers on frozen vision foundation models + autoregressive generation."""
+
+__version__ = "0.1.0"
+
+from vfmtok.utils.errors import VFMTokError  # noqa: F401
+
+
+def __getattr__(name: str):
+    # Lazy so that `import vfmtok` stays cheap and the CLI starts fast.
+    if name in ("VFMTokenizer", "load_tokenizer"):
+        from vfmtok.tokenizer import api
+
+        return getattr(api, name)
+    if name == "GPT":
+        from vfmtok.generator.gpt import GPT
+
+        return GPT
+    raise AttributeError(name)

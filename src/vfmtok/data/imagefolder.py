@@ -1,0 +1,200 @@
+"""Image datasets: a folder of class sub-folders, or a zip holding one; labels from sorted folder names."""
+
+from __future__ import annotations
+
+import io
+import random
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vfmtok.utils.errors import VFMTokError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+# Human-readable names for the ImageNet classes that Imagenette uses.
+IMAGENETTE_NAMES = {
+    "n01440764": "tench",
+    "n02102040": "English springer",
+    "n02979186": "cassette player",
+    "n03000684": "chain saw",
+    "n03028079": "church",
+    "n03394916": "French horn",
+    "n03417042": "garbage truck",
+    "n03425413": "gas pump",
+    "n03445777": "golf ball",
+    "n03888605": "parachute",
+    "n03888257": "parachute",  # the wnid Imagenette2 actually uses
+}
+
+
+def class_display_name(folder_name: str) -> str:
+    """'n03445777' -> 'golf ball'; other names pass through."""
+    return IMAGENETTE_NAMES.get(folder_name, folder_name)
+
+
+@dataclass
+class _Source:
+    """Where images live: a directory or a zip file plus a member prefix."""
+
+    root: Path
+    zip_path: Path | None = None
+    prefix: str = ""
+
+
+def _open_source(path: str | Path, split: str | None) -> tuple[_Source, list[tuple[str, str]]]:
+    """List (relative member, class folder) pairs under `path` (folder or zip), optionally in `split/`."""
+    path = Path(path)
+    if not path.exists():
+        raise VFMTokError(f"dataset not found: {path}")
+    items: list[tuple[str, str]] = []
+    if path.is_file():
+        if not zipfile.is_zipfile(path):
+            raise VFMTokError(f"dataset {path} is a file but not a zip archive")
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.lower().endswith(IMAGE_EXTS)]
+        prefix = _find_zip_prefix(names, split, path)
+        for n in names:
+            if n.startswith(prefix):
+                rel = n[len(prefix):]
+                parts = rel.split("/")
+                if len(parts) == 2:
+                    items.append((n, parts[0]))
+        src = _Source(root=path, zip_path=path, prefix=prefix)
+    else:
+        root = path / split if split and (path / split).is_dir() else path
+        if split and root == path and not any(p.is_dir() and p.name == split for p in path.iterdir()):
+            # No split folder: accept a plain class-folder tree when split is only a preference.
+            pass
+        for cls_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            for f in sorted(cls_dir.iterdir()):
+                if f.suffix.lower() in IMAGE_EXTS:
+                    items.append((str(f), cls_dir.name))
+        src = _Source(root=root)
+    if not items:
+        where = f"{path}" + (f" (split '{split}')" if split else "")
+        raise VFMTokError(f"no images found in {where}: expected class sub-folders holding {'/'.join(IMAGE_EXTS)} files")
+    return src, sorted(items)
+
+
+def _find_zip_prefix(names: list[str], split: str | None, path: Path) -> str:
+    """Prefix such that members look like prefix + class/file.jpg."""
+    prefixes = {}
+    for n in names:
+        parts = n.split("/")
+        if len(parts) >= 2:
+            prefixes.setdefault("/".join(parts[:-2]) + ("/" if len(parts) > 2 else ""), 0)
+            prefixes["/".join(parts[:-2]) + ("/" if len(parts) > 2 else "")] += 1
+    if split:
+        cands = [p for p in prefixes if p.rstrip("/").split("/")[-1] == split]
+        if cands:
+            return max(cands, key=lambda p: prefixes[p])
+    if not prefixes:
+        raise VFMTokError(f"zip {path} holds no class sub-folders")
+    return max(prefixes, key=lambda p: prefixes[p])
+
+
+def load_rgb(data_or_path: bytes | str | Path) -> Image.Image:
+    """Open an image as RGB (grayscale and RGBA files are converted)."""
+    try:
+        img = Image.open(io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path)
+        return img.convert("RGB")
+    except Exception as e:
+        raise VFMTokError(f"cannot read image: {e}") from None
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL RGB -> float tensor (3,H,W) in [-1, 1]."""
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def center_crop_resize(img: Image.Image, size: int) -> Image.Image:
+    """ADM-style: downsample with BOX while large, then bicubic, then centre crop to size x size."""
+    while min(img.size) >= 2 * size:
+        img = img.resize(tuple(x // 2 for x in img.size), resample=Image.BOX)
+    scale = size / min(img.size)
+    img = img.resize(tuple(round(x * scale) for x in img.size), resample=Image.BICUBIC)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def random_crop_resize(img: Image.Image, size: int, rng: random.Random, min_scale: float = 0.8) -> Image.Image:
+    """ADM-style random crop: shorter side resized to a random value in [size, size/min_scale], random crop."""
+    target = rng.randint(size, max(size, int(round(size / min_scale))))
+    while min(img.size) >= 2 * target:
+        img = img.resize(tuple(x // 2 for x in img.size), resample=Image.BOX)
+    scale = target / min(img.size)
+    img = img.resize(tuple(max(size, round(x * scale)) for x in img.size), resample=Image.BICUBIC)
+    w, h = img.size
+    left, top = rng.randint(0, w - size), rng.randint(0, h - size)
+    return img.crop((left, top, left + size, top + size))
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Images from class sub-folders (a folder, or a zip of one); items are (image in [-1,1], label)."""
+
+    def __init__(self, path: str | Path, image_size: int, split: str | None = None, train: bool = False,
+                 hflip: bool | None = None, min_scale: float = 0.8, limit_per_class: int | None = None, seed: int = 0):
+        self.path = Path(path)
+        self.image_size = int(image_size)
+        self.train = train
+        self.hflip = train if hflip is None else hflip
+        self.min_scale = min_scale
+        self.src, items = _open_source(path, split)
+        self.classes = sorted({c for _, c in items})
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        if limit_per_class:
+            kept, count = [], {}
+            for m, c in items:
+                if count.get(c, 0) < limit_per_class:
+                    kept.append((m, c))
+                    count[c] = count.get(c, 0) + 1
+            items = kept
+        self.items = items
+        self.seed = seed
+        self._zip: zipfile.ZipFile | None = None
+        self._epoch = 0
+
+    @property
+    def class_names(self) -> list[str]:
+        """Readable class names, in label order."""
+        return [class_display_name(c) for c in self.classes]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation stream (used by the training loop)."""
+        self._epoch = epoch
+
+    def read(self, i: int) -> Image.Image:
+        """The i-th image as PIL RGB, unaugmented."""
+        member, _ = self.items[i]
+        if self.src.zip_path is not None:
+            if self._zip is None:  # one handle per worker process
+                self._zip = zipfile.ZipFile(self.src.zip_path)
+            return load_rgb(self._zip.read(member))
+        return load_rgb(member)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        img = self.read(i)
+        label = self.class_to_idx[self.items[i][1]]
+        if self.train:
+            rng = random.Random(hash((self.seed, self._epoch, i, torch.initial_seed() if torch.utils.data.get_worker_info() else 0)))
+            img = random_crop_resize(img, self.image_size, rng, self.min_scale)
+            if self.hflip and rng.random() < 0.5:
+                img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        else:
+            img = center_crop_resize(img, self.image_size)
+        return to_tensor(img), label
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_zip"] = None
+        return state

@@ -1,0 +1,78 @@
+"""Dataclass configs: build from dicts, override from YAML files and `a.b=c` strings."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from vfmtok.utils.errors import VFMTokError
+
+T = TypeVar("T")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Dataclass (nested) -> plain dict."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass `cls` from a dict, recursing into nested dataclasses; unknown keys are an error."""
+    if not isinstance(data, dict):
+        raise VFMTokError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise VFMTokError(f"{where}: unknown field(s) {unknown} for {cls.__name__}")
+    kwargs = {}
+    for k, v in data.items():
+        t = hints[k]
+        if dataclasses.is_dataclass(t) and isinstance(v, dict):
+            v = from_dict(t, v, f"{where}.{k}")
+        elif typing.get_origin(t) is tuple and isinstance(v, list):
+            v = tuple(v)
+        kwargs[k] = v
+    return cls(**kwargs)
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def apply_overrides(cfg: T, overrides: list[str] | None = None, yaml_path: str | Path | None = None) -> T:
+    """Return a copy of `cfg` updated from a YAML file, then from `key.sub=value` strings."""
+    d = to_dict(cfg)
+    if yaml_path:
+        p = Path(yaml_path)
+        if not p.is_file():
+            raise VFMTokError(f"config file not found: {p}")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        _deep_update(d, loaded, str(p))
+    for item in overrides or []:
+        if "=" not in item:
+            raise VFMTokError(f"override '{item}' must look like key=value (e.g. model.num_tokens=64)")
+        key, val = item.split("=", 1)
+        node = d
+        parts = key.strip().split(".")
+        for p_ in parts[:-1]:
+            if not isinstance(node.get(p_), dict):
+                raise VFMTokError(f"override '{item}': '{p_}' is not a config section")
+            node = node[p_]
+        if parts[-1] not in node:
+            raise VFMTokError(f"override '{item}': unknown field '{key}'")
+        node[parts[-1]] = _parse_value(val)
+    return from_dict(type(cfg), d)
+
+
+def _deep_update(dst: dict, src: dict, where: str) -> None:
+    for k, v in src.items():
+        if k not in dst:
+            raise VFMTokError(f"{where}: unknown field '{k}'")
+        if isinstance(dst[k], dict) and isinstance(v, dict):
+            _deep_update(dst[k], v, f"{where}.{k}")
+        else:
+            dst[k] = v

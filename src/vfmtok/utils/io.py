@@ -1,0 +1,149 @@
+"""Atomic file writes and the checkpoint format: `model.safetensors` + `config.json` in one folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from vfmtok.utils.errors import VFMTokError
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+TRAIN_STATE_NAME = "train_state.pt"
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically (indent 2, sorted insertion order kept)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read JSON with a one-line error for a missing or broken file."""
+    path = Path(path)
+    if not path.is_file():
+        raise VFMTokError(f"file not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise VFMTokError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def save_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Save contiguous, unshared copies of tensors atomically."""
+    clean = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(clean, str(tmp), metadata=metadata)
+
+
+def save_pretrained(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: dict[str, Any], model_type: str) -> Path:
+    """Write `model.safetensors` + `config.json` (with `model_type`) into `folder`; each file atomic."""
+    from vfmtok import __version__
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_safetensors(folder / WEIGHTS_NAME, state_dict, metadata={"model_type": model_type})
+    write_json(folder / CONFIG_NAME, {"model_type": model_type, "vfmtok_version": __version__, "config": config})
+    return folder
+
+
+def load_pretrained(folder: str | os.PathLike, model_types: str | tuple[str, ...]) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+    """Read a checkpoint folder; returns (state_dict, config, model_type); clear errors for wrong kinds."""
+    folder = Path(folder)
+    if isinstance(model_types, str):
+        model_types = (model_types,)
+    if not folder.exists():
+        raise VFMTokError(f"checkpoint not found: {folder}")
+    if folder.is_file():
+        raise VFMTokError(f"checkpoint must be a folder holding {WEIGHTS_NAME} and {CONFIG_NAME}, got a file: {folder}")
+    meta = read_json(folder / CONFIG_NAME)
+    mtype = meta.get("model_type") if isinstance(meta, dict) else None
+    if mtype not in model_types:
+        raise VFMTokError(f"{folder} holds a '{mtype}' checkpoint, expected one of: {', '.join(model_types)}")
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise VFMTokError(f"checkpoint folder {folder} has no {WEIGHTS_NAME}")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise VFMTokError(f"cannot read {weights}: {e}") from None
+    return state, meta["config"], mtype
+
+
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """load_state_dict(strict=True) with a one-line error naming the first mismatches."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shape = [k for k in state if k in own and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or shape:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys (e.g. {unexpected[0]})")
+        if shape:
+            k = shape[0]
+            parts.append(f"shape mismatch for {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
+        raise VFMTokError(f"{source} does not match this architecture: " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+def file_sha256(path: str | os.PathLike, n_chars: int = 16) -> str:
+    """Short SHA-256 of a file, used to identify checkpoints in result records."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:n_chars]
+
+
+def save_train_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """torch.save a dict of tensors/primitives only, so `torch.load(weights_only=True)` reads it."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_train_state(path: str | os.PathLike) -> dict[str, Any]:
+    """Load resume state with weights_only=True."""
+    path = Path(path)
+    if not path.is_file():
+        raise VFMTokError(f"no training state to resume from: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt files
+        raise VFMTokError(f"cannot read training state {path}: {str(e).splitlines()[0]}") from None
