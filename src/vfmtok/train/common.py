@@ -1,0 +1,236 @@
+"""Training plumbing shared by the tokenizer and generator loops: DDP, EMA, LR schedule, checkpoints, logging."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import os
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from vfmtok.utils.errors import VFMTokError
+from vfmtok.utils.io import CONFIG_NAME, TRAIN_STATE_NAME, load_train_state, save_pretrained, save_train_state
+
+
+@dataclass
+class DistInfo:
+    """Where this process sits in a (possibly single-process) run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str = "auto") -> DistInfo:
+    """Initialise DDP from torchrun's env vars (gloo on CPU, nccl on CUDA); single process otherwise."""
+    want_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+        if want_cuda:
+            torch.cuda.set_device(local)
+            dev = torch.device("cuda", local)
+        else:
+            dev = torch.device("cpu")
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if want_cuda else "gloo")
+        return DistInfo(rank, world, local, dev)
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise VFMTokError(f"unknown device '{device}' (use auto, cpu, cuda or cuda:N)")
+    dev = torch.device("cuda" if want_cuda else "cpu") if not device.startswith("cuda:") else torch.device(device)
+    return DistInfo(device=dev)
+
+
+def cleanup_distributed() -> None:
+    """Tear down the process group if one was created."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over ranks (no-op in a single process)."""
+    if dist.is_initialized():
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= dist.get_world_size()
+    return x
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16/fp16 autocast on CUDA; fp32 (no autocast) on CPU, where bf16 is slow."""
+    if precision == "fp32" or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if dtype is None:
+        raise VFMTokError(f"unknown precision '{precision}' (fp32, bf16, fp16)")
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedule: str = "constant", min_lr: float = 0.0) -> float:
+    """Linear warm-up, then constant or cosine decay to min_lr."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return base_lr
+    if schedule == "cosine":
+        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * t))
+    raise VFMTokError(f"unknown lr schedule '{schedule}' (constant, cosine)")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices/conv kernels only (dim >= 2), none on biases, norms and gains."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class EMA:
+    """Exponential moving average of a model's parameters (buffers copied), kept as a frozen module copy."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.9999):
+        self.decay = decay
+        self.module = copy.deepcopy(unwrap(model)).eval()
+        self.module.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """ema = decay * ema + (1 - decay) * param, over trainable parameters."""
+        src = dict(unwrap(model).named_parameters())
+        for name, p in self.module.named_parameters():
+            q = src[name]
+            if q.requires_grad:
+                p.lerp_(q.detach(), 1.0 - self.decay)
+        src_b = dict(unwrap(model).named_buffers())
+        for name, b in self.module.named_buffers():
+            b.copy_(src_b[name])
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """Strip DDP / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def setup_logging(run_dir: Path, is_main: bool, name: str = "vfmtok") -> logging.Logger:
+    """Logger writing to run_dir/train.log (append) and stderr, on rank 0 only."""
+    logger = logging.getLogger(f"{name}.{run_dir}")
+    logger.handlers.clear()
+    logger.propagate = False
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+        fh = logging.FileHandler(run_dir / "train.log")
+        fh.setFormatter(fmt)
+        logger.addHandler(fh)
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setFormatter(fmt)
+        sh.setLevel(logging.WARNING)  # tqdm owns the terminal; details go to the file
+        logger.addHandler(sh)
+        logger.setLevel(logging.INFO)
+    else:
+        logger.addHandler(logging.NullHandler())
+    return logger
+
+
+# --- checkpoints -------------------------------------------------------------------------------
+# Layout: run_dir/checkpoints/step_0001000/{model.safetensors (EMA weights if any), config.json, train_state.pt}
+#         run_dir/latest.txt -> name of the newest complete checkpoint (written last, atomically).
+
+
+def save_checkpoint(run_dir: Path, step: int, export_state: dict[str, torch.Tensor], config: dict[str, Any], model_type: str,
+                    train_state: dict[str, Any], keep_last: int = 2) -> Path:
+    """Write a complete checkpoint folder, then point latest.txt at it; prune older ones."""
+    ckdir = Path(run_dir) / "checkpoints"
+    folder = ckdir / f"step_{step:07d}"
+    save_pretrained(folder, export_state, config, model_type)
+    save_train_state(folder / TRAIN_STATE_NAME, train_state)
+    from vfmtok.utils.io import atomic_path
+
+    with atomic_path(Path(run_dir) / "latest.txt") as tmp:
+        tmp.write_text(folder.name + "\n")
+    olds = sorted(p for p in ckdir.glob("step_*") if p.is_dir() and p != folder)
+    for p in olds[: max(0, len(olds) - (keep_last - 1))]:
+        for f in p.iterdir():
+            f.unlink()
+        p.rmdir()
+    return folder
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder, or a run folder (-> its latest checkpoint)."""
+    p = Path(path)
+    if (p / CONFIG_NAME).is_file():
+        return p
+    latest = p / "latest.txt"
+    if latest.is_file():
+        folder = p / "checkpoints" / latest.read_text().strip()
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+    if not p.exists():
+        raise VFMTokError(f"checkpoint not found: {p}")
+    raise VFMTokError(f"{p} is neither a checkpoint folder (no {CONFIG_NAME}) nor a run folder (no latest.txt)")
+
+
+def load_resume_state(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(checkpoint folder, train state) of the newest checkpoint in run_dir, or None when there is none."""
+    if not (Path(run_dir) / "latest.txt").is_file():
+        return None
+    folder = resolve_checkpoint(run_dir)
+    return folder, load_train_state(folder / TRAIN_STATE_NAME)
+
+
+def rng_state() -> dict[str, Any]:
+    """RNG states as tensors/primitives (weights_only-loadable)."""
+    st = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict[str, Any]) -> None:
+    """Restore the torch RNG state saved by rng_state."""
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def infinite_loader(loader: torch.utils.data.DataLoader, start_epoch: int = 0):
+    """Yield (epoch, batch) forever, calling sampler/dataset set_epoch for reproducible shuffles."""
+    epoch = start_epoch
+    while True:
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        if hasattr(loader.dataset, "set_epoch"):
+            loader.dataset.set_epoch(epoch)
+        for batch in loader:
+            yield epoch, batch
+        epoch += 1
