@@ -111,9 +111,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 class EMA:
     """Exponential moving average of a model's parameters (buffers copied), kept as a frozen module copy."""
 
-    def __init__(self, model: nn.Module, decay: float = 0.9999):
+    def __init__(self, model: nn.Module, decay: float = 0.9999, shared: tuple[nn.Module, ...] = ()):
         self.decay = decay
-        self.module = copy.deepcopy(unwrap(model)).eval()
+        # Frozen submodules (e.g. a 300M-param encoder) are shared with the copy, not duplicated.
+        memo = {id(m): m for m in shared}
+        self.module = copy.deepcopy(unwrap(model), memo).eval()
         self.module.requires_grad_(False)
 
     @torch.no_grad()
@@ -126,7 +128,8 @@ class EMA:
                 p.lerp_(q.detach(), 1.0 - self.decay)
         src_b = dict(unwrap(model).named_buffers())
         for name, b in self.module.named_buffers():
-            b.copy_(src_b[name])
+            if b is not src_b[name]:
+                b.copy_(src_b[name])
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -104,9 +104,10 @@ def load_pretrained(folder: str | os.PathLike, model_types: str | tuple[str, ...
     return state, meta["config"], mtype
 
 
-def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """load_state_dict(strict=True) with a one-line error naming the first mismatches."""
-    own = module.state_dict()
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+                      exclude_prefixes: tuple[str, ...] = ()) -> None:
+    """Strict load (ignoring keys under `exclude_prefixes`, e.g. a frozen encoder) with a one-line mismatch error."""
+    own = {k: v for k, v in module.state_dict().items() if not k.startswith(exclude_prefixes)}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shape = [k for k in state if k in own and tuple(own[k].shape) != tuple(state[k].shape)]
@@ -120,7 +121,7 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], s
             k = shape[0]
             parts.append(f"shape mismatch for {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
         raise VFMTokError(f"{source} does not match this architecture: " + "; ".join(parts))
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=not exclude_prefixes)
 
 
 def file_sha256(path: str | os.PathLike, n_chars: int = 16) -> str:

@@ -1,0 +1,167 @@
+"""Pre-extracted token ids: a set of memory-mapped .npy shards plus a small JSON index (not one file per image).
+
+Layout of a codes folder:
+  index.json               format, tokenizer facts (hash, codebook size, num_tokens, grid), classes, progress
+  codes_00000.npy ...      (n, views, num_tokens) uint16/int32 ids, views = [center, flip, ...]
+  labels_00000.npy ...     (n,) int64 class labels
+Extraction writes images in order and records `done` after each flushed chunk, so it can resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from vfmtok.utils.errors import VFMTokError
+from vfmtok.utils.io import read_json, write_json
+
+INDEX_NAME = "index.json"
+FORMAT = "vfmtok-codes"
+VERSION = 1
+
+
+def tokenizer_facts(tok: Any) -> dict[str, Any]:
+    """What identifies a tokenizer's ids: hash, path, codebook size, num_tokens, token grid, image size."""
+    return {"checkpoint_hash": tok.checkpoint_hash, "checkpoint_path": str(tok.checkpoint_path),
+            "codebook_size": int(tok.codebook_size), "num_tokens": int(tok.num_tokens),
+            "token_grid": [int(x) for x in tok.token_grid], "image_size": int(tok.image_size)}
+
+
+def check_codes_match(tokenizer: dict[str, Any], vocab_size: int, num_tokens: int, token_grid: Sequence[int],
+                      where: str) -> None:
+    """Refuse a GPT whose vocab / sequence / grid differ from the tokenizer that made the codes."""
+    if int(tokenizer["codebook_size"]) != int(vocab_size):
+        raise VFMTokError(f"{where}: codebook size {tokenizer['codebook_size']} != GPT vocab_size {vocab_size}")
+    if int(tokenizer["num_tokens"]) != int(num_tokens) or list(tokenizer["token_grid"]) != list(token_grid):
+        raise VFMTokError(f"{where}: {tokenizer['num_tokens']} tokens on grid {tuple(tokenizer['token_grid'])}, "
+                          f"GPT expects {num_tokens} on {tuple(token_grid)}")
+
+
+def read_index(folder: str | os.PathLike, require_complete: bool = True) -> dict[str, Any]:
+    """Load and sanity-check index.json of a codes folder."""
+    folder = Path(folder)
+    if not (folder / INDEX_NAME).is_file():
+        raise VFMTokError(f"{folder} is not a codes folder (no {INDEX_NAME}); create one with `vfmtok extract-codes`")
+    index = read_json(folder / INDEX_NAME)
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise VFMTokError(f"{folder / INDEX_NAME} is not a vfmtok codes index")
+    if index.get("version") != VERSION:
+        raise VFMTokError(f"{folder / INDEX_NAME} has version {index.get('version')}, this vfmtok reads {VERSION}")
+    if require_complete and index["done"] < index["num_images"]:
+        raise VFMTokError(f"{folder}: extraction incomplete ({index['done']}/{index['num_images']} images); "
+                          "rerun `vfmtok extract-codes` with the same arguments to resume")
+    return index
+
+
+class CodeWriter:
+    """Creates (or resumes) a shard set and appends (codes, labels) chunks in image order."""
+
+    def __init__(self, folder: str | os.PathLike, header: dict[str, Any], num_images: int, num_views: int,
+                 shard_size: int = 100_000):
+        self.folder = Path(folder)
+        tok = header["tokenizer"]
+        dtype = "uint16" if tok["codebook_size"] <= 65536 else "int32"
+        fresh = {"format": FORMAT, "version": VERSION, **header, "num_images": num_images, "num_views": num_views,
+                 "dtype": dtype, "shard_size": shard_size, "done": 0,
+                 "shards": [{"codes": f"codes_{i:05d}.npy", "labels": f"labels_{i:05d}.npy",
+                             "count": min(shard_size, num_images - i * shard_size)}
+                            for i in range(max(1, -(-num_images // shard_size)))]}
+        old = read_index(self.folder, require_complete=False) if (self.folder / INDEX_NAME).is_file() else None
+        if old is not None:
+            want = {k: v for k, v in fresh.items() if k != "done"}
+            same = {k: old.get(k) for k in want}
+            if _jsonable(same) != _jsonable(want):
+                diff = sorted(k for k in want if _jsonable(same[k]) != _jsonable(want[k]))
+                raise VFMTokError(f"{self.folder} holds codes from a different extraction (differs in: {', '.join(diff)}); "
+                                  "use another --out or delete it")
+            self.index = old
+        else:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for s in fresh["shards"]:  # preallocate; the index is written only once the files exist
+                np.lib.format.open_memmap(self.folder / s["codes"], "w+", dtype, (s["count"], num_views, tok["num_tokens"]))
+                np.lib.format.open_memmap(self.folder / s["labels"], "w+", np.int64, (s["count"],))
+            self.index = fresh
+            write_json(self.folder / INDEX_NAME, self.index)
+
+    @property
+    def done(self) -> int:
+        return int(self.index["done"])
+
+    def append(self, codes: np.ndarray, labels: np.ndarray) -> None:
+        """Write codes (n, views, N) and labels (n,) after the last done image, flush, then advance `done`."""
+        n, size = len(codes), self.index["shard_size"]
+        if self.done + n > self.index["num_images"]:
+            raise VFMTokError("more codes than images announced in the index")
+        pos = 0
+        while pos < n:
+            i = self.done + pos
+            shard, off = divmod(i, size)
+            take = min(n - pos, size - off)
+            s = self.index["shards"][shard]
+            c = np.load(self.folder / s["codes"], mmap_mode="r+")
+            lab = np.load(self.folder / s["labels"], mmap_mode="r+")
+            c[off: off + take] = codes[pos: pos + take]
+            lab[off: off + take] = labels[pos: pos + take]
+            c.flush()
+            lab.flush()
+            del c, lab
+            pos += take
+        self.index["done"] = self.done + n
+        write_json(self.folder / INDEX_NAME, self.index)
+
+
+def _jsonable(x: Any) -> Any:
+    """Normalise tuples to lists so stored and fresh values compare equal."""
+    return json.loads(json.dumps(x, default=str))
+
+
+class CodeDataset(torch.utils.data.Dataset):
+    """Items (ids LongTensor (num_tokens,), label) from a codes folder; a random view per item and epoch."""
+
+    def __init__(self, folder: str | os.PathLike, seed: int = 0, random_view: bool = True):
+        self.folder = Path(folder)
+        self.index = read_index(self.folder)
+        self.seed, self.random_view, self._epoch = seed, random_view, 0
+        self._maps: list[tuple[np.ndarray, np.ndarray]] | None = None
+
+    @property
+    def tokenizer(self) -> dict[str, Any]:
+        return self.index["tokenizer"]
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.index.get("class_names")
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.index["num_classes"])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change which view each item shows."""
+        self._epoch = epoch
+
+    def __len__(self) -> int:
+        return int(self.index["num_images"])
+
+    def _open(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        if self._maps is None:  # opened lazily so each DataLoader worker maps the files itself
+            self._maps = [(np.load(self.folder / s["codes"], mmap_mode="r"), np.load(self.folder / s["labels"], mmap_mode="r"))
+                          for s in self.index["shards"]]
+        return self._maps
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        shard, off = divmod(int(i), self.index["shard_size"])
+        codes, labels = self._open()[shard]
+        v = random.Random(hash((self.seed, self._epoch, int(i)))).randrange(codes.shape[1]) if self.random_view else 0
+        return torch.from_numpy(codes[off, v].astype(np.int64)), int(labels[off])
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_maps"] = None
+        return state

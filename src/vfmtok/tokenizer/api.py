@@ -1,0 +1,117 @@
+"""User-facing tokenizer API: `VFMTokenizer.from_pretrained(dir)`, `encode`, `decode`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vfmtok.tokenizer.base import TokenizerBase
+from vfmtok.tokenizer.build import build_tokenizer
+from vfmtok.tokenizer.config import TokenizerConfig, get_preset
+from vfmtok.utils.config import from_dict, to_dict
+from vfmtok.utils.errors import VFMTokError
+from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, load_pretrained, save_pretrained
+
+MODEL_TYPES = ("vfmtok", "vqgan")
+
+
+class VFMTokenizer:
+    """A trained tokenizer (VFMTok or baseline VQGAN) in eval mode: images <-> token ids."""
+
+    def __init__(self, model: TokenizerBase, checkpoint_path: Path | None = None, class_names: list[str] | None = None):
+        self.model = model.eval()
+        self.checkpoint_path = checkpoint_path
+        self.class_names = class_names
+        self._hash: str | None = None
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
+                        encoder_weights: str | None = None) -> "VFMTokenizer":
+        """Load from a checkpoint folder (model.safetensors + config.json) or a run folder (its latest checkpoint)."""
+        from vfmtok.train.common import resolve_checkpoint
+
+        folder = resolve_checkpoint(path)
+        state, config, mtype = load_pretrained(folder, MODEL_TYPES)
+        cfg = from_dict(TokenizerConfig, config["model"], where=f"{folder}/config.json model")
+        if encoder_weights:
+            cfg.encoder_weights = encoder_weights
+        model = build_tokenizer(cfg)
+        model.load_trainable_state_dict(state, source=str(folder))
+        return cls(model.to(device), folder, config.get("class_names"))
+
+    def save_pretrained(self, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+        """Write model.safetensors + config.json (the frozen encoder is not saved)."""
+        config = {"model": to_dict(self.model.cfg), "class_names": self.class_names, **(extra or {})}
+        return save_pretrained(folder, self.model.trainable_state_dict(), config, self.model.cfg.arch)
+
+    # --- facts ---
+    @property
+    def config(self) -> TokenizerConfig:
+        return self.model.cfg
+
+    @property
+    def image_size(self) -> int:
+        return self.model.cfg.image_size
+
+    @property
+    def num_tokens(self) -> int:
+        return self.model.num_tokens
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        return tuple(self.model.token_grid)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.model.cfg.codebook_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def checkpoint_hash(self) -> str:
+        """Short SHA-256 of model.safetensors ('unsaved' for an in-memory model)."""
+        if self._hash is None:
+            p = self.checkpoint_path
+            self._hash = file_sha256(p / WEIGHTS_NAME) if p and (p / WEIGHTS_NAME).is_file() else "unsaved"
+        return self._hash
+
+    # --- use ---
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,3,H,W) in [-1,1] -> (B, N) int64 ids."""
+        return self.model.encode(images.to(self.device, torch.float32))
+
+    def decode(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, N) ids -> (B,3,H,W) images in [-1,1]."""
+        return self.model.decode(ids.to(self.device))
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """decode(encode(images))."""
+        return self.decode(self.encode(images))
+
+    def probe_features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """{'tokens_mean': (B, width), 'cls': (B, width) when the tokenizer has a decoder CLS}."""
+        return self.model.probe_features(images.to(self.device, torch.float32))
+
+
+def load_tokenizer(path: str | os.PathLike, device: str | torch.device = "cpu") -> VFMTokenizer:
+    """Shorthand for VFMTokenizer.from_pretrained."""
+    return VFMTokenizer.from_pretrained(path, device)
+
+
+def build_tiny_tokenizer(folder: str | os.PathLike, arch: str = "vfmtok", seed: int = 0,
+                         class_names: list[str] | None = None) -> Path:
+    """Save an untrained tiny tokenizer (random weights, random-init VGG16 encoder) for tests; returns the folder."""
+    cfg = get_preset("tiny").model
+    cfg.arch = arch
+    cfg.encoder_pretrained = False
+    torch.manual_seed(seed)
+    model = build_tokenizer(cfg)
+    if class_names is None:
+        class_names = [f"class{i}" for i in range(10)]
+    return VFMTokenizer(model, class_names=class_names).save_pretrained(folder)
+

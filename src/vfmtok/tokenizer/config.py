@@ -1,0 +1,170 @@
+"""Tokenizer, loss and training configs (dataclasses) and the preset registry."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from vfmtok.utils.errors import VFMTokError
+
+
+@dataclass
+class TokenizerConfig:
+    """Architecture of a tokenizer: VFMTok (frozen encoder + region queries) or the 2D-grid VQGAN baseline."""
+
+    arch: str = "vfmtok"                  # "vfmtok" | "vqgan"
+    image_size: int = 64
+    # Frozen encoder (vfmtok only).
+    encoder: str = "vgg16_imagenet"
+    encoder_pretrained: bool = True
+    encoder_weights: str | None = None    # local weight file for timm/transformers encoders
+    encoder_seed: int = 0                 # seed of a random-initialised encoder (pretrained=False), so reloads match
+    encoder_input_size: int | None = None  # resize images to this for the encoder (ViTs: 336); None = encoder default
+    levels: tuple[int, ...] | None = None  # encoder levels to use (None = all; (-1,) = last only)
+    # Region-adaptive token encoder.
+    num_tokens: int = 64                  # a square: anchors on a sqrt(N) x sqrt(N) grid
+    width: int = 256
+    enc_depth: int = 2
+    enc_heads: int = 8
+    enc_points: int = 4
+    enc_ffn: int = 1024
+    query_causal: bool = True             # causal query self-attention, as in the official code
+    # Quantiser.
+    codebook_size: int = 4096
+    code_dim: int = 12
+    commit_beta: float = 0.25
+    # Shared ViT decoder.
+    dec_depth: int = 2
+    dec_heads: int = 8
+    dec_causal: bool = True
+    dec_registers: int = 4
+    dec_dropout: float = 0.0
+    shared_mask_token: bool = False
+    feature_branch: bool = True           # dual reconstruction: also predict the encoder's features
+    # Conv pixel decoder (also the VQGAN baseline's decoder).
+    pix_ch: int = 64
+    pix_ch_mult: tuple[int, ...] = (1, 2, 2, 4)
+    pix_res_blocks: int = 1
+    pix_attn: bool = True
+    # VQGAN baseline encoder (downsamples by 2**(len(mult)-1) to the token grid).
+    vq_enc_ch: int = 64
+    vq_enc_ch_mult: tuple[int, ...] = (1, 2, 2, 4)
+    vq_enc_res_blocks: int = 1
+
+
+@dataclass
+class LossConfig:
+    """Weights of every loss term; the adversarial terms start at `gan_start`."""
+
+    pixel_loss: str = "l2"                # "l2" | "l1"
+    pixel_weight: float = 1.0
+    lpips_weight: float = 1.0
+    lpips_net: str = "vgg"
+    feature_weight: float = 1.0           # 1 - cosine to the frozen encoder's target features
+    codebook_weight: float = 1.0
+    gan_weight: float = 0.5
+    gan_start: int = 20000
+    disc: str = "patchgan"                # "patchgan" | "vgg_features" (frozen VGG16 features + trainable heads)
+    disc_layers: int = 3
+    disc_ch: int = 64
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping of a tokenizer training run."""
+
+    data: str = "sample"
+    split: str = "train"
+    steps: int = 1000
+    batch_size: int = 16
+    lr: float = 1e-4
+    disc_lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    lr_schedule: str = "constant"
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    min_scale: float = 0.8                # random-crop scale range (ADM style)
+    reseed_dead_every: int = 0            # re-seed unused codes every N steps (0 = off)
+    cache_features: bool = False          # cache the frozen encoder's features on disk (exact: it is frozen)
+    cache_views: int = 4                  # augmented views cached per image
+    save_every: int = 500
+    log_every: int = 10
+    sample_every: int = 0                 # write a reconstruction grid every N steps (0 = only at the end)
+    num_workers: int = 0
+    seed: int = 0
+    precision: str = "bf16"               # used on GPU; CPU always runs fp32
+    device: str = "auto"
+
+
+@dataclass
+class TokenizerRunConfig:
+    """Everything `vfmtok train-tokenizer` needs."""
+
+    model: TokenizerConfig = field(default_factory=TokenizerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _paper() -> TokenizerRunConfig:
+    # The paper's configuration (reference doc 1.x): DINOv2-L/14-reg at 336 px, 256 tokens, 16384 x 12, 6 + 6 layers at 512.
+    m = TokenizerConfig(
+        image_size=336, encoder="dinov2_vitl14_reg", encoder_input_size=336, num_tokens=256, width=512,
+        enc_depth=6, enc_heads=8, enc_points=4, enc_ffn=1024, codebook_size=16384, code_dim=12,
+        dec_depth=6, dec_heads=8, dec_dropout=0.1, pix_ch=128, pix_ch_mult=(1, 1, 2, 2, 4), pix_res_blocks=2,
+    )
+    loss = LossConfig(gan_start=20000, gan_weight=0.5, disc="patchgan")
+    train = TrainConfig(data="imagenet", batch_size=256, lr=1e-4, warmup_steps=4 * 5000, steps=250_000,
+                        ema_decay=0.9999, save_every=5000, num_workers=8)
+    return TokenizerRunConfig(m, loss, train)
+
+
+def _cpu(image_size: int, num_tokens: int) -> TokenizerRunConfig:
+    # Small enough to train for minutes on 2 CPU cores; real VGG16 ImageNet features as the frozen encoder.
+    mult = (1, 2, 2, 4) if image_size <= 64 else (1, 1, 2, 2, 4)
+    m = TokenizerConfig(image_size=image_size, encoder="vgg16_imagenet", num_tokens=num_tokens, width=192,
+                        enc_depth=2, enc_heads=6, enc_ffn=512, codebook_size=1024, code_dim=12,
+                        dec_depth=2, dec_heads=6, pix_ch=48, pix_ch_mult=mult, pix_res_blocks=1)
+    loss = LossConfig(gan_start=10**9, lpips_weight=0.5)
+    train = TrainConfig(batch_size=16, lr=4e-4, warmup_steps=50, steps=600, save_every=200, cache_features=True)
+    return TokenizerRunConfig(m, loss, train)
+
+
+def _vqgan_cpu(image_size: int, num_tokens: int) -> TokenizerRunConfig:
+    cfg = _cpu(image_size, num_tokens)
+    side = int(num_tokens**0.5)
+    down = image_size // side
+    n_down = down.bit_length() - 1
+    cfg.model.arch = "vqgan"
+    cfg.model.feature_branch = False
+    cfg.model.vq_enc_ch = 48
+    cfg.model.vq_enc_ch_mult = (1, 2, 2, 4, 4)[: n_down + 1]
+    cfg.train.cache_features = False
+    return cfg
+
+
+def _tiny() -> TokenizerRunConfig:
+    # For tests: random-weight VGG16 is still 15M params, so tests pass encoder_pretrained as they need.
+    m = TokenizerConfig(image_size=32, encoder="vgg16_imagenet", num_tokens=16, width=32, enc_depth=1, enc_heads=4,
+                        enc_points=2, enc_ffn=64, codebook_size=64, code_dim=8, dec_depth=1, dec_heads=4,
+                        pix_ch=32, pix_ch_mult=(1, 1, 2, 2), pix_res_blocks=1, vq_enc_ch=32, vq_enc_ch_mult=(1, 1, 2, 2))
+    train = TrainConfig(batch_size=4, steps=4, warmup_steps=1, save_every=2, log_every=1, lr=1e-3)
+    return TokenizerRunConfig(m, LossConfig(gan_start=10**9, lpips_weight=0.0), train)
+
+
+PRESETS = {
+    "vfmtok-paper": _paper,
+    "vfmtok-cpu-64": lambda: _cpu(64, 64),
+    "vfmtok-cpu-128": lambda: _cpu(128, 64),
+    "vqgan-cpu-64": lambda: _vqgan_cpu(64, 64),
+    "vqgan-cpu-128": lambda: _vqgan_cpu(128, 64),
+    "tiny": _tiny,
+}
+
+
+def get_preset(name: str) -> TokenizerRunConfig:
+    """A fresh copy of a named preset."""
+    if name not in PRESETS:
+        raise VFMTokError(f"unknown tokenizer preset '{name}'; choose from {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name]())

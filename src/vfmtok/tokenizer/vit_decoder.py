@@ -1,0 +1,88 @@
+"""Shared ViT decoder: [tokens | CLS | mask tokens on a grid | registers] -> mask-token outputs.
+
+One set of weights serves two branches: pixel mask tokens (-> conv pixel decoder) and, in training,
+feature mask tokens on the frozen encoder's grid (-> linear head, cosine loss to the encoder's features).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from vfmtok.tokenizer.layers import SelfAttention, SwiGLU, resize_pos_table, swiglu_hidden
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with SwiGLU."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, heads, bias=True, dropout=dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = SwiGLU(dim, swiglu_hidden(dim))
+
+    def forward(self, x: torch.Tensor, causal: bool) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), causal=causal)
+        return x + self.mlp(self.norm2(x))
+
+
+class ViTDecoder(nn.Module):
+    """Decode N token embeddings into features on a pixel grid and (optionally) the encoder's grid."""
+
+    def __init__(self, dim: int, depth: int, heads: int, num_tokens: int, pixel_grid: tuple[int, int],
+                 pos_grid: tuple[int, int], feature_channels: int | None, num_registers: int = 4,
+                 causal: bool = True, dropout: float = 0.0, shared_mask_token: bool = False):
+        super().__init__()
+        self.causal, self.pixel_grid, self.pos_grid = causal, tuple(pixel_grid), tuple(pos_grid)
+        s = dim**-0.5
+        self.token_pos = nn.Parameter(torch.randn(1, num_tokens, dim) * s)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * s)
+        self.cls_pos = nn.Parameter(torch.randn(1, 1, dim) * s)
+        # Grid position table at the encoder's grid; bicubically resized for the pixel grid.
+        self.grid_pos = nn.Parameter(torch.randn(1, pos_grid[0] * pos_grid[1], dim) * s)
+        self.mask_pixel = nn.Parameter(torch.randn(1, 1, dim) * s)
+        self.registers = nn.Parameter(torch.zeros(1, num_registers, dim))
+        self.norm_in = nn.LayerNorm(dim)
+        self.blocks = nn.ModuleList(Block(dim, heads, dropout) for _ in range(depth))
+        self.feature_head = None
+        if feature_channels:
+            self.shared_mask_token = shared_mask_token
+            if not shared_mask_token:
+                self.mask_feature = nn.Parameter(torch.randn(1, 1, dim) * s)
+            self.norm_feature = nn.LayerNorm(dim)
+            self.feature_head = nn.Linear(dim, feature_channels)
+        self.apply(_init)
+
+    def _run(self, tokens: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, N, _ = tokens.shape
+        cls = self.norm_in(self.cls_token + self.cls_pos).expand(B, -1, -1)
+        regs = self.norm_in(self.registers).expand(B, -1, -1)
+        x = torch.cat([self.norm_in(tokens + self.token_pos), cls, masks.expand(B, -1, -1), regs], dim=1)
+        for blk in self.blocks:
+            x = blk(x, self.causal)
+        return x[:, N], x[:, N + 1: N + 1 + masks.shape[1]]
+
+    def forward_pixels(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, N, dim) -> (pixel-grid features (B, dim, gh, gw), CLS output (B, dim))."""
+        pos = resize_pos_table(self.grid_pos, self.pos_grid, self.pixel_grid)
+        cls, out = self._run(tokens, self.norm_in(self.mask_pixel + pos))
+        B, _, C = out.shape
+        return out.transpose(1, 2).reshape(B, C, *self.pixel_grid), cls
+
+    def forward_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, N, dim) -> predicted encoder features (B, C_feat, H_t, W_t)."""
+        if self.feature_head is None:
+            raise RuntimeError("this decoder was built without a feature branch")
+        mask = self.mask_pixel if self.shared_mask_token else self.mask_feature
+        _, out = self._run(tokens, self.norm_feature(mask + self.grid_pos))
+        pred = self.feature_head(out)
+        B, _, C = pred.shape
+        return pred.transpose(1, 2).reshape(B, C, *self.pos_grid)
+
+
+def _init(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)

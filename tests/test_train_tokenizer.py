@@ -1,0 +1,91 @@
+"""Tokenizer training: loss goes down on real images, resume continues, DDP (gloo, 2 processes) runs, CLI errors."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from vfmtok.cli import main as cli_main
+from vfmtok.tokenizer.config import get_preset
+from vfmtok.train.tokenizer import train_tokenizer
+from vfmtok.utils.errors import VFMTokError
+
+
+def tiny_run(steps, **train):
+    cfg = get_preset("tiny")
+    cfg.model.encoder_pretrained = False
+    cfg.train.steps = steps
+    cfg.train.batch_size = 8
+    cfg.train.lr = 2e-3
+    cfg.train.warmup_steps = 2
+    cfg.train.save_every = 1000
+    cfg.train.ema_decay = 0.9
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def read_metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_reduces_loss_on_real_images(tmp_path):
+    torch.manual_seed(0)
+    run = tmp_path / "run"
+    folder = train_tokenizer(tiny_run(40), run)
+    m = read_metrics(run)
+    first = m[0]["pixel"]
+    last = sum(r["pixel"] for r in m[-10:]) / 10
+    assert last < 0.8 * first, (first, last)
+    assert (folder / "model.safetensors").is_file() and (run / "recon.png").is_file()
+    assert (run / "train.log").is_file() and (run / "run_config.json").is_file()
+    assert all(0 < r["usage"] <= 1 for r in m)
+
+
+def test_resume_continues_from_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    train_tokenizer(tiny_run(4, save_every=2), run)
+    with pytest.raises(VFMTokError, match="already holds a run"):
+        train_tokenizer(tiny_run(6), run)
+    folder = train_tokenizer(tiny_run(6, save_every=2), run, resume=True)
+    assert folder.name == "step_0000006"
+    steps = [r["step"] for r in read_metrics(run)]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_feature_cache_path_trains(tmp_path):
+    run = tmp_path / "run"
+    train_tokenizer(tiny_run(3, cache_features=True, cache_views=2), run)
+    assert (run / "feature_cache").is_dir() and len(read_metrics(run)) == 3
+
+
+def test_two_process_gloo_ddp(tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "vfmtok.cli", "train-tokenizer", "--preset", "tiny", "--set", "model.encoder_pretrained=false",
+           "--set", "loss.lpips_weight=0", "--steps", "3", "--batch-size", "4", "--out", str(run), "--device", "cpu"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (run / "checkpoints" / "step_0000003" / "model.safetensors").is_file()
+    m = read_metrics(run)
+    assert [x["step"] for x in m] == [1, 2, 3]
+
+
+def test_cli_bad_input_is_one_line(tmp_path, capsys):
+    rc = cli_main(["train-tokenizer", "--preset", "tiny", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("vfmtok: error: dataset not found") and "\n" not in err
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
+    rc = cli_main(["train-tokenizer", "--preset", "tiny", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r2")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "no images found" in err and "\n" not in err
+    rc = cli_main(["train-tokenizer", "--preset", "nope", "--out", str(tmp_path / "r3")])
+    assert rc == 2 and "unknown tokenizer preset" in capsys.readouterr().err
+    rc = cli_main(["train-tokenizer", "--preset", "tiny", "--set", "model.bogus=1", "--out", str(tmp_path / "r4")])
+    assert rc == 2 and "unknown field" in capsys.readouterr().err
