@@ -1,0 +1,436 @@
+"""`vfmtok eval-tokenizer` (rFID, PSNR, SSIM, LPIPS, codebook usage) and `vfmtok eval-generator` (gFID, IS, P/R)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vfmtok.eval.fid import EncoderFeatures, FeatureStats, load_cached_stats, save_cached_stats, source_fingerprint
+from vfmtok.eval.image_metrics import (PSNR_DESCRIPTION, SSIM_DESCRIPTION, SSIM_PAPER_NOTE, CodeUsage, psnr, ssim,
+                                       to_uint8, uint8_to_signed, uint8_to_unit)
+from vfmtok.eval.imagesets import ImageSet, iter_batches, open_image_set, subset_indices
+from vfmtok.eval.inception import InceptionExtractor, get_extractor, inception_score
+from vfmtok.eval.prdc import precision_recall
+from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, write_results
+from vfmtok.utils.errors import VFMTokError, require
+from vfmtok.utils.io import atomic_path, file_sha256
+from vfmtok.utils.weights import find_weight
+
+SECOND_ENCODER = "vgg16_imagenet"
+GENERATE_CHUNK_BATCHES = 8  # labels handed to the generator per call (in batches); features are taken per call
+
+
+# ------------------------------------------------------------------------------------------------- arguments
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """Options every evaluation command shares."""
+    p.add_argument("--out", type=Path, default=None, help="results JSON path (a Markdown table is written beside it, .md)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--num-images", "--limit", dest="num_images", type=int, default=None,
+                   help="use at most this many images (a seeded random subset)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-cache", action="store_true", help="recompute reference statistics instead of reading the cache")
+    p.add_argument("--second-encoder", default=SECOND_ENCODER,
+                   help="project encoder for the second-opinion Fréchet distance ('none' to skip)")
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    """Arguments of `eval-tokenizer` or `eval-generator`."""
+    if command == "eval-tokenizer":
+        parser.add_argument("checkpoint", type=Path, help="tokenizer checkpoint folder (model.safetensors + config.json)")
+        parser.add_argument("--data", default="sample", help="'sample' | 'imagenette' | 'cifar10' | class-folder tree | zip")
+        parser.add_argument("--split", default="val")
+        parser.add_argument("--no-lpips", action="store_true")
+    else:
+        parser.add_argument("--gpt", type=Path, default=None, help="generator checkpoint folder (samples K per class)")
+        parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer checkpoint folder (with --gpt)")
+        parser.add_argument("--samples", default=None, help="samples to score instead: .npz (arr_0 uint8 NHWC) or a folder")
+        parser.add_argument("--ref", required=True,
+                            help="reference: dataset ('imagenette', folder, zip) or statistics .npz (ours or ADM's)")
+        parser.add_argument("--ref-split", default="val")
+        parser.add_argument("--ref-num-images", type=int, default=None, help="use at most this many reference images")
+        parser.add_argument("--images-per-class", type=int, default=50)
+        parser.add_argument("--cfg-scales", type=float, nargs="+", default=[1.0], help="one result per scale, e.g. 1.0 2.0")
+        parser.add_argument("--temperature", type=float, default=1.0)
+        parser.add_argument("--top-k", type=int, default=0)
+        parser.add_argument("--top-p", type=float, default=1.0)
+        parser.add_argument("--image-size", type=int, default=None, help="evaluation resolution (default: the samples')")
+        parser.add_argument("--save-samples", type=Path, default=None, help="also write generated samples as .npz (arr_0)")
+        parser.add_argument("--save-ref-stats", type=Path, default=None, help="write the reference statistics .npz")
+    add_common_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Dispatch on args.command."""
+    require(args.batch_size > 0, f"--batch-size must be positive, got {args.batch_size}")
+    if args.command == "eval-tokenizer":
+        return eval_tokenizer(args)
+    return eval_generator(args)
+
+
+# ------------------------------------------------------------------------------------------------- loaders
+def load_tokenizer(path: Path, device: str):
+    """The tokenizer loader (`vfmtok.tokenizer.api.load_tokenizer`), with a one-line error for a missing checkpoint."""
+    path = Path(path)
+    require(path.exists(), f"tokenizer checkpoint not found: {path}")
+    from vfmtok.tokenizer.api import load_tokenizer as _load
+
+    return _load(path, device=device)
+
+
+def load_generator(path: Path, device: str):
+    """GPT.from_pretrained on `device`, with a one-line error for a missing checkpoint."""
+    path = Path(path)
+    require(path.exists(), f"generator checkpoint not found: {path}")
+    from vfmtok.generator.gpt import GPT
+
+    return GPT.from_pretrained(path).to(device).eval()
+
+
+def generate(gpt, tokenizer, labels: torch.Tensor, **kwargs) -> np.ndarray:
+    """The generator helper's `generate_images` (uint8 (N,H,W,3))."""
+    from vfmtok.generator.sample import generate_images
+
+    return generate_images(gpt, tokenizer, labels, **kwargs)
+
+
+def make_lpips(device: str):
+    """LPIPS(VGG) on device, or (None, reason) when the module is not available."""
+    try:
+        from vfmtok.eval.lpips import LPIPS
+    except ImportError as e:
+        return None, f"LPIPS unavailable: {e}"
+    try:
+        return LPIPS(net="vgg").to(device).eval(), None
+    except VFMTokError as e:
+        return None, f"LPIPS unavailable: {e}"
+
+
+def _lpips_info() -> dict:
+    path = find_weight("vgg16.ckpt")  # LPIPS(vgg) reads its convolutions and linear heads from this file
+    return {"name": "lpips-v0.1-vgg", "file": path.name, "sha256": file_sha256(path)}
+
+
+def make_second(name: str, device: str):
+    """(EncoderFeatures, None) or (None, reason); an unknown encoder name is an error, missing weights a note."""
+    if name.lower() == "none":
+        return None, "second-opinion FD skipped (--second-encoder none)"
+    from vfmtok.encoders import list_encoders
+
+    require(name in list_encoders(), f"unknown --second-encoder '{name}'; choose one of: {', '.join(list_encoders())}, none")
+    try:
+        return EncoderFeatures(name, device), None
+    except (VFMTokError, ImportError, KeyError) as e:
+        return None, f"FD-{name} unavailable: {e}"
+
+
+# ------------------------------------------------------------------------------------------------- features
+@dataclass
+class FeatureSink:
+    """Accumulates Inception pool3 / logits and second-opinion features of one image set."""
+
+    inception: InceptionExtractor | None
+    second: EncoderFeatures | None
+    pool3: list = field(default_factory=list)
+    logits: list = field(default_factory=list)
+    other: list = field(default_factory=list)
+
+    def add(self, u8: torch.Tensor, signed: torch.Tensor | None = None) -> None:
+        """Add a uint8 (B,H,W,3) batch; `signed` is the same batch in [-1,1] (B,3,H,W) if already at hand."""
+        if self.inception is not None:
+            f, lg = self.inception(u8)
+            self.pool3.append(f)
+            if lg is not None:
+                self.logits.append(lg)
+        if self.second is not None:
+            self.other.append(self.second(uint8_to_signed(u8) if signed is None else signed))
+
+    def stats(self, net: dict, meta: dict) -> FeatureStats:
+        """Inception statistics (with features kept for P/R)."""
+        return FeatureStats.from_features(np.concatenate(self.pool3), net, meta)
+
+    def second_stats(self, meta: dict) -> FeatureStats | None:
+        """Second-opinion statistics, or None when that network is off."""
+        if self.second is None or not self.other:
+            return None
+        return FeatureStats.from_features(np.concatenate(self.other), self.second.info, meta, keep_features=False)
+
+    def inception_score(self) -> tuple[float, float] | None:
+        """(mean, std) over 10 splits, or None without logits or with fewer than 10 images."""
+        if not self.logits or sum(len(x) for x in self.logits) < 10:
+            return None
+        return inception_score(np.concatenate(self.logits))
+
+
+def _indices_sha(idx: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(idx, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def reference_stats(images: ImageSet, idx: np.ndarray, ext: InceptionExtractor, second: EncoderFeatures | None,
+                    batch_size: int, use_cache: bool, desc: str) -> tuple[FeatureStats, FeatureStats | None, bool]:
+    """(Inception stats, second-opinion stats, came_from_cache) of real images, cached per data/subset/network."""
+    base = {"data": images.description, "n_total": len(images), "indices": _indices_sha(idx), "resolution": images.resolution}
+    src = images.description.get("path") or images.description.get("source")
+    if src and Path(src).exists():
+        base["fingerprint"] = source_fingerprint(src)
+    key_inc = {**base, "net": ext.info["sha256"], "kind": "inception-pool3"}
+    key_2nd = {**base, "net": second.info, "kind": "second"} if second is not None else None
+    inc = load_cached_stats(key_inc) if use_cache else None
+    sec = load_cached_stats(key_2nd) if (use_cache and key_2nd) else None
+    if inc is not None and (second is None or sec is not None):
+        return inc, sec, True
+    sink = FeatureSink(ext if inc is None else None, second if (second is not None and sec is None) else None)
+    total = math.ceil(len(idx) / batch_size)
+    for u8, _ in tqdm(iter_batches(images, idx, batch_size), total=total, desc=desc, disable=None):
+        sink.add(u8)
+    meta = {"data": images.description, "num_images": len(idx), "resolution": images.resolution}
+    if inc is None:
+        inc = sink.stats(ext.info, meta)
+        save_cached_stats(key_inc, inc)
+    if key_2nd is not None and sec is None:
+        sec = sink.second_stats(meta)
+        save_cached_stats(key_2nd, sec)
+    return inc, sec, False
+
+
+def _fd(a: FeatureStats | None, b: FeatureStats | None) -> float | None:
+    return None if a is None or b is None else a.distance(b)
+
+
+def _print_result(table: str, notes: list[str], out: Path | None, record: dict) -> None:
+    print(table, end="")
+    for n in notes:
+        print(f"  note: {n}")
+    if out is not None:
+        js, md = write_results(out, record, table)
+        print(f"wrote {js} and {md}")
+
+
+# ------------------------------------------------------------------------------------------------- eval-tokenizer
+def eval_tokenizer(args: argparse.Namespace) -> int:
+    """Reconstruct a validation set: rFID (vs the same images), rIS, PSNR, SSIM, LPIPS, codebook usage/perplexity."""
+    tok = load_tokenizer(args.checkpoint, args.device)
+    res = int(tok.image_size)
+    images = open_image_set(args.data, res, split=args.split)
+    idx = subset_indices(len(images), args.num_images, args.seed)
+    require(len(idx) >= 2, f"need at least 2 images for FID statistics, {args.data} gives {len(idx)}")
+    ext = get_extractor(args.device)
+    second, second_note = make_second(args.second_encoder, args.device)
+    lpips_net, lpips_note = (None, "LPIPS skipped (--no-lpips)") if args.no_lpips else make_lpips(args.device)
+    torch.manual_seed(args.seed)
+
+    real_inc, real_2nd, cached = reference_stats(images, idx, ext, second, args.batch_size, not args.no_cache, "real images")
+    rec = FeatureSink(ext, second)
+    usage = CodeUsage(tok.codebook_size)
+    psnrs, ssims, lps = [], [], []
+    total = math.ceil(len(idx) / args.batch_size)
+    for u8, _ in tqdm(iter_batches(images, idx, args.batch_size), total=total, desc="reconstruct", disable=None):
+        x = uint8_to_signed(u8).to(args.device)
+        with torch.inference_mode():
+            ids = tok.encode(x)
+            rec_u8 = to_uint8(tok.decode(ids)).cpu()
+        usage.update(ids)
+        ref01, rec01 = uint8_to_unit(u8), uint8_to_unit(rec_u8)
+        psnrs.append(psnr(ref01, rec01))
+        ssims.append(ssim(ref01, rec01))
+        rec_signed = uint8_to_signed(rec_u8).to(args.device)
+        if lpips_net is not None:
+            with torch.inference_mode():
+                lps.append(lpips_net(x, rec_signed).float().cpu())
+        rec.add(rec_u8, rec_signed)
+
+    meta = {"kind": "reconstructions", "num_images": len(idx), "resolution": res}
+    rec_stats = rec.stats(ext.info, meta)
+    is_ = rec.inception_score()
+    metrics = {
+        "rFID": real_inc.distance(rec_stats),
+        "rIS": is_[0] if is_ else None, "rIS_std": is_[1] if is_ else None,
+        "PSNR": float(torch.cat(psnrs).mean()),
+        "SSIM": float(torch.cat(ssims).mean()),
+        "LPIPS": float(torch.cat(lps).mean()) if lps else None,
+        **usage.summary(),
+    }
+    if args.second_encoder.lower() != "none":
+        metrics[f"FD_{args.second_encoder}"] = _fd(real_2nd, rec.second_stats(meta))
+    notes = [PSNR_DESCRIPTION, f"{SSIM_DESCRIPTION} ({SSIM_PAPER_NOTE})",
+             "rFID: TF-Inception pool3 of the reconstructions vs the same real images (uint8, TF1 bilinear resize to 299)",
+             f"images quantised to uint8 before every metric; evaluated at {res}px"]
+    if ext.is_unavailable:
+        notes.append(f"IS unavailable: {ext.is_unavailable}")
+    notes += [n for n in (second_note, lpips_note) if n]
+    if cached:
+        notes.append("real-image statistics read from the cache (--no-cache recomputes)")
+    record = make_record(
+        "eval-tokenizer", metrics=metrics, num_images=len(idx), resolution=res, seed=args.seed,
+        checkpoints={"tokenizer": checkpoint_record(tok.checkpoint_path)},
+        data={**images.description, "num_available": len(images)},
+        feature_networks=[ext.info] + ([second.info] if second else []) + ([_lpips_info()] if lpips_net else []),
+        notes=notes, device=str(args.device), args=args,
+        tokenizer={"codebook_size": int(tok.codebook_size), "num_tokens": int(tok.num_tokens), "image_size": res})
+    header = ["tokenizer", "codebook", "tokens", "images", "res", "rFID↓", "rIS↑", "PSNR↑", "SSIM↑", "LPIPS↓",
+              "usage", "perplexity"]
+    row = [Path(tok.checkpoint_path).name, tok.codebook_size, tok.num_tokens, len(idx), res, metrics["rFID"], metrics["rIS"],
+           metrics["PSNR"], metrics["SSIM"], metrics["LPIPS"], f"{metrics['codebook_usage']:.1%}", metrics["perplexity"]]
+    if f"FD_{args.second_encoder}" in metrics:
+        header.append(f"FD-{args.second_encoder}↓")
+        row.append(metrics[f"FD_{args.second_encoder}"])
+    _print_result(markdown_table(header, [row]), notes, args.out, record)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- eval-generator
+@dataclass
+class Reference:
+    """What the samples are compared with. `pr_features` feed precision/recall; for an ADM reference batch they
+    come from its `arr_0` images while mu/sigma are stored statistics of other images, so they are kept apart
+    from `stats.features` (which must be the features behind sigma)."""
+
+    stats: FeatureStats
+    pr_features: np.ndarray | None
+    second: FeatureStats | None
+    description: dict
+    notes: list[str] = field(default_factory=list)
+
+
+def _stats_file_reference(args, ref: str, ext: InceptionExtractor, has_images: bool) -> Reference:
+    stats = FeatureStats.load(ref, expect_net={**ext.info, "dim": 2048})
+    desc = {"source": ref, "format": "stats-npz", "num_images": stats.num_images}
+    notes = [stats.meta["note"]] if "note" in stats.meta else []
+    if args.second_encoder.lower() != "none":
+        notes.append(f"FD-{args.second_encoder} unavailable: the reference is a statistics file")
+    pr = stats.features
+    if pr is None and has_images:  # ADM reference batch: P/R on its arr_0 images, at their own size (as ADM does)
+        arr_set = open_image_set(ref, None)
+        arr_stats, _, _ = reference_stats(arr_set, np.arange(len(arr_set)), ext, None, args.batch_size,
+                                          not args.no_cache, "reference arr_0")
+        pr, desc["pr_images"] = arr_stats.features, len(arr_set)
+    if pr is None:
+        notes.append("precision/recall unavailable: the reference statistics file holds no features or images")
+    return Reference(stats, pr, None, desc, notes)
+
+
+def load_reference(args, res: int, ext: InceptionExtractor, second: EncoderFeatures | None) -> Reference:
+    """The reference of `eval-generator`: a statistics .npz (ours, or an ADM batch) or real images at `res`."""
+    ref = str(args.ref)
+    if ref.lower().endswith(".npz"):
+        require(Path(ref).is_file(), f"reference file not found: {ref}")
+        with np.load(ref, allow_pickle=False) as z:
+            has_stats, has_images = "mu" in z.files and "sigma" in z.files, "arr_0" in z.files
+        require(has_stats or has_images, f"{ref} holds neither mu/sigma statistics nor arr_0 images")
+        if has_stats:
+            return _stats_file_reference(args, ref, ext, has_images)
+    images = open_image_set(ref, res, split=args.ref_split)
+    idx = subset_indices(len(images), args.ref_num_images, args.seed)
+    require(len(idx) >= 2, f"need at least 2 reference images, {ref} gives {len(idx)}")
+    inc, sec, cached = reference_stats(images, idx, ext, second, args.batch_size, not args.no_cache, "reference")
+    notes = ["reference statistics read from the cache (--no-cache recomputes)"] if cached else []
+    return Reference(inc, inc.features, sec, {**images.description, "num_images": len(idx), "num_available": len(images)}, notes)
+
+
+def _sample_batches(args, gpt, tok, cfg: float, labels: torch.Tensor):
+    """Generated uint8 batches for one CFG scale (seed advances per chunk, identical across scales)."""
+    step = args.batch_size * GENERATE_CHUNK_BATCHES
+    for chunk, s in enumerate(range(0, len(labels), step)):
+        arr = generate(gpt, tok, labels[s:s + step], cfg_scale=cfg, temperature=args.temperature,
+                       top_k=args.top_k, top_p=args.top_p, seed=args.seed + chunk, batch_size=args.batch_size)
+        yield torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def eval_generator(args: argparse.Namespace) -> int:
+    """gFID / IS / precision / recall (+ FD on a second encoder) of samples against a reference, per CFG scale."""
+    require((args.samples is None) != (args.gpt is None), "give either --samples or --gpt (with --tokenizer), not both")
+    runs: list[dict] = []  # each: cfg, iterator factory, count
+    checkpoints: dict = {}
+    if args.samples is not None:
+        samples = open_image_set(args.samples, args.image_size, split=None)
+        idx = subset_indices(len(samples), args.num_images, args.seed)
+        res = int(samples.resolution)
+        runs.append({"cfg": None, "n": len(idx),
+                     "batches": lambda: (u8 for u8, _ in iter_batches(samples, idx, args.batch_size))})
+        data_desc = {**samples.description, "num_available": len(samples)}
+    else:
+        require(args.tokenizer is not None, "--gpt needs --tokenizer (the tokenizer the generator was trained on)")
+        tok = load_tokenizer(args.tokenizer, args.device)
+        gpt = load_generator(args.gpt, args.device)
+        num_classes = int(gpt.config.num_classes)
+        per_class = args.images_per_class if args.num_images is None else args.num_images // num_classes
+        require(per_class >= 1, f"--num-images {args.num_images} is less than one image per class ({num_classes} classes)")
+        labels = torch.arange(num_classes).repeat_interleave(per_class)
+        res = int(tok.image_size)
+        require(args.image_size in (None, res), f"--image-size {args.image_size} differs from the tokenizer's {res}")
+        checkpoints = {"generator": checkpoint_record(args.gpt), "tokenizer": checkpoint_record(tok.checkpoint_path)}
+        data_desc = {"source": "generated", "images_per_class": per_class, "num_classes": num_classes}
+        for cfg in args.cfg_scales:
+            runs.append({"cfg": cfg, "n": len(labels),
+                         "batches": (lambda c=cfg: _sample_batches(args, gpt, tok, c, labels))})
+    ext = get_extractor(args.device)  # built after the inputs are checked: a bad path fails fast
+    second, second_note = make_second(args.second_encoder, args.device)
+    ref = load_reference(args, res, ext, second)
+    notes = list(ref.notes)
+    if args.save_ref_stats is not None:
+        ref.stats.save(args.save_ref_stats)
+        notes.append(f"reference statistics written to {args.save_ref_stats}")
+
+    results, rows = [], []
+    second_col = args.second_encoder.lower() != "none"
+    for r in runs:
+        sink = FeatureSink(ext, second)
+        kept = [] if (args.save_samples is not None and r["cfg"] is not None) else None
+        label = "samples" if r["cfg"] is None else f"cfg {r['cfg']}"
+        bar = tqdm(total=r["n"], desc=label, disable=None)
+        for u8 in r["batches"]():
+            sink.add(u8)
+            if kept is not None:
+                kept.append(u8.numpy())
+            bar.update(len(u8))
+        bar.close()
+        require(sum(len(f) for f in sink.pool3) >= 2, "need at least 2 samples for FID statistics")
+        stats = sink.stats(ext.info, {"cfg": r["cfg"]})
+        is_ = sink.inception_score()
+        m = {"cfg_scale": r["cfg"], "num_images": stats.num_images,
+             "gFID": ref.stats.distance(stats),
+             "IS": is_[0] if is_ else None, "IS_std": is_[1] if is_ else None}
+        if second_col:
+            m[f"FD_{args.second_encoder}"] = _fd(ref.second, sink.second_stats({}))
+        if ref.pr_features is not None and len(ref.pr_features) > 3 and stats.num_images > 3:
+            m.update(precision_recall(ref.pr_features, stats.features, k=3, device=args.device))
+        else:
+            m.update(precision=None, recall=None)
+        if kept is not None:
+            _save_samples(args.save_samples, r["cfg"], len(args.cfg_scales) > 1, np.concatenate(kept))
+        results.append(m)
+        rows.append([r["cfg"] if r["cfg"] is not None else "n/a", stats.num_images, m["gFID"], m["IS"],
+                     m["precision"], m["recall"]] + ([m[f"FD_{args.second_encoder}"]] if second_col else []))
+
+    notes.append("gFID: TF-Inception pool3 (uint8, TF1 bilinear resize to 299) vs the reference; P/R: k=3 on the same features")
+    if ext.is_unavailable:
+        notes.append(f"IS unavailable: {ext.is_unavailable}")
+    if second_note:
+        notes.append(second_note)
+    sampling = None if args.samples is not None else {
+        "cfg_scales": list(args.cfg_scales), "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+        "labels": "balanced", "images_per_class": data_desc["images_per_class"]}
+    record = make_record(
+        "eval-generator", metrics={"runs": results}, num_images=results[0]["num_images"], resolution=res, seed=args.seed,
+        checkpoints=checkpoints, data={"samples": data_desc, "reference": ref.description}, cfg=sampling,
+        feature_networks=[ext.info] + ([second.info] if second else []), notes=notes, device=str(args.device), args=args)
+    header = ["cfg", "images", "gFID↓", "IS↑", "precision↑", "recall↑"] + ([f"FD-{args.second_encoder}↓"] if second_col else [])
+    _print_result(markdown_table(header, rows), notes, args.out, record)
+    return 0
+
+
+def _save_samples(path: Path, cfg: float, several: bool, arr: np.ndarray) -> None:
+    """Write samples as an ADM-style .npz (arr_0); with several CFG scales the scale goes into the name."""
+    path = Path(path)
+    if several:
+        path = path.with_name(f"{path.stem}-cfg{cfg:g}{path.suffix or '.npz'}")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, arr_0=arr)

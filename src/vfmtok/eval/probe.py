@@ -1,0 +1,130 @@
+"""`vfmtok probe`: linear probing of frozen tokenizer features (decoder CLS token, mean of quantised tokens).
+
+Protocol: extract features once for the train and val splits, standardise with the train mean/std (what the
+MAE protocol's affine-free BatchNorm does), then fit one linear layer full-batch with L-BFGS on cross-entropy
++ L2 weight decay, from zero init (deterministic; the problem is convex). Report top-1 on val.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from vfmtok.eval.commands import load_tokenizer
+from vfmtok.eval.image_metrics import uint8_to_signed
+from vfmtok.eval.imagesets import ImageSet, iter_batches, open_image_set, subset_indices
+from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, write_results
+from vfmtok.utils.errors import VFMTokError, require
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `vfmtok probe`."""
+    parser.add_argument("checkpoint", type=Path, help="tokenizer checkpoint folder")
+    parser.add_argument("--data", default="sample", help="'sample' | 'imagenette' | 'cifar10' | dataset folder/zip with splits")
+    parser.add_argument("--train-split", default="train")
+    parser.add_argument("--val-split", default="val")
+    parser.add_argument("--weight-decay", type=float, default=1e-3, help="L2 penalty (wd/2 * ||W||^2) on the linear weights")
+    parser.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations")
+    parser.add_argument("--out", type=Path, default=None, help="results JSON path (Markdown beside it)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--num-images", "--limit", dest="num_images", type=int, default=None,
+                        help="at most this many images per split (a seeded random subset)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+@torch.no_grad()  # not inference_mode: the probe later trains on these tensors
+def extract_features(tok, images: ImageSet, idx: np.ndarray, batch_size: int, device: str, desc: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """{feature name: (N, D) float32} from `tok.probe_features`, and labels (N,)."""
+    feats: dict[str, list[torch.Tensor]] = {}
+    labels: list[torch.Tensor] = []
+    total = math.ceil(len(idx) / batch_size)
+    for u8, y in tqdm(iter_batches(images, idx, batch_size), total=total, desc=desc, disable=None):
+        out = tok.probe_features(uint8_to_signed(u8).to(device))
+        for k, v in out.items():
+            feats.setdefault(k, []).append(v.detach().float().reshape(len(u8), -1).cpu())
+        labels.append(y)
+    require(len(feats) > 0, "the tokenizer's probe_features returned no features")
+    return {k: torch.cat(v) for k, v in feats.items()}, torch.cat(labels)
+
+
+def train_linear_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+                       num_classes: int, weight_decay: float = 1e-3, max_iter: int = 200) -> dict[str, float]:
+    """Standardise with train statistics, fit W, b full-batch (L-BFGS), return top-1 on train and val."""
+    x_train, x_val = x_train.double(), x_val.double()
+    mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
+    x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
+    w = torch.zeros(num_classes, x_train.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-9, tolerance_change=1e-12)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(x_train @ w.T + b, y_train) + 0.5 * weight_decay * (w * w).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        loss = float(opt.step(closure).detach())
+    with torch.no_grad():
+        acc_tr = float(((x_train @ w.T + b).argmax(1) == y_train).double().mean())
+        acc_va = float(((x_val @ w.T + b).argmax(1) == y_val).double().mean())
+    return {"top1_val": acc_va, "top1_train": acc_tr, "final_loss": loss}
+
+
+def _open_split(data: str, res: int, split: str) -> ImageSet:
+    images = open_image_set(data, res, split=split)
+    require(images.labels is not None, f"{data} is not a dataset with class sub-folders; linear probing needs labels")
+    return images
+
+
+def run(args: argparse.Namespace) -> int:
+    """Extract features of both splits once, fit one probe per feature kind, report top-1 on val."""
+    torch.manual_seed(args.seed)
+    tok = load_tokenizer(args.checkpoint, args.device)
+    res = int(tok.image_size)
+    train, val = _open_split(args.data, res, args.train_split), _open_split(args.data, res, args.val_split)
+    require(train.description.get("location") != val.description.get("location"),
+            f"{args.data} has no separate '{args.train_split}' and '{args.val_split}' splits (both read {train.description.get('location')})")
+    require(train.class_names == val.class_names,
+            f"train and val splits of {args.data} have different classes ({len(train.class_names)} vs {len(val.class_names)})")
+    idx_tr = subset_indices(len(train), args.num_images, args.seed)
+    idx_va = subset_indices(len(val), args.num_images, args.seed + 1)
+    f_tr, y_tr = extract_features(tok, train, idx_tr, args.batch_size, args.device, "features train")
+    f_va, y_va = extract_features(tok, val, idx_va, args.batch_size, args.device, "features val")
+    num_classes = len(train.class_names)
+    results, rows = {}, []
+    for key in sorted(f_tr):
+        if key not in f_va:
+            raise VFMTokError(f"feature '{key}' present for train but not for val")
+        r = train_linear_probe(f_tr[key], y_tr, f_va[key], y_va, num_classes, args.weight_decay, args.max_iter)
+        results[key] = {**r, "dim": int(f_tr[key].shape[1])}
+        rows.append([Path(tok.checkpoint_path).name, key, results[key]["dim"], len(idx_tr), len(idx_va), num_classes,
+                     f"{r['top1_val']:.1%}", f"{r['top1_train']:.1%}"])
+    notes = ["features standardised with train mean/std; linear layer fit full-batch by L-BFGS (zero init) on "
+             f"cross-entropy + {args.weight_decay:g}/2 * ||W||^2, {args.max_iter} iterations",
+             f"chance level {1 / num_classes:.1%}"]
+    if "cls" not in f_tr:
+        notes.append("this tokenizer has no CLS token: only the mean of the quantised token embeddings is probed")
+    record = make_record(
+        "probe", metrics=results, num_images=len(idx_tr) + len(idx_va), resolution=res, seed=args.seed,
+        checkpoints={"tokenizer": checkpoint_record(tok.checkpoint_path)},
+        data={"source": str(args.data), "train_split": args.train_split, "val_split": args.val_split,
+              "num_train": len(idx_tr), "num_val": len(idx_va), "classes": train.class_names},
+        feature_networks=[{"name": "tokenizer.probe_features", "keys": sorted(f_tr)}], notes=notes,
+        device=str(args.device), args=args, weight_decay=args.weight_decay, max_iter=args.max_iter)
+    table = markdown_table(["tokenizer", "feature", "dim", "train", "val", "classes", "top-1 val↑", "top-1 train"], rows)
+    print(table, end="")
+    for n in notes:
+        print(f"  note: {n}")
+    if args.out is not None:
+        js, md = write_results(args.out, record, table)
+        print(f"wrote {js} and {md}")
+    return 0
