@@ -44,13 +44,15 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     """Arguments of `eval-tokenizer` or `eval-generator`."""
     if command == "eval-tokenizer":
-        parser.add_argument("checkpoint", type=Path, help="tokenizer checkpoint folder (model.safetensors + config.json)")
+        parser.add_argument("checkpoint", type=Path, nargs="?", default=None,
+                            help="tokenizer checkpoint folder or run folder (or use --tokenizer)")
+        parser.add_argument("--tokenizer", type=Path, default=None, help="same as the positional checkpoint")
         parser.add_argument("--data", default="sample", help="'sample' | 'imagenette' | 'cifar10' | class-folder tree | zip")
         parser.add_argument("--split", default="val")
         parser.add_argument("--no-lpips", action="store_true")
     else:
         parser.add_argument("--gpt", type=Path, default=None, help="generator checkpoint folder (samples K per class)")
-        parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer checkpoint folder (with --gpt)")
+        parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer checkpoint folder (default: the one recorded in the GPT's config)")
         parser.add_argument("--samples", default=None, help="samples to score instead: .npz (arr_0 uint8 NHWC) or a folder")
         parser.add_argument("--ref", required=True,
                             help="reference: dataset ('imagenette', folder, zip) or statistics .npz (ours or ADM's)")
@@ -76,6 +78,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------------- loaders
+def tokenizer_path(args: argparse.Namespace) -> Path:
+    """The tokenizer given positionally or with --tokenizer (exactly one)."""
+    given = [p for p in (args.checkpoint, args.tokenizer) if p is not None]
+    require(len(given) == 1, "give the tokenizer checkpoint once: positionally or with --tokenizer")
+    return Path(given[0])
+
+
 def load_tokenizer(path: Path, device: str):
     """The tokenizer loader (`vfmtok.tokenizer.api.load_tokenizer`), with a one-line error for a missing checkpoint."""
     path = Path(path)
@@ -216,7 +225,7 @@ def _print_result(table: str, notes: list[str], out: Path | None, record: dict) 
 # ------------------------------------------------------------------------------------------------- eval-tokenizer
 def eval_tokenizer(args: argparse.Namespace) -> int:
     """Reconstruct a validation set: rFID (vs the same images), rIS, PSNR, SSIM, LPIPS, codebook usage/perplexity."""
-    tok = load_tokenizer(args.checkpoint, args.device)
+    tok = load_tokenizer(tokenizer_path(args), args.device)
     res = int(tok.image_size)
     images = open_image_set(args.data, res, split=args.split)
     idx = subset_indices(len(images), args.num_images, args.seed)
@@ -356,9 +365,10 @@ def eval_generator(args: argparse.Namespace) -> int:
                      "batches": lambda: (u8 for u8, _ in iter_batches(samples, idx, args.batch_size))})
         data_desc = {**samples.description, "num_available": len(samples)}
     else:
-        require(args.tokenizer is not None, "--gpt needs --tokenizer (the tokenizer the generator was trained on)")
-        tok = load_tokenizer(args.tokenizer, args.device)
         gpt = load_generator(args.gpt, args.device)
+        recorded = (getattr(gpt, "tokenizer_info", None) or {}).get("checkpoint_path")
+        require(args.tokenizer is not None or recorded, "--gpt needs --tokenizer (none is recorded in the GPT's config)")
+        tok = load_tokenizer(args.tokenizer or recorded, args.device)
         num_classes = int(gpt.config.num_classes)
         per_class = args.images_per_class if args.num_images is None else args.num_images // num_classes
         require(per_class >= 1, f"--num-images {args.num_images} is less than one image per class ({num_classes} classes)")

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vfmtok.eval.commands import load_tokenizer
+from vfmtok.eval.commands import load_tokenizer, tokenizer_path
 from vfmtok.eval.image_metrics import uint8_to_signed
 from vfmtok.eval.imagesets import ImageSet, iter_batches, open_image_set, subset_indices
 from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, write_results
@@ -25,7 +25,9 @@ from vfmtok.utils.errors import VFMTokError, require
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `vfmtok probe`."""
-    parser.add_argument("checkpoint", type=Path, help="tokenizer checkpoint folder")
+    parser.add_argument("checkpoint", type=Path, nargs="?", default=None,
+                        help="tokenizer checkpoint folder or run folder (or use --tokenizer)")
+    parser.add_argument("--tokenizer", type=Path, default=None, help="same as the positional checkpoint")
     parser.add_argument("--data", default="sample", help="'sample' | 'imagenette' | 'cifar10' | dataset folder/zip with splits")
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--val-split", default="val")
@@ -88,7 +90,7 @@ def _open_split(data: str, res: int, split: str) -> ImageSet:
 def run(args: argparse.Namespace) -> int:
     """Extract features of both splits once, fit one probe per feature kind, report top-1 on val."""
     torch.manual_seed(args.seed)
-    tok = load_tokenizer(args.checkpoint, args.device)
+    tok = load_tokenizer(tokenizer_path(args), args.device)
     res = int(tok.image_size)
     train, val = _open_split(args.data, res, args.train_split), _open_split(args.data, res, args.val_split)
     require(train.description.get("location") != val.description.get("location"),
