@@ -119,13 +119,17 @@ class EMA:
         self.module.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """ema = decay * ema + (1 - decay) * param, over trainable parameters."""
+    def update(self, model: nn.Module, step: int | None = None) -> None:
+        """ema = d * ema + (1 - d) * param over trainable parameters; d = min(decay, (1+step)/(10+step)) when step is given.
+
+        The warm-up keeps short runs from exporting mostly-initial weights (0.999**500 = 0.61).
+        """
+        d = self.decay if step is None else min(self.decay, (1.0 + step) / (10.0 + step))
         src = dict(unwrap(model).named_parameters())
         for name, p in self.module.named_parameters():
             q = src[name]
             if q.requires_grad:
-                p.lerp_(q.detach(), 1.0 - self.decay)
+                p.lerp_(q.detach(), 1.0 - d)
         src_b = dict(unwrap(model).named_buffers())
         for name, b in self.module.named_buffers():
             if b is not src_b[name]:

@@ -178,7 +178,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
             torch.nn.utils.clip_grad_norm_(losses.disc.parameters(), t.grad_clip)
             opt_d.step()
             logs.update(d_logs)
-        ema.update(model)
+        ema.update(model, step)
         step += 1
         if t.reseed_dead_every and step % t.reseed_dead_every == 0 and step < t.steps:
             n = model.quantizer.reseed_dead_codes(out.pre_quant, gen)

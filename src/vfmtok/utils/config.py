@@ -35,12 +35,22 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
             v = from_dict(t, v, f"{where}.{k}")
         elif typing.get_origin(t) is tuple and isinstance(v, list):
             v = tuple(v)
+        elif t is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        elif t in (int, float) and not isinstance(v, (int, float)) or t is bool and not isinstance(v, bool):
+            raise VFMTokError(f"{where}.{k}: expected {t.__name__}, got {v!r}")
         kwargs[k] = v
     return cls(**kwargs)
 
 
 def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text)
+    value = yaml.safe_load(text)
+    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def apply_overrides(cfg: T, overrides: list[str] | None = None, yaml_path: str | Path | None = None) -> T:

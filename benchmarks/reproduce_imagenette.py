@@ -1,0 +1,174 @@
+"""Small-scale reproduction of VFMTok's claims on Imagenette, VFMTok (frozen VGG16) vs a from-scratch VQGAN.
+
+Run:  .venv/bin/python benchmarks/reproduce_imagenette.py [--tok-steps 600] [--gpt-steps 1500] [--variants ...]
+Writes benchmarks/results/reproduce_imagenette/{results.json, results.md, convergence.svg} and keeps the runs
+in runs/reproduce_imagenette/ (every stage resumes; re-running skips what is done).
+
+Per tokenizer variant (same token count 64, codebook 1024 x 12, image size, batch and steps):
+  train -> eval-tokenizer (rFID / PSNR / SSIM / LPIPS / usage on val) -> linear probe (train -> val).
+For the main pair (vfmtok, vqgan): extract codes -> train the same GPT preset -> gFID / precision / recall at
+several checkpoints without CFG, and with CFG at the last one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "reproduce_imagenette"
+
+# name -> (preset, overrides); all share token count, codebook, image size and training budget.
+VARIANTS = {
+    "vfmtok": ("vfmtok-cpu-64", []),
+    "vqgan": ("vqgan-cpu-64", []),
+    "vfmtok_no_feature_loss": ("vfmtok-cpu-64", ["model.feature_branch=false"]),
+    "vfmtok_last_level_only": ("vfmtok-cpu-64", ["model.levels=[-1]"]),
+    "vfmtok_random_encoder": ("vfmtok-cpu-64", ["model.encoder_pretrained=false"]),
+}
+MAIN = ("vfmtok", "vqgan")
+
+
+def cli(argv: list[str]) -> None:
+    """Run a vfmtok command in-process; stop on failure."""
+    from vfmtok.cli import main
+
+    print("$ vfmtok " + " ".join(argv), flush=True)
+    rc = main(argv)
+    if rc:
+        raise SystemExit(f"failed: vfmtok {' '.join(argv)}")
+
+
+def metrics_of(path: Path) -> dict:
+    return json.loads(path.read_text())["metrics"]
+
+
+def train_tok(name: str, args, runs: Path) -> Path:
+    from vfmtok.train.common import resolve_checkpoint
+    from vfmtok.train.tokenizer import resolve_config, train_tokenizer
+
+    preset, sets = VARIANTS[name]
+    ns = argparse.Namespace(preset=preset, overrides=sets + [f"train.batch_size={args.batch}", "train.cache_features=false",
+                                                               f"train.lr={args.tok_lr}",
+                                                               f"train.save_every={max(1, args.tok_steps // 4)}"],
+                            config=None, data=args.data, steps=args.tok_steps, batch_size=None, device=args.device)
+    cfg = resolve_config(ns)
+    run = runs / name / "tokenizer"
+    latest = run / "latest.txt"
+    if not (latest.is_file() and latest.read_text().strip() == f"step_{args.tok_steps:07d}"):
+        train_tokenizer(cfg, run, resume=latest.is_file())
+    return resolve_checkpoint(run)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="imagenette")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--tok-steps", type=int, default=600)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--tok-lr", type=float, default=1e-3)
+    ap.add_argument("--gpt-preset", default="GPT-tiny")
+    ap.add_argument("--gpt-steps", type=int, default=1500)
+    ap.add_argument("--gpt-evals", type=int, default=3, help="gFID at this many evenly spaced checkpoints")
+    ap.add_argument("--gpt-batch", type=int, default=64)
+    ap.add_argument("--codes-per-class", type=int, default=500, help="train images per class tokenized for the GPT (x2 with flips)")
+    ap.add_argument("--eval-images", type=int, default=500, help="validation images for rFID/PSNR/...; also gFID samples")
+    ap.add_argument("--probe-images", type=int, default=2000, help="images per split (train, val) for the linear probe")
+    ap.add_argument("--cfg", type=float, default=2.0, help="CFG scale evaluated at the last GPT checkpoint")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "reproduce_imagenette"))
+    args = ap.parse_args()
+    runs = Path(args.runs)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results_path = RESULTS / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {"variants": {}}
+    results["command"] = " ".join([Path(sys.executable).name] + sys.argv)
+    results["settings"] = vars(args)
+
+    def save() -> None:
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
+        write_markdown(results)
+
+    for name in args.variants:
+        t0 = time.time()
+        tok = train_tok(name, args, runs)
+        r = results["variants"].setdefault(name, {})
+        r["tokenizer"] = str(tok)
+        r["tokenizer_train_seconds"] = r.get("tokenizer_train_seconds") or round(time.time() - t0, 1)
+        ev = runs / name / "eval_tokenizer.json"
+        if not ev.is_file():
+            cli(["eval-tokenizer", str(tok), "--data", args.data, "--split", "val", "--num-images", str(args.eval_images), "--out", str(ev)])
+        r["recon"] = metrics_of(ev)
+        pr = runs / name / "probe.json"
+        if not pr.is_file():
+            cli(["probe", str(tok), "--data", args.data, "--num-images", str(args.probe_images), "--out", str(pr)])
+        r["probe"] = metrics_of(pr)
+        save()
+        if name not in MAIN:
+            continue
+        codes = runs / name / "codes"
+        cli(["extract-codes", "--tokenizer", str(tok), "--data", args.data, "--split", "train", "--out", str(codes),
+             "--limit-per-class", str(args.codes_per_class)])
+        gpt_run = runs / name / "generator"
+        curve = r.setdefault("gfid_curve", {})
+        marks = [round(args.gpt_steps * (i + 1) / args.gpt_evals) for i in range(args.gpt_evals)]
+        for k, s in enumerate(marks):
+            if str(s) in curve:
+                continue
+            latest = gpt_run / "latest.txt"
+            done = latest.is_file() and int(latest.read_text().strip().split("_")[-1]) >= s
+            if not done:
+                cli(["train-generator", "--codes", str(codes), "--preset", args.gpt_preset, "--steps", str(s),
+                     "--batch-size", str(args.gpt_batch), "--lr", "1e-3", "--warmup-steps", "100", "--ema-decay", "0.999",
+                     "--save-every", str(s), "--out", str(gpt_run), "--device", args.device]
+                    + (["--resume"] if latest.is_file() else []))
+            scales = ["1.0"] + ([str(args.cfg)] if k == len(marks) - 1 else [])
+            ge = runs / name / f"eval_generator_step{s}.json"
+            cli(["eval-generator", "--gpt", str(gpt_run), "--tokenizer", str(tok), "--ref", args.data, "--ref-split", "val",
+                 "--ref-num-images", str(args.eval_images), "--images-per-class", str(args.eval_images // 10),
+                 "--cfg-scales", *scales, "--out", str(ge)])
+            curve[str(s)] = metrics_of(ge)["runs"]
+            save()
+    save()
+    print(f"wrote {results_path} and {RESULTS / 'results.md'}")
+
+
+def write_markdown(results: dict) -> None:
+    """results.md (tables) and convergence.svg (gFID vs GPT steps, no CFG)."""
+    from vfmtok.utils.report import line_chart
+
+    v = results["variants"]
+    lines = ["# Small-scale reproduction on Imagenette (64 px)", "", f"Command: `{results['command']}`", "",
+             "Settings: " + ", ".join(f"{k}={val}" for k, val in results["settings"].items() if k != "runs"), "",
+             "## Tokenizers (validation images)", "",
+             "| variant | rFID | PSNR | SSIM | LPIPS | codebook usage | perplexity | probe top-1 (tokens mean) | probe top-1 (decoder CLS) | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    f = lambda x, d=3: "n/a" if x is None else (f"{x:.{d}f}" if isinstance(x, float) else str(x))  # noqa: E731
+    for name, r in v.items():
+        rc, pb = r.get("recon", {}), r.get("probe", {})
+        lines.append(f"| {name} | {f(rc.get('rFID'), 2)} | {f(rc.get('PSNR'), 2)} | {f(rc.get('SSIM'))} | {f(rc.get('LPIPS'))} | "
+                     f"{f(rc.get('codebook_usage'))} | {f(rc.get('perplexity'), 1)} | {f(_probe(pb, 'tokens_mean'))} | {f(_probe(pb, 'cls'))} | "
+                     f"{f(r.get('tokenizer_train_seconds'), 0)} |")
+    lines += ["", "## Generator: gFID / precision / recall vs training steps (same GPT preset)", "",
+              "| tokenizer | GPT steps | CFG | gFID | precision | recall |", "|---|---|---|---|---|---|"]
+    series = {}
+    for name, r in v.items():
+        for s, runs in sorted(r.get("gfid_curve", {}).items(), key=lambda kv: int(kv[0])):
+            for m in runs:
+                lines.append(f"| {name} | {s} | {m.get('cfg_scale')} | {f(m.get('gFID'), 2)} | {f(m.get('precision'))} | {f(m.get('recall'))} |")
+                if m.get("cfg_scale") == 1.0:
+                    series.setdefault(name, []).append((int(s), m["gFID"]))
+    (RESULTS / "results.md").write_text("\n".join(lines) + "\n")
+    if series:
+        (RESULTS / "convergence.svg").write_text(line_chart(series, "gFID (no CFG) vs GPT training steps"))
+
+
+def _probe(pb: dict, key: str):
+    return (pb.get(key) or {}).get("top1_val")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""`vfmtok demo` (what `make demo` runs): the whole system, small, on the embedded Imagenette sample.
+
+Stages (each resumes if its output exists): train a VFMTok tokenizer on frozen VGG16 features ->
+extract codes -> train a class-conditional GPT -> sample every class without CFG -> evaluate ->
+one self-contained HTML report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vfmtok.utils.errors import VFMTokError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of demo."""
+    p.add_argument("--out", default="runs/demo", help="output folder (re-running resumes finished stages)")
+    p.add_argument("--data", default="sample", help="'sample' (embedded, default), 'imagenette', or an image folder")
+    p.add_argument("--tokenizer-steps", type=int, default=300)
+    p.add_argument("--generator-steps", type=int, default=400)
+    p.add_argument("--per-class", type=int, default=8, help="samples per class")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quick", action="store_true", help="a tiny smoke run (tests use it)")
+
+
+def _stage(name: str) -> None:
+    print(f"\n== {name} ==", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run every stage and print the report's path."""
+    from vfmtok.cli import main as cli
+    from vfmtok.data.imagefolder import ImageFolderDataset
+    from vfmtok.data.sources import resolve_dataset
+    from vfmtok.generator.gpt import GPT, preset_config
+    from vfmtok.tokenizer.api import VFMTokenizer
+    from vfmtok.tokenizer.config import get_preset
+    from vfmtok.train.common import resolve_checkpoint
+    from vfmtok.train.extract import extract_codes
+    from vfmtok.train.generator import GeneratorTrainConfig, train_generator
+    from vfmtok.train.tokenizer import train_tokenizer
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = resolve_dataset(args.data)
+    timings: dict[str, float] = {}
+
+    _stage("1/6 tokenizer: VFMTok on frozen VGG16 (ImageNet) features")
+    t = time.time()
+    cfg = get_preset("vfmtok-cpu-64")
+    cfg.train.data = str(data)
+    cfg.train.steps = 6 if args.quick else args.tokenizer_steps
+    cfg.train.save_every = max(1, cfg.train.steps // 2)
+    cfg.train.device = args.device
+    if args.quick:
+        cfg.train.cache_views = 1
+        cfg.train.batch_size = 8
+    tok_run = out / "tokenizer"
+    if not _finished(tok_run, cfg.train.steps):
+        train_tokenizer(cfg, tok_run, resume=(tok_run / "latest.txt").exists())
+    tok_dir = resolve_checkpoint(tok_run)
+    tok = VFMTokenizer.from_pretrained(tok_dir)
+    timings["tokenizer"] = time.time() - t
+
+    _stage("2/6 extract codes (image + horizontal flip)")
+    t = time.time()
+    train_ds = ImageFolderDataset(data, tok.image_size, split="train")
+    codes = extract_codes(tok, train_ds, out / "codes", batch_size=32)
+    timings["codes"] = time.time() - t
+
+    _stage("3/6 generator: class-conditional GPT on the codes")
+    t = time.time()
+    facts = dict(vocab_size=tok.codebook_size, num_tokens=tok.num_tokens, token_grid=tuple(tok.token_grid),
+                 num_classes=len(train_ds.classes))
+    gsteps = 6 if args.quick else args.generator_steps
+    gcfg = GeneratorTrainConfig(preset="GPT-tiny", model=preset_config("GPT-tiny", **facts), codes=str(codes),
+                                steps=gsteps, batch_size=32, lr=1e-3, warmup_steps=min(50, gsteps // 5),
+                                ema_decay=0.99, save_every=max(1, gsteps // 2), log_every=10, device=args.device)
+    gpt_run = out / "generator"
+    if not _finished(gpt_run, gsteps):
+        train_generator(gcfg, gpt_run, resume=(gpt_run / "latest.txt").exists())
+    gpt_dir = resolve_checkpoint(gpt_run)
+    timings["generator"] = time.time() - t
+
+    _stage("4/6 sample every class without classifier-free guidance")
+    t = time.time()
+    per_class = 2 if args.quick else args.per_class
+    _cli(cli, ["sample", "--gpt", str(gpt_dir), "--tokenizer", str(tok_dir), "--per-class", str(per_class),
+               "--cfg-scale", "1.0", "--seed", "0", "--out", str(out / "samples")])
+    timings["sample"] = time.time() - t
+
+    _stage("5/6 evaluate: reconstruction (PSNR/SSIM/LPIPS/rFID, codebook usage) and generation (gFID, precision/recall)")
+    t = time.time()
+    n_eval = "16" if args.quick else "100"
+    _cli(cli, ["eval-tokenizer", str(tok_dir), "--data", str(data), "--split", "val", "--num-images", n_eval,
+               "--out", str(out / "eval_tokenizer.json")])
+    _cli(cli, ["eval-generator", "--samples", str(out / "samples" / "samples.npz"), "--ref", str(data),
+               "--ref-split", "val", "--out", str(out / "eval_generator.json")])
+    timings["evaluate"] = time.time() - t
+
+    _stage("6/6 report")
+    from vfmtok.demo_report import write_report
+
+    report = write_report(out, tok_dir, gpt_dir, data, timings)
+    print(f"\nreport: {report.resolve()}")
+    return 0
+
+
+def _cli(cli, argv: list[str]) -> None:
+    rc = cli(argv)
+    if rc:
+        raise VFMTokError(f"demo stage failed: vfmtok {' '.join(argv)} (exit {rc})")
+
+
+def _finished(run_dir: Path, steps: int) -> bool:
+    latest = run_dir / "latest.txt"
+    return latest.is_file() and latest.read_text().strip() == f"step_{steps:07d}"
