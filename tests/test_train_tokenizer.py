@@ -37,11 +37,11 @@ def read_metrics(run):
 def test_training_reduces_loss_on_real_images(tmp_path):
     torch.manual_seed(0)
     run = tmp_path / "run"
-    folder = train_tokenizer(tiny_run(40), run)
+    folder = train_tokenizer(tiny_run(60), run)
     m = read_metrics(run)
-    first = m[0]["pixel"]
+    first = sum(r["pixel"] for r in m[:3]) / 3
     last = sum(r["pixel"] for r in m[-10:]) / 10
-    assert last < 0.8 * first, (first, last)
+    assert last < 0.85 * first, (first, last)
     assert (folder / "model.safetensors").is_file() and (run / "recon.png").is_file()
     assert (run / "train.log").is_file() and (run / "run_config.json").is_file()
     assert all(0 < r["usage"] <= 1 for r in m)

@@ -35,12 +35,14 @@ class ViTDecoder(nn.Module):
                  causal: bool = True, dropout: float = 0.0, shared_mask_token: bool = False):
         super().__init__()
         self.causal, self.pixel_grid, self.pos_grid = causal, tuple(pixel_grid), tuple(pos_grid)
+        # One position table at the finer of the two grids (the paper: encoder 24x24 -> pixels 21x21), resized
+        # for the other; a table coarser than the pixel grid would give neighbouring mask tokens ~equal positions.
+        self.table_grid = max(self.pixel_grid, self.pos_grid, key=lambda g: g[0] * g[1])
         s = dim**-0.5
         self.token_pos = nn.Parameter(torch.randn(1, num_tokens, dim) * s)
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * s)
         self.cls_pos = nn.Parameter(torch.randn(1, 1, dim) * s)
-        # Grid position table at the encoder's grid; bicubically resized for the pixel grid.
-        self.grid_pos = nn.Parameter(torch.randn(1, pos_grid[0] * pos_grid[1], dim) * s)
+        self.grid_pos = nn.Parameter(torch.randn(1, self.table_grid[0] * self.table_grid[1], dim) * s)
         self.mask_pixel = nn.Parameter(torch.randn(1, 1, dim) * s)
         self.registers = nn.Parameter(torch.zeros(1, num_registers, dim))
         self.norm_in = nn.LayerNorm(dim)
@@ -65,7 +67,7 @@ class ViTDecoder(nn.Module):
 
     def forward_pixels(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, N, dim) -> (pixel-grid features (B, dim, gh, gw), CLS output (B, dim))."""
-        pos = resize_pos_table(self.grid_pos, self.pos_grid, self.pixel_grid)
+        pos = resize_pos_table(self.grid_pos, self.table_grid, self.pixel_grid)
         cls, out = self._run(tokens, self.norm_in(self.mask_pixel + pos))
         B, _, C = out.shape
         return out.transpose(1, 2).reshape(B, C, *self.pixel_grid), cls
@@ -75,7 +77,8 @@ class ViTDecoder(nn.Module):
         if self.feature_head is None:
             raise RuntimeError("this decoder was built without a feature branch")
         mask = self.mask_pixel if self.shared_mask_token else self.mask_feature
-        _, out = self._run(tokens, self.norm_feature(mask + self.grid_pos))
+        pos = resize_pos_table(self.grid_pos, self.table_grid, self.pos_grid)
+        _, out = self._run(tokens, self.norm_feature(mask + pos))
         pred = self.feature_head(out)
         B, _, C = pred.shape
         return pred.transpose(1, 2).reshape(B, C, *self.pos_grid)

@@ -35,10 +35,16 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
             v = from_dict(t, v, f"{where}.{k}")
         elif typing.get_origin(t) is tuple and isinstance(v, list):
             v = tuple(v)
-        elif t is float and isinstance(v, int) and not isinstance(v, bool):
-            v = float(v)
-        elif t in (int, float) and not isinstance(v, (int, float)) or t is bool and not isinstance(v, bool):
-            raise VFMTokError(f"{where}.{k}: expected {t.__name__}, got {v!r}")
+        elif t in (int, float) and not isinstance(v, bool):
+            try:  # YAML 1.1 reads "3e-4" as a string; ints are fine where floats are expected
+                f = float(v)
+            except (TypeError, ValueError):
+                raise VFMTokError(f"{where}.{k}: expected {t.__name__}, got {v!r}") from None
+            if t is int and f != int(f):
+                raise VFMTokError(f"{where}.{k}: expected int, got {v!r}")
+            v = f if t is float else int(f)
+        elif t is bool and not isinstance(v, bool):
+            raise VFMTokError(f"{where}.{k}: expected true/false, got {v!r}")
         kwargs[k] = v
     return cls(**kwargs)
 

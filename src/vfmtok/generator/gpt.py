@@ -1,0 +1,332 @@
+"""Class-conditional Llama-style GPT over tokenizer ids (the LlamaGen layout VFMTok uses).
+
+One module serves training (full causal pass), KV-cache decoding (`setup_caches` + `input_pos`) and CFG
+(the null class is the extra row of the class table). Structure after nanoGPT / LlamaGen / gpt-fast,
+written from the design reference (docs/vfmtok-reference.md section 2.1).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vfmtok.utils.config import from_dict, to_dict
+from vfmtok.utils.errors import VFMTokError, require
+from vfmtok.utils.io import load_pretrained, load_state_strict, save_pretrained
+
+
+def find_multiple(n: int, k: int) -> int:
+    """Smallest multiple of k that is >= n."""
+    return n if n % k == 0 else n + k - n % k
+
+
+@dataclass
+class GPTConfig:
+    """Architecture of the class-conditional GPT (presets in GPT_PRESETS)."""
+
+    vocab_size: int = 16384  # tokenizer codebook size
+    num_tokens: int = 256  # ids per image (the block size)
+    token_grid: tuple[int, int] = (16, 16)  # (h, w) of the row-major id order, for 2D RoPE
+    num_classes: int = 1000  # id num_classes is the null class (CFG)
+    dim: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    multiple_of: int = 256  # FFN hidden = find_multiple(int(2 * 4 * dim / 3), multiple_of)
+    rope: str = "2d"  # "2d" (row/col halves over the token grid) or "1d" (raster index)
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+    token_dropout: float = 0.1
+    resid_dropout: float = 0.1
+    ffn_dropout: float = 0.1
+    attn_dropout: float = 0.0
+    class_dropout_prob: float = 0.1  # label -> null class during training, for CFG
+    init_std: float = 0.02
+
+    @property
+    def block_size(self) -> int:
+        return self.num_tokens
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_head
+
+    @property
+    def ffn_hidden(self) -> int:
+        return find_multiple(int(2 * 4 * self.dim / 3), self.multiple_of)
+
+    def validate(self) -> None:
+        """Raise VFMTokError for inconsistent settings."""
+        require(self.dim % self.n_head == 0, f"GPT dim {self.dim} is not divisible by n_head {self.n_head}")
+        require(self.rope in ("2d", "1d"), f"GPT rope must be '2d' or '1d', got '{self.rope}'")
+        require(self.head_dim % (4 if self.rope == "2d" else 2) == 0,
+                f"GPT head_dim {self.head_dim} must be divisible by {4 if self.rope == '2d' else 2} for {self.rope} RoPE")
+        h, w = self.token_grid
+        require(h * w == self.num_tokens, f"GPT token_grid {tuple(self.token_grid)} does not hold num_tokens={self.num_tokens}")
+        require(self.vocab_size > 0 and self.num_classes > 0, "GPT vocab_size and num_classes must be positive")
+
+
+# name -> architecture fields; the data fields (vocab, tokens, grid, classes) come from the tokenizer/codes.
+GPT_PRESETS: dict[str, dict[str, Any]] = {
+    "GPT-nano": dict(n_layer=2, n_head=2, dim=64, multiple_of=32),  # tests
+    "GPT-tiny": dict(n_layer=4, n_head=4, dim=256, multiple_of=64),  # CPU demos
+    "GPT-B": dict(n_layer=12, n_head=12, dim=768),
+    "GPT-L": dict(n_layer=24, n_head=16, dim=1024),
+    "GPT-XL": dict(n_layer=36, n_head=20, dim=1280),
+    "GPT-XXL": dict(n_layer=48, n_head=24, dim=1536),
+    "GPT-2B": dict(n_layer=48, n_head=32, dim=1920),
+    "GPT-3B": dict(n_layer=24, n_head=32, dim=3200),
+}
+
+
+def preset_config(name: str, **overrides: Any) -> GPTConfig:
+    """GPTConfig of a named preset with field overrides."""
+    if name not in GPT_PRESETS:
+        raise VFMTokError(f"unknown GPT preset '{name}'; choose from {', '.join(GPT_PRESETS)}")
+    cfg = GPTConfig(**{**GPT_PRESETS[name], **overrides})
+    cfg.validate()
+    return cfg
+
+
+def create_gpt(name: str, **overrides: Any) -> "GPT":
+    """Build a preset GPT, e.g. create_gpt('GPT-B', vocab_size=4096, num_tokens=256)."""
+    return GPT(preset_config(name, **overrides))
+
+
+def count_params(cfg: GPTConfig, non_embedding: bool = False) -> int:
+    """Analytic parameter count (no allocation); non_embedding drops the token and class tables."""
+    d, n = cfg.dim, cfg.n_layer
+    block = 4 * d * d + 3 * d * cfg.ffn_hidden + 2 * d  # wqkv + wo, SwiGLU, two RMSNorm gains
+    tables = cfg.vocab_size * d + (cfg.num_classes + 1) * d
+    return n * block + d + cfg.vocab_size * d + (0 if non_embedding else tables)
+
+
+def rope_table(cfg: GPTConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape (1 + num_tokens, head_dim // 2); row 0 (class token) is all zeros like LlamaGen."""
+    half = cfg.head_dim // 2  # rotary pairs per head
+    if cfg.rope == "1d":
+        freqs = cfg.rope_base ** (-torch.arange(0, half, dtype=torch.float64) * 2 / cfg.head_dim)
+        angles = torch.outer(torch.arange(cfg.num_tokens, dtype=torch.float64), freqs)
+    else:  # first half of the pairs rotate with the row, second half with the column
+        freqs = cfg.rope_base ** (-torch.arange(0, half, 2, dtype=torch.float64)[: half // 2] / half)
+        h, w = cfg.token_grid
+        rows = torch.outer(torch.arange(h, dtype=torch.float64), freqs)[:, None].expand(h, w, -1)
+        cols = torch.outer(torch.arange(w, dtype=torch.float64), freqs)[None].expand(h, w, -1)
+        angles = torch.cat([rows, cols], dim=-1).reshape(h * w, half)
+    # Zero (not identity) rotation for the class token keeps LlamaGen checkpoints portable:
+    # its q and k vanish, so it is attended with logit 0 and contributes only its value.
+    zero = torch.zeros(1, half, dtype=torch.float64)
+    return torch.cat([zero, angles.cos()]).float(), torch.cat([zero, angles.sin()]).float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs of x (B, T, H, D) by per-position angles (T, D/2), in fp32."""
+    xf = x.float().unflatten(-1, (-1, 2))
+    x0, x1 = xf[..., 0], xf[..., 1]
+    c, s = cos[None, :, None], sin[None, :, None]
+    return torch.stack([x0 * c - x1 * s, x1 * c + x0 * s], dim=-1).flatten(-2).type_as(x)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm computed in fp32, with a gain."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class KVCache(nn.Module):
+    """Static per-layer key/value buffers (max_batch, heads, max_seq, head_dim)."""
+
+    def __init__(self, max_batch: int, max_seq: int, n_head: int, head_dim: int, dtype: torch.dtype, device: torch.device):
+        super().__init__()
+        shape = (max_batch, n_head, max_seq, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, H, T, D) at input_pos; return the first `length` cached positions (B, H, length, D)."""
+        b = k.shape[0]
+        self.k[:b, :, input_pos] = k
+        self.v[:b, :, input_pos] = v
+        return self.k[:b, :, :length], self.v[:b, :, :length]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with fused qkv, RoPE and an optional KV cache; no biases."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
+        self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.attn_dropout = cfg.attn_dropout
+        self.resid_drop = nn.Dropout(cfg.resid_dropout)
+        self.kv_cache: KVCache | None = None
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                input_pos: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.wqkv(x).view(B, T, 3, self.n_head, self.head_dim).unbind(2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        if input_pos is None:  # full causal pass (training, or decoding without a cache)
+            drop = self.attn_dropout if self.training else 0.0
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
+        else:  # attend to the cached prefix only (mask is (1, 1, T, prefix length)); one query needs no mask
+            k, v = self.kv_cache.update(input_pos, k, v, mask.shape[-1])
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask if T > 1 else None)
+        return self.resid_drop(self.wo(y.transpose(1, 2).reshape(B, T, C)))
+
+
+class FeedForward(nn.Module):
+    """SwiGLU MLP without biases."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.w1 = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
+        self.w3 = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
+        self.w2 = nn.Linear(cfg.ffn_hidden, cfg.dim, bias=False)
+        self.drop = nn.Dropout(cfg.ffn_dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block (the FSDP wrapping unit)."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attention = Attention(cfg)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.feed_forward = FeedForward(cfg)
+
+    def forward(self, x, cos, sin, input_pos=None, mask=None):
+        x = x + self.attention(self.attention_norm(x), cos, sin, input_pos, mask)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+class GPT(nn.Module):
+    """Sequence [class, tok_0 .. tok_{N-2}] -> logits for tok_0 .. tok_{N-1}."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.class_emb = nn.Embedding(config.num_classes + 1, config.dim)  # last row: null class
+        self.tok_emb = nn.Embedding(config.vocab_size, config.dim)
+        self.emb_drop = nn.Dropout(config.token_dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        # Plain fp32 tensors, not buffers: `.to(bfloat16)` for sampling must not coarsen the rotation angles.
+        self._rope = rope_table(config)
+        self.causal_mask: torch.Tensor | None = None
+        # Filled by from_pretrained / the trainer; saved in config.json beside GPTConfig.
+        self.class_names: list[str] | None = None
+        self.tokenizer_info: dict[str, Any] | None = None
+        self.apply(self._init_weights)
+        nn.init.zeros_(self.head.weight)  # LlamaGen: start from uniform predictions
+
+    def _init_weights(self, m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=self.config.init_std)
+
+    @property
+    def null_class(self) -> int:
+        return self.config.num_classes
+
+    def rope(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fp32 (cos, sin) tables on `device`."""
+        if self._rope[0].device != device:
+            self._rope = tuple(t.to(device) for t in self._rope)
+        return self._rope
+
+    def setup_caches(self, max_batch: int, max_seq: int, dtype: torch.dtype | None = None) -> None:
+        """Preallocate per-layer KV caches (seq rounded up to a multiple of 8) and the causal mask; reused when big enough."""
+        max_seq = find_multiple(max_seq, 8)
+        dtype = dtype or self.head.weight.dtype
+        device = self.head.weight.device
+        old = self.blocks[0].attention.kv_cache
+        if old is not None and old.k.shape[0] >= max_batch and old.k.shape[2] >= max_seq and old.k.dtype == dtype \
+                and old.k.device == device:
+            return
+        for b in self.blocks:
+            b.attention.kv_cache = KVCache(max_batch, max_seq, self.config.n_head, self.config.head_dim, dtype, device)
+        self.causal_mask = torch.ones(max_seq, max_seq, dtype=torch.bool, device=device).tril()
+
+    def clear_caches(self) -> None:
+        """Free the KV caches."""
+        for b in self.blocks:
+            b.attention.kv_cache = None
+        self.causal_mask = None
+
+    def forward(self, labels: torch.Tensor | None = None, idx: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None, input_pos: torch.Tensor | None = None, last_only: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, vocab) fp32 (T = 1 with last_only) and the CE loss when targets are given.
+
+        Full pass: labels (B,) [+ idx (B, T-1)]. Cached decoding: input_pos (T,) are the sequence positions of
+        this chunk (0 = class token); prefill passes labels, later steps pass idx only.
+        """
+        parts = []
+        if labels is not None:
+            if self.training and self.config.class_dropout_prob > 0:
+                drop = torch.rand(labels.shape, device=labels.device) < self.config.class_dropout_prob
+                labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
+            parts.append(self.class_emb(labels)[:, None])
+        if idx is not None:
+            parts.append(self.tok_emb(idx))
+        x = self.emb_drop(torch.cat(parts, dim=1))
+        cos, sin = self.rope(x.device)
+        if input_pos is None:
+            cos, sin, mask = cos[: x.shape[1]], sin[: x.shape[1]], None
+        else:
+            require(self.causal_mask is not None, "call setup_caches() before decoding with input_pos")
+            # Reading only the filled prefix halves the average attention cost (one host sync per step on GPU).
+            length = int(input_pos[-1]) + 1
+            cos, sin = cos[input_pos], sin[input_pos]
+            mask = self.causal_mask[input_pos, :length][None, None]
+        for blk in self.blocks:
+            x = blk(x, cos, sin, input_pos, mask)
+        if last_only:  # decoding needs only the next-token logits
+            x = x[:, -1:]
+        logits = self.head(self.norm(x)).float()
+        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        return logits, loss
+
+    # --- checkpoints ---
+    def export_config(self) -> dict[str, Any]:
+        """config.json payload: GPTConfig + class names + the tokenizer it was trained on."""
+        return {"gpt": to_dict(self.config), "class_names": self.class_names, "tokenizer": self.tokenizer_info}
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write model.safetensors + config.json (model_type 'gpt')."""
+        return save_pretrained(folder, self.state_dict(), self.export_config(), "gpt")
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "GPT":
+        """Load from a checkpoint folder or a run folder (its latest checkpoint), in eval mode."""
+        from vfmtok.train.common import resolve_checkpoint
+
+        folder = resolve_checkpoint(path)
+        state, config, _ = load_pretrained(folder, "gpt")
+        if not isinstance(config, dict) or "gpt" not in config:
+            raise VFMTokError(f"{folder}/config.json has no 'gpt' section")
+        model = cls(from_dict(GPTConfig, config["gpt"], where=f"{folder}/config.json gpt"))
+        load_state_strict(model, state, str(folder))
+        model.class_names = config.get("class_names")
+        model.tokenizer_info = config.get("tokenizer")
+        return model.to(device).eval()

@@ -1,0 +1,98 @@
+"""Class labels -> ids (GPT) -> images (tokenizer), plus the outputs `vfmtok sample` writes (PNGs, ADM .npz)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vfmtok.generator.generate import generate
+from vfmtok.generator.gpt import GPT
+from vfmtok.utils.errors import VFMTokError
+from vfmtok.utils.images import make_grid, save_png, to_uint8
+from vfmtok.utils.io import atomic_path, write_json
+
+
+def check_tokenizer(gpt: GPT, tokenizer: Any) -> None:
+    """Refuse a tokenizer whose ids do not mean what the GPT was trained on."""
+    c = gpt.config
+    if tokenizer.codebook_size != c.vocab_size:
+        raise VFMTokError(f"tokenizer codebook size {tokenizer.codebook_size} != GPT vocab_size {c.vocab_size}")
+    if tokenizer.num_tokens != c.num_tokens or tuple(tokenizer.token_grid) != tuple(c.token_grid):
+        raise VFMTokError(f"tokenizer makes {tokenizer.num_tokens} tokens on a {tuple(tokenizer.token_grid)} grid, "
+                          f"the GPT expects {c.num_tokens} on {tuple(c.token_grid)}")
+    want = (gpt.tokenizer_info or {}).get("checkpoint_hash")
+    have = getattr(tokenizer, "checkpoint_hash", None)
+    if want and have and want != have:
+        where = (gpt.tokenizer_info or {}).get("checkpoint_path", "?")
+        raise VFMTokError(f"the GPT was trained on codes of tokenizer {want} ({where}), not on this tokenizer ({have})")
+
+
+def parse_labels(specs: Sequence[str | int], class_names: Sequence[str] | None, num_classes: int) -> list[int]:
+    """Class indices from indices or names ('golf ball'); clear error for anything outside the classes."""
+    names = list(class_names or [])
+    lookup = {n.lower(): i for i, n in enumerate(names)}
+    out = []
+    for s in specs:
+        text = str(s).strip()
+        if re.fullmatch(r"\d+", text):
+            i = int(text)
+        elif text.lower() in lookup:
+            i = lookup[text.lower()]
+        else:
+            known = f"; known names: {', '.join(names)}" if names else " (this model has no class names; use indices)"
+            raise VFMTokError(f"unknown class '{text}'{known}")
+        if not 0 <= i < num_classes:
+            raise VFMTokError(f"class {i} is outside the model's classes 0..{num_classes - 1}")
+        out.append(i)
+    return out
+
+
+@torch.no_grad()
+def generate_images(gpt: GPT, tokenizer: Any, labels: torch.Tensor, cfg_scale: float = 1.0, cfg_interval: int = -1,
+                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                    batch_size: int = 32) -> np.ndarray:
+    """uint8 images (N, H, W, 3) for class labels (N,); the same seed and batch_size give the same images."""
+    check_tokenizer(gpt, tokenizer)
+    labels = torch.as_tensor(labels, dtype=torch.long).flatten()
+    bad = labels[(labels < 0) | (labels > gpt.null_class)]
+    if bad.numel():
+        raise VFMTokError(f"label {int(bad[0])} is outside the model's classes 0..{gpt.null_class - 1} "
+                          f"({gpt.null_class} = null class)")
+    device = gpt.head.weight.device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    chunks = []
+    for start in tqdm(range(0, len(labels), batch_size), desc="sampling", unit="batch", disable=None):
+        batch = labels[start: start + batch_size]
+        ids = generate(gpt, batch, cfg_scale, cfg_interval, temperature, top_k, top_p, generator=gen)
+        chunks.append(to_uint8(tokenizer.decode(ids)))
+    return np.concatenate(chunks) if chunks else np.zeros((0, tokenizer.image_size, tokenizer.image_size, 3), np.uint8)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-") or "class"
+
+
+def save_samples(out: str | os.PathLike, images: np.ndarray, labels: Sequence[int], class_names: Sequence[str] | None,
+                 ncol: int = 8, info: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write grid.png, images/NNNNNN_<class>.png and samples.npz (arr_0 uint8 NHWC, labels), atomically."""
+    out = Path(out)
+    names = list(class_names or [])
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        tag = _slug(names[lab]) if lab < len(names) else str(lab)
+        save_png(out / "images" / f"{i:06d}_{tag}.png", img)
+    grid = save_png(out / "grid.png", make_grid(images, ncol=max(1, min(ncol, len(images)))))
+    npz = out / "samples.npz"
+    with atomic_path(npz) as tmp:
+        with open(tmp, "wb") as f:  # a file object keeps numpy from appending '.npz' to the temp name
+            np.savez(f, arr_0=images, labels=np.asarray(labels, dtype=np.int64))
+    paths = {"grid": grid, "npz": npz, "images": out / "images"}
+    if info is not None:
+        write_json(out / "sample_info.json", info)
+        paths["info"] = out / "sample_info.json"
+    return paths

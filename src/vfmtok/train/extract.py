@@ -1,0 +1,125 @@
+"""`vfmtok extract-codes`: tokenize a dataset (centre crop + horizontal flip, or ten crops) into a code shard set."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from vfmtok.data.codes import CodeWriter, tokenizer_facts
+from vfmtok.data.imagefolder import ImageFolderDataset, center_crop_resize, to_tensor
+from vfmtok.data.sources import resolve_dataset
+from vfmtok.train.common import autocast
+from vfmtok.utils.errors import VFMTokError
+
+
+def make_views(img: Image.Image, size: int, ten_crop: bool = False, crop_range: float = 1.0) -> list[Image.Image]:
+    """[centre, centre flipped] or, with ten_crop, 5 crops (centre, 4 corners) of a crop_range*size square, each + flip."""
+    big = center_crop_resize(img, max(size, round(size * crop_range)))
+    S = big.size[0]
+    if ten_crop:
+        c, e = (S - size) // 2, S - size
+        corners = [(c, c), (0, 0), (e, 0), (0, e), (e, e)]
+    else:
+        corners = [((S - size) // 2,) * 2]
+    views = []
+    for x, y in corners:
+        crop = big.crop((x, y, x + size, y + size))
+        views += [crop, crop.transpose(Image.FLIP_LEFT_RIGHT)]
+    return views
+
+
+class ViewDataset(torch.utils.data.Dataset):
+    """Items (views (V,3,H,W) in [-1,1], label) of an ImageFolderDataset, from index `start` on."""
+
+    def __init__(self, ds: ImageFolderDataset, size: int, ten_crop: bool, crop_range: float, start: int = 0):
+        self.ds, self.size, self.ten_crop, self.crop_range, self.start = ds, size, ten_crop, crop_range, start
+
+    def __len__(self) -> int:
+        return len(self.ds) - self.start
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        j = self.start + i
+        views = make_views(self.ds.read(j), self.size, self.ten_crop, self.crop_range)
+        return torch.stack([to_tensor(v) for v in views]), self.ds.class_to_idx[self.ds.items[j][1]]
+
+
+@torch.no_grad()
+def extract_codes(tokenizer: Any, dataset: ImageFolderDataset, out: str | os.PathLike, ten_crop: bool = False,
+                  crop_range: float = 1.0, batch_size: int = 32, num_workers: int = 0, shard_size: int = 100_000,
+                  source: dict[str, Any] | None = None, precision: str = "fp32") -> Path:
+    """Encode every image's views with `tokenizer` into `out` (resumes a partial run); returns `out`."""
+    if batch_size < 1 or crop_range < 1.0:
+        raise VFMTokError("need batch_size >= 1 and crop_range >= 1.0")
+    num_views = 10 if ten_crop else 2
+    views = (["center", "center-flip"] if not ten_crop else
+             [f"{c}{f}" for c in ("center", "top-left", "top-right", "bottom-left", "bottom-right") for f in ("", "-flip")])
+    header = {"tokenizer": tokenizer_facts(tokenizer), "class_names": dataset.class_names,
+              "num_classes": len(dataset.classes), "views": views,
+              "source": {**(source or {}), "ten_crop": ten_crop, "crop_range": crop_range}}
+    writer = CodeWriter(out, header, len(dataset), num_views, shard_size)
+    if writer.done >= len(dataset):
+        return Path(out)
+    loader = torch.utils.data.DataLoader(ViewDataset(dataset, tokenizer.image_size, ten_crop, crop_range, writer.done),
+                                         batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    device = torch.device(getattr(tokenizer, "device", "cpu"))
+    dtype = np.uint16 if writer.index["dtype"] == "uint16" else np.int32
+    with tqdm(total=len(dataset), initial=writer.done, desc="extracting", unit="img", disable=None) as bar:
+        for images, labels in loader:
+            B = images.shape[0]
+            with autocast(device, precision):
+                ids = tokenizer.encode(images.flatten(0, 1).to(device))
+            ids = ids.reshape(B, num_views, -1).cpu().numpy()
+            if ids.shape[-1] != tokenizer.num_tokens or ids.min() < 0 or ids.max() >= tokenizer.codebook_size:
+                raise VFMTokError(f"tokenizer returned ids of shape {ids.shape} outside its codebook/num_tokens")
+            writer.append(ids.astype(dtype), labels.numpy())
+            bar.update(B)
+    return Path(out)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `vfmtok extract-codes`."""
+    p.add_argument("--tokenizer", required=True, help="tokenizer checkpoint folder or run folder")
+    p.add_argument("--data", default="sample", help="ImageFolder path/zip, 'sample', 'imagenette' or 'cifar10'")
+    p.add_argument("--split", default="train", help="split folder inside --data (ignored when absent)")
+    p.add_argument("--out", required=True, help="codes folder to create (or resume)")
+    p.add_argument("--ten-crop", action="store_true", help="10 views per image (5 crops + flips) instead of 2")
+    p.add_argument("--crop-range", type=float, default=None, help="crop from a crop_range*size square (default 1.1 with --ten-crop, else 1.0)")
+    p.add_argument("--limit-per-class", type=int, default=None, help="use at most N images per class")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=100_000, help="images per shard file")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast for the tokenizer on GPU")
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; clear error for unknown names."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu" or name == "cuda" or name.startswith("cuda:"):
+        if name != "cpu" and not torch.cuda.is_available():
+            raise VFMTokError(f"device '{name}' requested but CUDA is not available")
+        return torch.device(name)
+    raise VFMTokError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `vfmtok extract-codes`."""
+    from vfmtok.tokenizer.api import load_tokenizer
+
+    tok = load_tokenizer(args.tokenizer, device=resolve_device(args.device))
+    path = resolve_dataset(args.data)
+    ds = ImageFolderDataset(path, tok.image_size, split=args.split, limit_per_class=args.limit_per_class)
+    crop_range = args.crop_range if args.crop_range is not None else (1.1 if args.ten_crop else 1.0)
+    source = {"data": str(args.data), "path": str(path), "split": args.split, "limit_per_class": args.limit_per_class}
+    out = extract_codes(tok, ds, args.out, args.ten_crop, crop_range, args.batch_size, args.num_workers,
+                        args.shard_size, source, args.precision)
+    print(f"wrote codes for {len(ds)} images x {10 if args.ten_crop else 2} views to {out}")
+    return 0
