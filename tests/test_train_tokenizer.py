@@ -89,3 +89,35 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     assert rc == 2 and "unknown tokenizer preset" in capsys.readouterr().err
     rc = cli_main(["train-tokenizer", "--preset", "tiny", "--set", "model.bogus=1", "--out", str(tmp_path / "r4")])
     assert rc == 2 and "unknown field" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("disc", ["patchgan", "vgg_features"])
+def test_adversarial_terms_after_gan_start(tmp_path, disc):
+    cfg = tiny_run(3)
+    cfg.loss.gan_start = 1
+    cfg.loss.gan_weight = 0.5
+    cfg.loss.disc = disc
+    train_tokenizer(cfg, tmp_path / "gan")
+    m = read_metrics(tmp_path / "gan")
+    assert "disc" not in m[0] and "gen_adv" not in m[0]  # step 0 is before gan_start
+    assert all("disc" in r and "gen_adv" in r and r["disc"] > 0 for r in m[1:])
+    st = torch.load(tmp_path / "gan" / "checkpoints" / "step_0000003" / "train_state.pt", weights_only=True)
+    assert "disc" in st and "disc_optimizer" in st
+
+
+def test_encode_and_reconstruct_commands(tmp_path, tiny_tokenizer_dir, capsys):
+    import numpy as np
+
+    out = tmp_path / "ids.npz"
+    assert cli_main(["encode", "--tokenizer", str(tiny_tokenizer_dir), "--data", "sample", "--limit", "5", "--out", str(out)]) == 0
+    z = np.load(out)
+    assert z["ids"].shape == (5, 16) and z["ids"].dtype == np.int64 and list(z["token_grid"]) == [4, 4]
+    png = tmp_path / "rec.png"
+    assert cli_main(["reconstruct", "--tokenizer", str(tiny_tokenizer_dir), "--data", "sample", "--limit", "4", "--out", str(png)]) == 0
+    assert png.is_file() and "mean PSNR" in capsys.readouterr().out
+    from PIL import Image
+
+    Image.new("RGB", (48, 48)).save(tmp_path / "big.png")
+    rc = cli_main(["encode", "--tokenizer", str(tiny_tokenizer_dir), str(tmp_path / "big.png"), "--no-resize", "--out", str(tmp_path / "x.npz")])
+    assert rc == 2 and "this tokenizer takes 32x32 images" in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()
