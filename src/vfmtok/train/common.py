@@ -207,10 +207,10 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     raise VFMTokError(f"{p} is neither a checkpoint folder (no {CONFIG_NAME}) nor a run folder (no latest.txt)")
 
 
-def load_resume_state(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """(checkpoint folder, train state) of the newest checkpoint in run_dir, or None when there is none."""
+def load_resume_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """(checkpoint folder, train state) of the newest checkpoint in run_dir; one-line error when there is none."""
     if not (Path(run_dir) / "latest.txt").is_file():
-        return None
+        raise VFMTokError(f"--resume: no checkpoint in {run_dir}")
     folder = resolve_checkpoint(run_dir)
     return folder, load_train_state(folder / TRAIN_STATE_NAME)
 

@@ -241,10 +241,7 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
 
     step = 0
     if resume:
-        found = C.load_resume_state(run_dir)
-        if found is None:
-            raise VFMTokError(f"--resume: no checkpoint in {run_dir}")
-        folder, st = found
+        folder, st = C.load_resume_state(run_dir)
         saved = from_dict(GPTConfig, st["gpt"], where=f"{folder} gpt")
         if to_dict(saved) != to_dict(cfg.model):
             raise VFMTokError(f"--resume: {folder} was trained with another GPT config; use the same preset/--set values")

@@ -118,10 +118,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
 
     step = 0
     if resume:
-        found = C.load_resume_state(run_dir)
-        if found is None:
-            raise VFMTokError(f"--resume: no checkpoint in {run_dir}")
-        folder, st = found
+        folder, st = C.load_resume_state(run_dir)
         model.load_trainable_state_dict(st["model"], source=str(folder))
         ema.module.load_trainable_state_dict(st["ema"], source=str(folder))
         opt.load_state_dict(st["optimizer"])
