@@ -13,7 +13,6 @@ linear layers plus attention); where it is cheap enough it is also measured dire
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time

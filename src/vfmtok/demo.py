@@ -8,12 +8,9 @@ one self-contained HTML report.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
 
 from vfmtok.utils.errors import VFMTokError
 
@@ -38,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from vfmtok.cli import main as cli
     from vfmtok.data.imagefolder import ImageFolderDataset
     from vfmtok.data.sources import resolve_dataset
-    from vfmtok.generator.gpt import GPT, preset_config
+    from vfmtok.generator.gpt import preset_config
     from vfmtok.tokenizer.api import VFMTokenizer
     from vfmtok.tokenizer.config import get_preset
     from vfmtok.train.common import resolve_checkpoint

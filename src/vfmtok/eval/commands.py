@@ -28,14 +28,25 @@ GENERATE_CHUNK_BATCHES = 8  # labels handed to the generator per call (in batche
 
 
 # ------------------------------------------------------------------------------------------------- arguments
-def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    """Options every evaluation command shares."""
+def add_run_arguments(p: argparse.ArgumentParser, num_images_help: str) -> None:
+    """Options every evaluation command (eval-tokenizer, eval-generator, probe) shares."""
     p.add_argument("--out", type=Path, default=None, help="results JSON path (a Markdown table is written beside it, .md)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--num-images", "--limit", dest="num_images", type=int, default=None,
-                   help="use at most this many images (a seeded random subset)")
+    p.add_argument("--num-images", "--limit", dest="num_images", type=int, default=None, help=num_images_help)
     p.add_argument("--seed", type=int, default=0)
+
+
+def add_tokenizer_argument(p: argparse.ArgumentParser) -> None:
+    """The tokenizer, positionally or with --tokenizer (see tokenizer_path)."""
+    p.add_argument("checkpoint", type=Path, nargs="?", default=None,
+                   help="tokenizer checkpoint folder or run folder (or use --tokenizer)")
+    p.add_argument("--tokenizer", type=Path, default=None, help="same as the positional checkpoint")
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of eval-tokenizer and eval-generator."""
+    add_run_arguments(p, "use at most this many images (a seeded random subset)")
     p.add_argument("--no-cache", action="store_true", help="recompute reference statistics instead of reading the cache")
     p.add_argument("--second-encoder", default=SECOND_ENCODER,
                    help="project encoder for the second-opinion Fréchet distance ('none' to skip)")
@@ -44,9 +55,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
 def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     """Arguments of `eval-tokenizer` or `eval-generator`."""
     if command == "eval-tokenizer":
-        parser.add_argument("checkpoint", type=Path, nargs="?", default=None,
-                            help="tokenizer checkpoint folder or run folder (or use --tokenizer)")
-        parser.add_argument("--tokenizer", type=Path, default=None, help="same as the positional checkpoint")
+        add_tokenizer_argument(parser)
         parser.add_argument("--data", default="sample", help="'sample' | 'imagenette' | 'cifar10' | class-folder tree | zip")
         parser.add_argument("--split", default="val")
         parser.add_argument("--no-lpips", action="store_true")

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vfmtok.eval.commands import load_tokenizer, tokenizer_path
+from vfmtok.eval.commands import add_run_arguments, add_tokenizer_argument, load_tokenizer, tokenizer_path
 from vfmtok.eval.image_metrics import uint8_to_signed
 from vfmtok.eval.imagesets import ImageSet, iter_batches, open_image_set, subset_indices
 from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, write_results
@@ -25,20 +25,13 @@ from vfmtok.utils.errors import VFMTokError, require
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `vfmtok probe`."""
-    parser.add_argument("checkpoint", type=Path, nargs="?", default=None,
-                        help="tokenizer checkpoint folder or run folder (or use --tokenizer)")
-    parser.add_argument("--tokenizer", type=Path, default=None, help="same as the positional checkpoint")
+    add_tokenizer_argument(parser)
     parser.add_argument("--data", default="sample", help="'sample' | 'imagenette' | 'cifar10' | dataset folder/zip with splits")
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--val-split", default="val")
     parser.add_argument("--weight-decay", type=float, default=1e-3, help="L2 penalty (wd/2 * ||W||^2) on the linear weights")
     parser.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations")
-    parser.add_argument("--out", type=Path, default=None, help="results JSON path (Markdown beside it)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--num-images", "--limit", dest="num_images", type=int, default=None,
-                        help="at most this many images per split (a seeded random subset)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_run_arguments(parser, "at most this many images per split (a seeded random subset)")
 
 
 @torch.no_grad()  # not inference_mode: the probe later trains on these tensors

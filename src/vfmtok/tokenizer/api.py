@@ -12,7 +12,6 @@ from vfmtok.tokenizer.base import TokenizerBase
 from vfmtok.tokenizer.build import build_tokenizer
 from vfmtok.tokenizer.config import TokenizerConfig, get_preset
 from vfmtok.utils.config import from_dict, to_dict
-from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, load_pretrained, save_pretrained
 
 MODEL_TYPES = ("vfmtok", "vqgan")
