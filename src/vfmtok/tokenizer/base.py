@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from vfmtok.encoders.base import drop_frozen_state, frozen_prefixes
 from vfmtok.tokenizer.config import TokenizerConfig
 from vfmtok.tokenizer.pixel_decoder import PixelDecoder
 from vfmtok.tokenizer.quantizer import VectorQuantizer
@@ -29,8 +30,6 @@ class TokenizerOutput:
 
 class TokenizerBase(nn.Module):
     """Token features -> VQ -> decoder; subclasses provide `token_features` and `decode_tokens`."""
-
-    FROZEN_PREFIXES: tuple[str, ...] = ()
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
@@ -111,8 +110,8 @@ class TokenizerBase(nn.Module):
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """State without the frozen encoder's weights (they are never saved)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(self.FROZEN_PREFIXES)}
+        return drop_frozen_state(self, self.state_dict())
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
         """Strict load of everything but the frozen encoder."""
-        load_state_strict(self, state, source, exclude_prefixes=self.FROZEN_PREFIXES)
+        load_state_strict(self, state, source, exclude_prefixes=tuple(frozen_prefixes(self)))

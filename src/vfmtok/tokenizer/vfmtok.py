@@ -16,8 +16,6 @@ from vfmtok.utils.errors import VFMTokError
 class VFMTok(TokenizerBase):
     """The paper's tokenizer; the frozen encoder is a submodule but never trained or saved."""
 
-    FROZEN_PREFIXES = ("encoder.",)
-
     def __init__(self, cfg: TokenizerConfig, encoder: nn.Module | None = None):
         super().__init__(cfg)
         if encoder is None:

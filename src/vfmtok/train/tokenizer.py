@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from vfmtok.data.imagefolder import ImageFolderDataset
 from vfmtok.data.sources import resolve_dataset
-from vfmtok.encoders.base import EncoderOutput
+from vfmtok.encoders.base import EncoderOutput, drop_frozen_state, frozen_prefixes
 from vfmtok.tokenizer.base import TokenizerBase
 from vfmtok.tokenizer.build import build_tokenizer
 from vfmtok.tokenizer.config import TokenizerRunConfig, get_preset
@@ -24,7 +24,7 @@ from vfmtok.train import common as C
 from vfmtok.utils.config import apply_overrides, to_dict
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.images import save_pairs_grid
-from vfmtok.utils.io import write_json
+from vfmtok.utils.io import load_state_strict, write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -123,7 +123,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
         ema.module.load_trainable_state_dict(st["ema"], source=str(folder))
         opt.load_state_dict(st["optimizer"])
         if opt_d is not None and "disc" in st:
-            losses.disc.load_state_dict(st["disc"], strict=False)
+            load_state_strict(losses.disc, st["disc"], str(folder), exclude_prefixes=tuple(frozen_prefixes(losses.disc)))
             opt_d.load_state_dict(st["disc_optimizer"])
         C.set_rng_state(st["rng"])
         step = int(st["step"])
@@ -143,7 +143,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
         config = {"model": to_dict(cfg.model), "class_names": class_names, "step": at, "train": to_dict(t), "loss": to_dict(cfg.loss)}
         st = {"model": model.trainable_state_dict(), "ema": export, "optimizer": opt.state_dict(), "step": at, "rng": C.rng_state()}
         if opt_d is not None:
-            st["disc"] = losses.disc.state_dict()
+            st["disc"] = drop_frozen_state(losses.disc, losses.disc.state_dict())  # not the frozen VGG
             st["disc_optimizer"] = opt_d.state_dict()
         return C.save_checkpoint(run_dir, at, export, config, cfg.model.arch, st)
 
