@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from vfmtok.utils.io import read_json, write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reproduce_imagenette"
 
@@ -28,6 +30,7 @@ VARIANTS = {
     "vfmtok_no_feature_loss": ("vfmtok-cpu-64", ["model.feature_branch=false"]),
     "vfmtok_last_level_only": ("vfmtok-cpu-64", ["model.levels=[-1]"]),
     "vfmtok_random_encoder": ("vfmtok-cpu-64", ["model.encoder_pretrained=false"]),
+    "vfmtok_paper_decoder": ("vfmtok-cpu-64", ["model.dec_anchor_init=false"]),  # mask tokens not started from anchors
 }
 MAIN = ("vfmtok", "vqgan")
 
@@ -69,44 +72,44 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--tok-steps", type=int, default=600)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--tok-lr", type=float, default=1e-3)
+    ap.add_argument("--tok-lr", type=float, default=4e-4)
     ap.add_argument("--gpt-preset", default="GPT-tiny")
-    ap.add_argument("--gpt-steps", type=int, default=1500)
+    ap.add_argument("--gpt-steps", type=int, default=600)
     ap.add_argument("--gpt-evals", type=int, default=3, help="gFID at this many evenly spaced checkpoints")
-    ap.add_argument("--gpt-batch", type=int, default=64)
-    ap.add_argument("--codes-per-class", type=int, default=500, help="train images per class tokenized for the GPT (x2 with flips)")
-    ap.add_argument("--eval-images", type=int, default=500, help="validation images for rFID/PSNR/...; also gFID samples")
-    ap.add_argument("--probe-images", type=int, default=2000, help="images per split (train, val) for the linear probe")
+    ap.add_argument("--gpt-batch", type=int, default=32)
+    ap.add_argument("--codes-per-class", type=int, default=300, help="train images per class tokenized for the GPT (x2 with flips)")
+    ap.add_argument("--eval-images", type=int, default=300, help="validation images for rFID/PSNR/...; also gFID samples")
+    ap.add_argument("--probe-images", type=int, default=1000, help="images per split (train, val) for the linear probe")
     ap.add_argument("--cfg", type=float, default=2.0, help="CFG scale evaluated at the last GPT checkpoint")
+    ap.add_argument("--second-encoder", default="none", help="second-opinion Fréchet distance encoder for eval-tokenizer ('none' skips it)")
+    ap.add_argument("--export", action="store_true",
+                    help="export the main pair with the lower no-CFG gFID as the bundled model (`vfmtok sample` default)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "reproduce_imagenette"))
     args = ap.parse_args()
     runs = Path(args.runs)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results_path = RESULTS / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {"variants": {}}
-    results["command"] = " ".join([Path(sys.executable).name] + sys.argv)
-    results["settings"] = vars(args)
-
-    def save() -> None:
-        results_path.write_text(json.dumps(results, indent=2) + "\n")
-        write_markdown(results)
+    command = " ".join([Path(sys.executable).name] + sys.argv)
 
     for name in args.variants:
         t0 = time.time()
         tok = train_tok(name, args, runs)
-        r = results["variants"].setdefault(name, {})
-        r["tokenizer"] = str(tok)
+        # One result file per variant, so variants can run in parallel processes (see the README).
+        r_path = runs / name / "result.json"
+        r = read_json(r_path) if r_path.is_file() else {}
+        r.update(command=command, settings=vars(args), tokenizer=str(tok))
+
         r["tokenizer_train_seconds"] = r.get("tokenizer_train_seconds") or round(time.time() - t0, 1)
         ev = runs / name / "eval_tokenizer.json"
         if not ev.is_file():
-            cli(["eval-tokenizer", str(tok), "--data", args.data, "--split", "val", "--num-images", str(args.eval_images), "--out", str(ev)])
+            cli(["eval-tokenizer", str(tok), "--data", args.data, "--split", "val", "--num-images", str(args.eval_images),
+                 "--second-encoder", args.second_encoder, "--out", str(ev)])
         r["recon"] = metrics_of(ev)
         pr = runs / name / "probe.json"
         if not pr.is_file():
             cli(["probe", str(tok), "--data", args.data, "--num-images", str(args.probe_images), "--out", str(pr)])
         r["probe"] = metrics_of(pr)
-        save()
+        save_variant(r_path, r, runs)
         if name not in MAIN:
             continue
         codes = runs / name / "codes"
@@ -131,22 +134,53 @@ def main() -> None:
                  "--ref-num-images", str(args.eval_images), "--images-per-class", str(args.eval_images // 10),
                  "--cfg-scales", *scales, "--out", str(ge)])
             curve[str(s)] = metrics_of(ge)["runs"]
-            save()
-    save()
-    print(f"wrote {results_path} and {RESULTS / 'results.md'}")
+            save_variant(r_path, r, runs)
+    write_results(runs)
+    print(f"wrote {RESULTS / 'results.json'} and {RESULTS / 'results.md'}")
+    if args.export:
+        export_best(runs)
 
 
-def write_markdown(results: dict) -> None:
-    """results.md (tables) and convergence.svg (gFID vs GPT steps, no CFG)."""
+def export_best(runs: Path) -> None:
+    """Bundle the main pair whose last no-CFG gFID is lowest (see vfmtok.export)."""
+    from vfmtok.export import export_pair
+
+    best = {}
+    for name in MAIN:
+        p = runs / name / "result.json"
+        curve = read_json(p).get("gfid_curve", {}) if p.is_file() else {}
+        if curve:
+            last = curve[max(curve, key=int)]
+            best[name] = next(m["gFID"] for m in last if m.get("cfg_scale") == 1.0)
+    if not best:
+        raise SystemExit("no generator results to export yet: run the main pair first")
+    name = min(best, key=best.get)
+    out = export_pair(runs / name / "generator", ROOT / "src" / "vfmtok" / "assets" / "models" / "imagenette64",
+                      info={"chosen_by": "lowest gFID without CFG at the last GPT checkpoint", "gFID_no_cfg": best})
+    print(f"exported {name} -> {out}")
+
+
+def save_variant(path: Path, result: dict, runs: Path) -> None:
+    """Write one variant's result.json, then refresh the merged results."""
+    write_json(path, result)
+    write_results(runs)
+
+
+def write_results(runs: Path) -> None:
+    """Merge every variant's result.json into results.json, results.md (tables) and convergence.svg."""
     from vfmtok.utils.report import line_chart
 
-    v = results["variants"]
-    lines = ["# Small-scale reproduction on Imagenette (64 px)", "", f"Command: `{results['command']}`", "",
-             "Settings: " + ", ".join(f"{k}={val}" for k, val in results["settings"].items() if k != "runs"), "",
+    v = {p.parent.name: read_json(p) for p in sorted(runs.glob("*/result.json"))}
+    v = {k: v[k] for k in [*VARIANTS, *sorted(set(v) - set(VARIANTS))] if k in v}
+    write_json(RESULTS / "results.json", {"variants": v})
+    lines = ["# Small-scale reproduction on Imagenette (64 px)", "", "Commands and settings, per variant:", ""]
+    lines += [f"- {name}: `{r.get('command')}` (" + ", ".join(f"{k}={val}" for k, val in r.get("settings", {}).items()
+                                                       if k not in ("runs", "variants")) + ")" for name, r in v.items()]
+    lines += ["",
              "## Tokenizers (validation images)", "",
              "| variant | rFID | PSNR | SSIM | LPIPS | codebook usage | perplexity | probe top-1 (tokens mean) | probe top-1 (decoder CLS) | train s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    f = lambda x, d=3: "n/a" if x is None else (f"{x:.{d}f}" if isinstance(x, float) else str(x))  # noqa: E731
+    f = lambda x, d=3: "n/a" if x is None else (f"{x:.{d}f}" if isinstance(x, float) else str(x))
     for name, r in v.items():
         rc, pb = r.get("recon", {}), r.get("probe", {})
         lines.append(f"| {name} | {f(rc.get('rFID'), 2)} | {f(rc.get('PSNR'), 2)} | {f(rc.get('SSIM'))} | {f(rc.get('LPIPS'))} | "
@@ -156,8 +190,8 @@ def write_markdown(results: dict) -> None:
               "| tokenizer | GPT steps | CFG | gFID | precision | recall |", "|---|---|---|---|---|---|"]
     series = {}
     for name, r in v.items():
-        for s, runs in sorted(r.get("gfid_curve", {}).items(), key=lambda kv: int(kv[0])):
-            for m in runs:
+        for s, evals in sorted(r.get("gfid_curve", {}).items(), key=lambda kv: int(kv[0])):
+            for m in evals:
                 lines.append(f"| {name} | {s} | {m.get('cfg_scale')} | {f(m.get('gFID'), 2)} | {f(m.get('precision'))} | {f(m.get('recall'))} |")
                 if m.get("cfg_scale") == 1.0:
                     series.setdefault(name, []).append((int(s), m["gFID"]))

@@ -158,3 +158,14 @@ def test_bf16_copy_keeps_fp32_rope_and_close_logits():
     assert half.blocks[0].attention.kv_cache.k.dtype == torch.bfloat16
     out, _ = half(labels, ids)
     assert out.dtype == torch.float32 and (out - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_cached_attention_reads_only_the_filled_prefix():
+    from vfmtok.generator.gpt import cached_attention
+
+    torch.manual_seed(0)
+    k, v = torch.randn(3, 2, 16, 8), torch.randn(3, 2, 16, 8)
+    k[:, :, 11:] = 1e4  # garbage beyond the prefix must not leak in
+    q = torch.randn(3, 2, 1, 8)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k[:, :, :11], v[:, :, :11])
+    assert torch.allclose(cached_attention(q, k, v, 11, None), ref, atol=1e-5)

@@ -122,3 +122,29 @@ def test_sampling_locations_start_on_the_anchor_grid():
     from vfmtok.tokenizer.layers import grid_centres
 
     assert torch.allclose(centre, grid_centres(4, 4), atol=1e-5)
+
+
+def test_anchor_init_places_each_token_on_its_own_mask_cell():
+    """With no blocks, mask cell j = norm(mask + pos_j) + norm(token_j + token_pos_j): token i reaches cell i only."""
+    from vfmtok.tokenizer.vit_decoder import ViTDecoder
+
+    torch.manual_seed(0)
+    dec = ViTDecoder(16, 0, 2, 9, (3, 3), (3, 3), None, anchor_init=True).eval()
+    tokens = torch.randn(1, 9, 16)
+    base, _ = dec.forward_pixels(tokens)
+    bumped = tokens.clone()
+    bumped[0, 4] += torch.randn(16)  # not a constant shift, which the LayerNorm would remove
+    diff = (dec.forward_pixels(bumped)[0] - base).abs().sum(dim=1)[0]  # (3, 3) change per cell
+    assert diff[1, 1] > 0.1 and diff.flatten()[[0, 1, 2, 3, 5, 6, 7, 8]].max() == 0
+    plain = ViTDecoder(16, 0, 2, 9, (3, 3), (3, 3), None, anchor_init=False).eval()
+    assert (plain.forward_pixels(bumped)[0] - plain.forward_pixels(tokens)[0]).abs().max() == 0  # needs attention
+
+
+def test_anchor_init_interpolates_tokens_to_a_finer_mask_grid():
+    from vfmtok.tokenizer.vit_decoder import ViTDecoder
+
+    dec = ViTDecoder(8, 0, 2, 4, (4, 4), (4, 4), None, anchor_init=True).eval()
+    tokens = torch.zeros(1, 4, 8)
+    tokens[0, 0] = torch.arange(8.0)  # top-left anchor only
+    diff = (dec.forward_pixels(tokens)[0] - dec.forward_pixels(torch.zeros(1, 4, 8))[0]).abs().sum(dim=1)[0]
+    assert diff[0, 0] > diff[1, 1] > 0 and diff[3, 3] == 0  # bilinear: strongest under the anchor, none far away

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract-codes": ("vfmtok.train.extract", "tokenize a dataset into a memory-mapped code shard"),
     "train-generator": ("vfmtok.train.generator", "train the class-conditional GPT on codes"),
     "sample": ("vfmtok.generator.sample_cmd", "sample images from a trained GPT + tokenizer"),
+    "export": ("vfmtok.export", "bundle a tokenizer + GPT pair into one portable folder (the default model for sample)"),
     "eval-tokenizer": ("vfmtok.eval.commands", "rFID, PSNR, SSIM, LPIPS, codebook usage of a tokenizer"),
     "eval-generator": ("vfmtok.eval.commands", "gFID, precision, recall of generated samples"),
     "probe": ("vfmtok.eval.probe", "linear probing on frozen tokenizer features"),

@@ -375,7 +375,7 @@ def eval_generator(args: argparse.Namespace) -> int:
         data_desc = {**samples.description, "num_available": len(samples)}
     else:
         gpt = load_generator(args.gpt, args.device)
-        recorded = (getattr(gpt, "tokenizer_info", None) or {}).get("checkpoint_path")
+        recorded = gpt.recorded_tokenizer()
         require(args.tokenizer is not None or recorded, "--gpt needs --tokenizer (none is recorded in the GPT's config)")
         tok = load_tokenizer(args.tokenizer or recorded, args.device)
         num_classes = int(gpt.config.num_classes)

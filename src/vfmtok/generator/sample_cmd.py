@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from vfmtok.export import DEFAULT_MODEL_NAME, default_generator
 from vfmtok.generator.gpt import GPT
 from vfmtok.generator.sample import generate_images, parse_labels, save_samples
 from vfmtok.train.extract import resolve_device
@@ -16,7 +17,8 @@ from vfmtok.utils.errors import VFMTokError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `vfmtok sample`."""
-    p.add_argument("--gpt", required=True, help="GPT checkpoint folder or run folder")
+    p.add_argument("--gpt", default=None,
+                   help=f"GPT checkpoint folder or run folder (default: the bundled model, {DEFAULT_MODEL_NAME})")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the one recorded in the GPT's config)")
     p.add_argument("--class", dest="classes", action="append", default=[], metavar="CLASS",
                    help="class index or name, repeatable (e.g. --class 'golf ball' --class 3); default: every class")
@@ -31,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"],
                    help="GPT weight dtype on GPU (CPU always runs fp32)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", default="samples", help="output folder")
 
 
 def load_tokenizer_for(gpt: GPT, path: str | None, device: torch.device) -> Any:
@@ -39,8 +41,8 @@ def load_tokenizer_for(gpt: GPT, path: str | None, device: torch.device) -> Any:
     from vfmtok.tokenizer.api import load_tokenizer
 
     if path is None:
-        path = (gpt.tokenizer_info or {}).get("checkpoint_path")
-        if not path or not Path(path).exists():
+        path = gpt.recorded_tokenizer()
+        if path is None or not Path(path).exists():
             raise VFMTokError(f"the tokenizer recorded in the GPT config ({path}) is not available; pass --tokenizer")
     return load_tokenizer(path, device=device)
 
@@ -50,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.per_class < 1 or args.batch_size < 1:
         raise VFMTokError("--per-class and --batch-size must be >= 1")
     device = resolve_device(args.device)
+    args.gpt = args.gpt or default_generator()
     gpt = GPT.from_pretrained(args.gpt, device=device)
     if device.type == "cuda" and args.precision != "fp32":
         gpt = gpt.to(torch.bfloat16 if args.precision == "bf16" else torch.float16)

@@ -12,7 +12,7 @@ from vfmtok.tokenizer.base import TokenizerBase
 from vfmtok.tokenizer.build import build_tokenizer
 from vfmtok.tokenizer.config import TokenizerConfig, get_preset
 from vfmtok.utils.config import from_dict, to_dict
-from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, load_pretrained, save_pretrained
+from vfmtok.utils.io import WEIGHTS_NAME, cast_floats, file_sha256, load_pretrained, save_pretrained
 
 MODEL_TYPES = ("vfmtok", "vqgan")
 
@@ -41,10 +41,11 @@ class VFMTokenizer:
         model.load_trainable_state_dict(state, source=str(folder))
         return cls(model.to(device), folder, config.get("class_names"))
 
-    def save_pretrained(self, folder: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-        """Write model.safetensors + config.json (the frozen encoder is not saved)."""
+    def save_pretrained(self, folder: str | os.PathLike, extra: dict[str, Any] | None = None,
+                        dtype: torch.dtype | None = None) -> Path:
+        """Write model.safetensors (floats stored as `dtype` when given) + config.json; the frozen encoder is not saved."""
         config = {"model": to_dict(self.model.cfg), "class_names": self.class_names, **(extra or {})}
-        return save_pretrained(folder, self.model.trainable_state_dict(), config, self.model.cfg.arch)
+        return save_pretrained(folder, cast_floats(self.model.trainable_state_dict(), dtype), config, self.model.cfg.arch)
 
     # --- facts ---
     @property

@@ -41,7 +41,7 @@ class VFMTok(TokenizerBase):
         tc, th, tw = encoder.target_shape()
         self.decoder = ViTDecoder(cfg.width, cfg.dec_depth, cfg.dec_heads, cfg.num_tokens, (g, g), (th, tw),
                                   tc if cfg.feature_branch else None, cfg.dec_registers, cfg.dec_causal,
-                                  cfg.dec_dropout, cfg.shared_mask_token)
+                                  cfg.dec_dropout, cfg.shared_mask_token, cfg.dec_anchor_init)
 
     def encoder_features(self, images: torch.Tensor):
         """Frozen encoder output (levels + target) for images in [-1, 1]."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from vfmtok.tokenizer.layers import SelfAttention, SwiGLU, resize_pos_table, swiglu_hidden
 
@@ -32,9 +33,10 @@ class ViTDecoder(nn.Module):
 
     def __init__(self, dim: int, depth: int, heads: int, num_tokens: int, pixel_grid: tuple[int, int],
                  pos_grid: tuple[int, int], feature_channels: int | None, num_registers: int = 4,
-                 causal: bool = True, dropout: float = 0.0, shared_mask_token: bool = False):
+                 causal: bool = True, dropout: float = 0.0, shared_mask_token: bool = False, anchor_init: bool = False):
         super().__init__()
         self.causal, self.pixel_grid, self.pos_grid = causal, tuple(pixel_grid), tuple(pos_grid)
+        self.anchor_init = anchor_init
         # One position table at the finer of the two grids (the paper: encoder 24x24 -> pixels 21x21), resized
         # for the other; a table coarser than the pixel grid would give neighbouring mask tokens ~equal positions.
         self.table_grid = max(self.pixel_grid, self.pos_grid, key=lambda g: g[0] * g[1])
@@ -56,11 +58,21 @@ class ViTDecoder(nn.Module):
             self.feature_head = nn.Linear(dim, feature_channels)
         self.apply(_init)
 
-    def _run(self, tokens: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        B, N, _ = tokens.shape
+    def _run(self, tokens: torch.Tensor, masks: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        B, N, C = tokens.shape
         cls = self.norm_in(self.cls_token + self.cls_pos).expand(B, -1, -1)
         regs = self.norm_in(self.registers).expand(B, -1, -1)
-        x = torch.cat([self.norm_in(tokens + self.token_pos), cls, masks.expand(B, -1, -1), regs], dim=1)
+        toks = self.norm_in(tokens + self.token_pos)
+        masks = masks.expand(B, -1, -1)
+        if self.anchor_init:
+            # Each mask token starts from the token of its anchor (bilinear over the anchor grid). Without it the
+            # near-uniform attention at init hands every token the same gradient, and the codebook collapsed.
+            side = int(N**0.5)
+            t = toks.transpose(1, 2).reshape(B, C, side, side)
+            if (side, side) != tuple(grid):
+                t = F.interpolate(t, size=grid, mode="bilinear", align_corners=False)
+            masks = masks + t.flatten(2).transpose(1, 2)
+        x = torch.cat([toks, cls, masks, regs], dim=1)
         for blk in self.blocks:
             x = blk(x, self.causal)
         return x[:, N], x[:, N + 1: N + 1 + masks.shape[1]]
@@ -68,7 +80,7 @@ class ViTDecoder(nn.Module):
     def forward_pixels(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, N, dim) -> (pixel-grid features (B, dim, gh, gw), CLS output (B, dim))."""
         pos = resize_pos_table(self.grid_pos, self.table_grid, self.pixel_grid)
-        cls, out = self._run(tokens, self.norm_in(self.mask_pixel + pos))
+        cls, out = self._run(tokens, self.norm_in(self.mask_pixel + pos), self.pixel_grid)
         B, _, C = out.shape
         return out.transpose(1, 2).reshape(B, C, *self.pixel_grid), cls
 
@@ -78,7 +90,7 @@ class ViTDecoder(nn.Module):
             raise RuntimeError("this decoder was built without a feature branch")
         mask = self.mask_pixel if self.shared_mask_token else self.mask_feature
         pos = resize_pos_table(self.grid_pos, self.table_grid, self.pos_grid)
-        _, out = self._run(tokens, self.norm_feature(mask + pos))
+        _, out = self._run(tokens, self.norm_feature(mask + pos), self.pos_grid)
         pred = self.feature_head(out)
         B, _, C = pred.shape
         return pred.transpose(1, 2).reshape(B, C, *self.pos_grid)

@@ -177,9 +177,6 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
             logs.update(d_logs)
         ema.update(model, step)
         step += 1
-        if t.reseed_dead_every and step % t.reseed_dead_every == 0 and step < t.steps:
-            n = model.quantizer.reseed_dead_codes(out.pre_quant, gen)
-            log.info("step %d: re-seeded %d dead codes", step, n)
         seen += images.shape[0] * info.world_size
         if info.is_main and (step % t.log_every == 0 or step == t.steps):
             usage = model.quantizer.usage()
@@ -189,6 +186,10 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
             metrics_f.flush()
             log.info(json.dumps(rec))
             bar.set_postfix(loss=f"{logs['total']:.3f}", usage=f"{usage['usage']:.2f}", ips=f"{ips:.1f}")
+        # After logging: re-seeding restarts the usage window, which would log as zero usage.
+        if t.reseed_dead_every and step % t.reseed_dead_every == 0 and step < t.steps:
+            n = model.quantizer.reseed_dead_codes(out.pre_quant, gen)
+            log.info("step %d: re-seeded %d dead codes", step, n)
         bar.update(1)
         if info.is_main and (step % t.save_every == 0 or step == t.steps):
             folder = checkpoint(step)

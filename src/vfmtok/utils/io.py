@@ -81,6 +81,13 @@ def save_pretrained(folder: str | os.PathLike, state_dict: dict[str, torch.Tenso
     return folder
 
 
+def cast_floats(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    """Floating tensors of a state dict as `dtype` (None: unchanged); loading casts them back to the model's dtype."""
+    if dtype is None:
+        return state
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+
+
 def load_pretrained(folder: str | os.PathLike, model_types: str | tuple[str, ...]) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
     """Read a checkpoint folder; returns (state_dict, config, model_type); clear errors for wrong kinds."""
     folder = Path(folder)

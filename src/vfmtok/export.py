@@ -1,0 +1,80 @@
+"""`vfmtok export`: bundle a tokenizer + GPT pair into one portable folder, and find the bundled default model.
+
+Layout: <out>/tokenizer/ and <out>/generator/ (model.safetensors + config.json each) and <out>/model.json.
+The GPT's config names its tokenizer by the relative path "../tokenizer" and by the exported file's hash, so
+the folder can move. The frozen encoder is never part of it (it comes from `vfmtok fetch-weights`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+
+from vfmtok.utils.errors import VFMTokError
+from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, write_json
+
+DEFAULT_MODEL_NAME = "imagenette64"
+DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
+
+
+def bundled_model_dir() -> Path:
+    """Where the package keeps its bundled small model."""
+    return Path(__file__).resolve().parent / "assets" / "models" / DEFAULT_MODEL_NAME
+
+
+def default_generator() -> Path:
+    """The bundled GPT checkpoint, or a one-line error saying how to make it."""
+    gen = bundled_model_dir() / "generator"
+    if not (gen / WEIGHTS_NAME).is_file():
+        raise VFMTokError(f"no --gpt given and the bundled model is missing ({gen}); "
+                          "build it with `make small-model` or pass --gpt")
+    return gen
+
+
+def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Path | None = None,
+                dtype: str = "fp16", info: dict | None = None) -> Path:
+    """Write the pair into `out` (replaced atomically); weights stored as `dtype`, loaded back as fp32."""
+    from vfmtok.generator.gpt import GPT
+    from vfmtok.generator.sample import check_tokenizer
+    from vfmtok.tokenizer.api import load_tokenizer
+
+    if dtype not in DTYPES:
+        raise VFMTokError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype}")
+    gpt = GPT.from_pretrained(gpt_path)
+    tok_path = tokenizer_path or gpt.recorded_tokenizer()
+    if tok_path is None:
+        raise VFMTokError("the GPT records no tokenizer; pass --tokenizer")
+    tok = load_tokenizer(tok_path)
+    check_tokenizer(gpt, tok)
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok.save_pretrained(tmp / "tokenizer", dtype=DTYPES[dtype])
+    gpt.tokenizer_info = {**(gpt.tokenizer_info or {}), "checkpoint_path": "../tokenizer",
+                          "checkpoint_hash": file_sha256(tmp / "tokenizer" / WEIGHTS_NAME)}
+    gpt.save_pretrained(tmp / "generator", dtype=DTYPES[dtype])
+    write_json(tmp / "model.json", {"generator": "generator", "tokenizer": "tokenizer", "dtype": dtype,
+                                    "exported_from": {"generator": str(gpt.source), "tokenizer": str(tok.checkpoint_path)},
+                                    **(info or {})})
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `vfmtok export`."""
+    p.add_argument("--gpt", required=True, help="GPT checkpoint folder or run folder")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the one recorded in the GPT's config)")
+    p.add_argument("--out", default=None, help=f"output folder (default: the bundled model, {DEFAULT_MODEL_NAME})")
+    p.add_argument("--dtype", default="fp16", choices=list(DTYPES), help="storage dtype of the weights")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `vfmtok export`."""
+    out = export_pair(args.gpt, args.out or bundled_model_dir(), args.tokenizer, args.dtype)
+    print(f"wrote {out} (sample with: vfmtok sample --gpt {out / 'generator'} --class 0)")
+    return 0

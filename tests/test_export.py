@@ -1,0 +1,66 @@
+"""`vfmtok export`: a portable tokenizer + GPT folder (fp16 storage, relative tokenizer link) and the bundled default."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from vfmtok.cli import main
+from vfmtok.export import export_pair
+from vfmtok.generator.gpt import GPT, create_gpt
+from vfmtok.generator.sample import generate_images
+from vfmtok.tokenizer.api import build_tiny_tokenizer, load_tokenizer
+from vfmtok.utils.errors import VFMTokError
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pair")
+    names = ["tench", "golf ball", "parachute"]
+    tok = load_tokenizer(build_tiny_tokenizer(root / "tok", class_names=names))
+    torch.manual_seed(0)
+    gpt = create_gpt("GPT-nano", vocab_size=tok.codebook_size, num_tokens=tok.num_tokens, token_grid=tok.token_grid,
+                     num_classes=3)
+    for p in gpt.parameters():  # the zero-initialised head would make every sample the same
+        p.data.normal_(0, 0.2)
+    gpt.class_names = names
+    gpt.tokenizer_info = {"checkpoint_path": str(tok.checkpoint_path), "checkpoint_hash": tok.checkpoint_hash}
+    gpt.save_pretrained(root / "gpt")
+    return root
+
+
+def test_export_is_portable_and_stores_fp16(pair, tmp_path):
+    out = export_pair(pair / "gpt", tmp_path / "bundle")
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(out), moved)
+    gpt = GPT.from_pretrained(moved / "generator")
+    assert gpt.recorded_tokenizer() == (moved / "tokenizer").resolve()
+    tok = load_tokenizer(gpt.recorded_tokenizer())
+    orig = GPT.from_pretrained(pair / "gpt")
+    for (k, a), (_, b) in zip(orig.state_dict().items(), gpt.state_dict().items()):
+        assert b.dtype == torch.float32 and torch.equal(a.half().float(), b), k
+    imgs = generate_images(gpt, tok, torch.tensor([1, 1]), seed=0)  # the exported hash matches the exported tokenizer
+    assert imgs.shape == (2, 32, 32, 3)
+    info = json.loads((moved / "model.json").read_text())
+    assert info["dtype"] == "fp16" and info["exported_from"]["generator"] == str((pair / "gpt").resolve())
+    assert not (tmp_path / "bundle.tmp").exists()
+
+
+def test_sample_uses_the_bundled_model_by_default(pair, tmp_path, monkeypatch, capsys):
+    bundle = tmp_path / "models" / "imagenette64"
+    monkeypatch.setattr("vfmtok.export.bundled_model_dir", lambda: bundle)
+    rc = main(["sample", "--class", "golf ball", "--out", str(tmp_path / "s"), "--device", "cpu"])
+    assert rc == 2 and "make small-model" in capsys.readouterr().err
+    assert main(["export", "--gpt", str(pair / "gpt"), "--out", str(bundle)]) == 0
+    assert main(["sample", "--class", "golf ball", "--per-class", "2", "--out", str(tmp_path / "s"), "--device", "cpu"]) == 0
+    info = json.loads((tmp_path / "s" / "sample_info.json").read_text())
+    assert info["labels"] == [1, 1] and info["gpt"].endswith("generator")
+
+
+def test_export_refuses_a_mismatched_tokenizer(pair, tmp_path):
+    other = build_tiny_tokenizer(tmp_path / "other", seed=1)
+    with pytest.raises(VFMTokError, match="not on this tokenizer"):
+        export_pair(pair / "gpt", tmp_path / "x", tokenizer_path=other)
+    assert not (tmp_path / "x").exists()
+
