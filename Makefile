@@ -35,7 +35,7 @@ reproduce: install
 
 # The bundled small model for `vfmtok sample`: the main pair of the reproduction, the better one exported.
 small-model: install
-	$(PY) benchmarks/reproduce_imagenette.py --variants vfmtok vqgan --export
+	$(PY) benchmarks/reproduce_imagenette.py --variants vfmtok vqgan --gpt-steps 1800 --gpt-evals 3 --export
 
 clean:
 	rm -rf runs .pytest_cache

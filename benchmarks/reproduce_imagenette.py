@@ -119,7 +119,10 @@ def main() -> None:
         curve = r.setdefault("gfid_curve", {})
         marks = [round(args.gpt_steps * (i + 1) / args.gpt_evals) for i in range(args.gpt_evals)]
         for k, s in enumerate(marks):
-            if str(s) in curve:
+            want = [1.0] + ([args.cfg] if k == len(marks) - 1 else [])  # CFG at the last checkpoint only
+            have = {m.get("cfg_scale") for m in curve.get(str(s), [])}
+            scales = [c for c in want if c not in have]
+            if not scales:
                 continue
             latest = gpt_run / "latest.txt"
             done = latest.is_file() and int(latest.read_text().strip().split("_")[-1]) >= s
@@ -128,12 +131,12 @@ def main() -> None:
                      "--batch-size", str(args.gpt_batch), "--lr", "1e-3", "--warmup-steps", "100", "--ema-decay", "0.999",
                      "--save-every", str(s), "--out", str(gpt_run), "--device", args.device]
                     + (["--resume"] if latest.is_file() else []))
-            scales = ["1.0"] + ([str(args.cfg)] if k == len(marks) - 1 else [])
-            ge = runs / name / f"eval_generator_step{s}.json"
-            cli(["eval-generator", "--gpt", str(gpt_run), "--tokenizer", str(tok), "--ref", args.data, "--ref-split", "val",
-                 "--ref-num-images", str(args.eval_images), "--images-per-class", str(args.eval_images // 10),
-                 "--cfg-scales", *scales, "--out", str(ge)])
-            curve[str(s)] = metrics_of(ge)["runs"]
+            ge = runs / name / f"eval_generator_step{s}{'' if 1.0 in scales else '_cfg'}.json"
+            # The checkpoint of this mark, not the run's latest (a longer run may have gone past it).
+            cli(["eval-generator", "--gpt", str(gpt_run / "checkpoints" / f"step_{s:07d}"), "--tokenizer", str(tok),
+                 "--ref", args.data, "--ref-split", "val", "--ref-num-images", str(args.eval_images),
+                 "--images-per-class", str(args.eval_images // 10), "--cfg-scales", *map(str, scales), "--out", str(ge)])
+            curve[str(s)] = curve.get(str(s), []) + metrics_of(ge)["runs"]
             save_variant(r_path, r, runs)
     write_results(runs)
     print(f"wrote {RESULTS / 'results.json'} and {RESULTS / 'results.md'}")
@@ -195,9 +198,31 @@ def write_results(runs: Path) -> None:
                 lines.append(f"| {name} | {s} | {m.get('cfg_scale')} | {f(m.get('gFID'), 2)} | {f(m.get('precision'))} | {f(m.get('recall'))} |")
                 if m.get("cfg_scale") == 1.0:
                     series.setdefault(name, []).append((int(s), m["gFID"]))
+    lines += ["", "Plots: `convergence.svg` (gFID), `precision.svg`, `tokenizer_pixel_mse.svg` (tokenizer training)."]
     (RESULTS / "results.md").write_text("\n".join(lines) + "\n")
     if series:
         (RESULTS / "convergence.svg").write_text(line_chart(series, "gFID (no CFG) vs GPT training steps"))
+    prec = {name: [(int(st), m["precision"]) for st, evals in sorted(r.get("gfid_curve", {}).items(), key=lambda kv: int(kv[0]))
+                   for m in evals if m.get("cfg_scale") == 1.0 and m.get("precision") is not None] for name, r in v.items()}
+    if any(prec.values()):
+        (RESULTS / "precision.svg").write_text(line_chart({k: p for k, p in prec.items() if p},
+                                                          "precision (no CFG) vs GPT training steps"))
+    curves = {name: training_curve(runs / name / "tokenizer" / "metrics.jsonl") for name in v}
+    if any(curves.values()):
+        (RESULTS / "tokenizer_pixel_mse.svg").write_text(line_chart({k: c for k, c in curves.items() if c},
+                                                                    "tokenizer pixel MSE (train, 50-step means) vs step"))
+
+
+def training_curve(path: Path, key: str = "pixel", bin_steps: int = 50) -> list[tuple[int, float]]:
+    """Mean of `key` over bins of `bin_steps` steps from a metrics.jsonl (batch-to-batch noise is large)."""
+    if not path.is_file():
+        return []
+    bins: dict[int, list[float]] = {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if key in rec:
+            bins.setdefault((rec["step"] - 1) // bin_steps, []).append(rec[key])
+    return [((b + 1) * bin_steps, sum(x) / len(x)) for b, x in sorted(bins.items())]
 
 
 def _probe(pb: dict, key: str):

@@ -149,6 +149,9 @@ def test_eval_generator_with_generator_and_cfg_scales(env, monkeypatch):
         class config:
             num_classes = 4
 
+        def recorded_tokenizer(self):
+            return None
+
     def fake_generate(gpt, tok, labels, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0, seed=0, batch_size=32):
         calls.append({"labels": labels.tolist(), "cfg": cfg_scale, "seed": seed, "temperature": temperature})
         g = torch.Generator().manual_seed(seed)

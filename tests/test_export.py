@@ -43,7 +43,7 @@ def test_export_is_portable_and_stores_fp16(pair, tmp_path):
     imgs = generate_images(gpt, tok, torch.tensor([1, 1]), seed=0)  # the exported hash matches the exported tokenizer
     assert imgs.shape == (2, 32, 32, 3)
     info = json.loads((moved / "model.json").read_text())
-    assert info["dtype"] == "fp16" and info["exported_from"]["generator"] == str((pair / "gpt").resolve())
+    assert info["dtype"] == "fp16" and info["exported_from"]["generator"].endswith("gpt")
     assert not (tmp_path / "bundle.tmp").exists()
 
 

@@ -19,8 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of demo."""
     p.add_argument("--out", default="runs/demo", help="output folder (re-running resumes finished stages)")
     p.add_argument("--data", default="sample", help="'sample' (embedded, default), 'imagenette', or an image folder")
-    p.add_argument("--tokenizer-steps", type=int, default=300)
-    p.add_argument("--generator-steps", type=int, default=400)
+    p.add_argument("--tokenizer-steps", type=int, default=700)
+    p.add_argument("--generator-steps", type=int, default=800)
     p.add_argument("--per-class", type=int, default=8, help="samples per class")
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help="a tiny smoke run (tests use it)")

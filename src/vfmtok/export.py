@@ -57,12 +57,21 @@ def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Pat
                           "checkpoint_hash": file_sha256(tmp / "tokenizer" / WEIGHTS_NAME)}
     gpt.save_pretrained(tmp / "generator", dtype=DTYPES[dtype])
     write_json(tmp / "model.json", {"generator": "generator", "tokenizer": "tokenizer", "dtype": dtype,
-                                    "exported_from": {"generator": str(gpt.source), "tokenizer": str(tok.checkpoint_path)},
+                                    "exported_from": {"generator": _shown(gpt.source), "tokenizer": _shown(tok.checkpoint_path)},
                                     **(info or {})})
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     return out
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it lies below it (no machine-specific prefix in model.json)."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
