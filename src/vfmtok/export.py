@@ -36,7 +36,7 @@ def default_generator() -> Path:
 
 def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Path | None = None,
                 dtype: str = "fp16", info: dict | None = None) -> Path:
-    """Write the pair into `out` (replaced atomically); weights stored as `dtype`, loaded back as fp32."""
+    """Write the pair into `out` (built under a temporary name, swapped in when complete); weights stored as `dtype`."""
     from vfmtok.generator.gpt import GPT
     from vfmtok.generator.sample import check_tokenizer
     from vfmtok.tokenizer.api import load_tokenizer
