@@ -29,7 +29,8 @@ bench: install
 	$(PY) benchmarks/tokenizer_speed.py
 	$(PY) benchmarks/generator_speed.py
 
-# The Imagenette reproduction (both tokenizers, ablations, GPT convergence); about 2.5 h on 2 CPU cores.
+# The Imagenette reproduction (both tokenizers, ablations, GPT convergence at 200/400/600 steps). As two
+# parallel processes (README) its 6 variants took 62 min on 2 CPU cores; one process takes longer.
 reproduce: install
 	$(PY) benchmarks/reproduce_imagenette.py
 
