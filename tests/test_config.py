@@ -16,6 +16,11 @@ def test_overrides_parse_yaml_values_and_scientific_floats(tmp_path):
     assert list(cfg.model.levels) == [-1]
 
 
+def test_overrides_keep_number_like_text_in_text_fields():
+    cfg = apply_overrides(get_preset("tiny"), ["train.data=1e5", "train.lr=1e-3"])
+    assert cfg.train.data == "1e5" and cfg.train.lr == 1e-3 and isinstance(cfg.train.lr, float)
+
+
 @pytest.mark.parametrize("bad,msg", [({"steps": "abc"}, "expected int"), ({"steps": 2.5}, "expected int"),
                                      ({"cache_features": "yes"}, "expected true/false"), ({"nope": 1}, "unknown field")])
 def test_bad_values_are_named(bad, msg):

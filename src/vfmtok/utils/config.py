@@ -50,13 +50,9 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
 
 
 def _parse_value(text: str) -> Any:
-    value = yaml.safe_load(text)
-    if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
+    # Strings such as "1e-3" (YAML 1.1) stay strings here: from_dict converts them where the field is a number,
+    # and a text field (a data path such as "1e5") keeps its text.
+    return yaml.safe_load(text)
 
 
 def apply_overrides(cfg: T, overrides: list[str] | None = None, yaml_path: str | Path | None = None) -> T:
