@@ -255,6 +255,7 @@ class GPT(nn.Module):
         # Filled by from_pretrained / the trainer; saved in config.json beside GPTConfig.
         self.class_names: list[str] | None = None
         self.tokenizer_info: dict[str, Any] | None = None
+        self.source: Path | None = None  # checkpoint folder it was loaded from (relative tokenizer paths count from it)
         self.apply(self._init_weights)
         nn.init.zeros_(self.head.weight)  # LlamaGen: start from uniform predictions
 
@@ -356,6 +357,6 @@ class GPT(nn.Module):
         if not path:
             return None
         path = Path(path)
-        if not path.is_absolute() and getattr(self, "source", None) is not None:
+        if not path.is_absolute() and self.source is not None:
             path = (self.source / path).resolve()
         return path
