@@ -52,13 +52,18 @@ def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Pat
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tok.save_pretrained(tmp / "tokenizer", dtype=DTYPES[dtype])
-    gpt.tokenizer_info = {**(gpt.tokenizer_info or {}), "checkpoint_path": "../tokenizer",
-                          "checkpoint_hash": file_sha256(tmp / "tokenizer" / WEIGHTS_NAME)}
-    gpt.save_pretrained(tmp / "generator", dtype=DTYPES[dtype])
-    write_json(tmp / "model.json", {"generator": "generator", "tokenizer": "tokenizer", "dtype": dtype,
-                                    "exported_from": {"generator": _shown(gpt.source), "tokenizer": _shown(tok.checkpoint_path)},
-                                    **(info or {})})
+    try:
+        tok.save_pretrained(tmp / "tokenizer", dtype=DTYPES[dtype])
+        gpt.tokenizer_info = {**(gpt.tokenizer_info or {}), "checkpoint_path": "../tokenizer",
+                              "checkpoint_hash": file_sha256(tmp / "tokenizer" / WEIGHTS_NAME)}
+        gpt.save_pretrained(tmp / "generator", dtype=DTYPES[dtype])
+        write_json(tmp / "model.json", {"generator": "generator", "tokenizer": "tokenizer", "dtype": dtype,
+                                        "exported_from": {"generator": _shown(gpt.source),
+                                                          "tokenizer": _shown(tok.checkpoint_path)},
+                                        **(info or {})})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written folder left behind
+        raise
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)

@@ -125,7 +125,8 @@ def _cpu(image_size: int, num_tokens: int) -> TokenizerRunConfig:
     # Small enough to train for minutes on 2 CPU cores; real VGG16 ImageNet features as the frozen encoder.
     mult = (1, 2, 4, 4) if image_size <= 64 else (1, 1, 2, 4, 4)
     # dec_anchor_init: with the paper's decoder the codebook collapsed to one code within 20 steps on Imagenette
-    # batches, and pixel MSE stayed ~0.30 at step 160 against 0.19 with it (README, Known problems).
+    # batches (benchmarks/codebook_collapse.py); with re-seeding too, pixel MSE at step 160 was ~0.30 without it
+    # and 0.19 with it (`vfmtok train-tokenizer --preset vfmtok-cpu-64 --steps 160 --set train.cache_views=2`).
     m = TokenizerConfig(image_size=image_size, encoder="vgg16_imagenet", num_tokens=num_tokens, width=192,
                         enc_depth=2, enc_heads=6, enc_ffn=512, codebook_size=1024, code_dim=12,
                         dec_depth=2, dec_heads=6, dec_anchor_init=True, pix_ch=32, pix_ch_mult=mult, pix_res_blocks=1)
