@@ -160,12 +160,24 @@ def test_bf16_copy_keeps_fp32_rope_and_close_logits():
     assert out.dtype == torch.float32 and (out - ref).abs().max() < 0.05 * ref.abs().max()
 
 
-def test_cached_attention_reads_only_the_filled_prefix():
-    from vfmtok.generator.gpt import cached_attention
+@pytest.mark.parametrize("keys_last", [True, False])
+def test_cached_attention_reads_only_the_filled_prefix(keys_last):
+    from vfmtok.generator.gpt import KVCache
 
     torch.manual_seed(0)
-    k, v = torch.randn(3, 2, 16, 8), torch.randn(3, 2, 16, 8)
-    k[:, :, 11:] = 1e4  # garbage beyond the prefix must not leak in
+    cache = KVCache(4, 16, 2, 8, torch.float32, torch.device("cpu"))
+    cache.keys_last = keys_last  # the GPU layout, tested here on CPU
+    if not keys_last:
+        cache.k = torch.zeros(4, 2, 16, 8)
+    k, v = torch.randn(3, 2, 11, 8), torch.randn(3, 2, 11, 8)
+    cache.update(torch.arange(10), k[:, :, :10], v[:, :, :10], 10)  # a chunk, then one decode step
+    cache.update(torch.tensor([10]), k[:, :, 10:], v[:, :, 10:], 11)
+    cache.k.view(-1)[cache.k.view(-1) == 0] = 1e4  # garbage beyond the prefix must not leak in
+    cache.v.view(-1)[cache.v.view(-1) == 0] = 1e4
     q = torch.randn(3, 2, 1, 8)
-    ref = torch.nn.functional.scaled_dot_product_attention(q, k[:, :, :11], v[:, :, :11])
-    assert torch.allclose(cached_attention(q, k, v, 11, None), ref, atol=1e-5)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    assert torch.allclose(cache.attend(q, 11, None), ref, atol=1e-5)
+    q2 = torch.randn(3, 2, 4, 8)  # a multi-token chunk at positions 7..10 with its causal mask
+    mask = torch.ones(11, 11, dtype=torch.bool).tril()[7:][None, None]
+    ref2 = torch.nn.functional.scaled_dot_product_attention(q2, k, v, attn_mask=mask)
+    assert torch.allclose(cache.attend(q2, 11, mask), ref2, atol=1e-5)
