@@ -74,3 +74,13 @@ def test_small_products_stay_on_torch_blas(monkeypatch):
     with torch.no_grad():
         lin.Linear(64, 64)(torch.randn(4, 64))  # 16k multiply-adds: the per-call overhead would dominate
     assert not calls
+
+
+def test_use_onednn_linears_swaps_plain_linears_in_place():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Sequential(torch.nn.Linear(8, 3)))
+    x = torch.randn(2, 8)
+    ref, keys = net(x), list(net.state_dict())
+    lin.use_onednn_linears(net)
+    assert type(net[0]) is lin.Linear and type(net[2][0]) is lin.Linear
+    assert list(net.state_dict()) == keys and torch.allclose(net(x), ref, atol=1e-6)

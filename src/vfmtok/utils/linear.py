@@ -65,3 +65,11 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)
+
+
+def use_onednn_linears(module: nn.Module) -> nn.Module:
+    """Turn every plain nn.Linear inside `module` (e.g. a timm or transformers encoder) into `Linear`, in place."""
+    for m in module.modules():
+        if type(m) is nn.Linear:
+            m.__class__ = Linear  # same parameters and state-dict keys; only forward changes
+    return module
