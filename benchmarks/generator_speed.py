@@ -52,6 +52,16 @@ def timed(fn, device: torch.device, reps: int = 1) -> float:
     return best
 
 
+def cpu_description() -> str:
+    """CPU model, family and whether it has AVX-512 (from /proc/cpuinfo where there is one)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    field = lambda key: next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith(key)), "?")  # noqa: E731
+    return f"{field('model name')} (family {field('cpu family')}, {'AVX-512' if ' avx512f' in info else 'no AVX-512'})"
+
+
 def matmul_fn(device: torch.device, dtype: torch.dtype, backend: str, n: int = 2048):
     """A square n x n matmul: torch.mm (torch's BLAS: MKL on x86 CPUs) or vfmtok's oneDNN linear (CPU fp32)."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
@@ -268,7 +278,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    res = {"machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+    res = {"machine": f"{cpu_description()}, torch {torch.__version__}, "
                       f"{torch.get_num_threads()} CPU threads" + (f", {torch.cuda.get_device_name()}" if len(devices) > 1 else ""),
            "matmul_gflops": {}, "matmul_runs": {}, "matmul_dtype": {}, "sampling": [], "training": []}
     t_start = time.time()

@@ -1,8 +1,8 @@
 """Small-scale reproduction of VFMTok's claims on Imagenette, VFMTok (frozen VGG16) vs a from-scratch VQGAN.
 
 Run:  .venv/bin/python benchmarks/reproduce_imagenette.py [--tok-steps 600] [--gpt-steps 1500] [--variants ...]
-Writes benchmarks/results/reproduce_imagenette/{results.json, results.md, convergence.svg} and keeps the runs
-in runs/reproduce_imagenette/ (every stage resumes; re-running skips what is done).
+Writes benchmarks/results/reproduce_imagenette/{results.json, results.md, *.svg} (--results) and keeps the runs
+in runs/reproduce_imagenette/ (--runs) (every stage resumes; re-running skips what is done).
 
 Per tokenizer variant (same token count 64, codebook 1024 x 12, image size, batch and steps):
   train -> eval-tokenizer (rFID / PSNR / SSIM / LPIPS / usage on val) -> linear probe (train -> val).
@@ -86,9 +86,10 @@ def main() -> None:
                     help="export the main pair with the lower no-CFG gFID as the bundled model (`vfmtok sample` default)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "reproduce_imagenette"))
+    ap.add_argument("--results", default=str(RESULTS), help="folder for results.json / results.md / plots")
     args = ap.parse_args()
-    runs = Path(args.runs)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    runs, results = Path(args.runs), Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
     command = " ".join([Path(sys.executable).name] + sys.argv)
 
     for name in args.variants:
@@ -109,7 +110,7 @@ def main() -> None:
         if not pr.is_file():
             cli(["probe", str(tok), "--data", args.data, "--num-images", str(args.probe_images), "--out", str(pr)])
         r["probe"] = metrics_of(pr)
-        save_variant(r_path, r, runs)
+        save_variant(r_path, r, runs, results)
         if name not in MAIN:
             continue
         codes = runs / name / "codes"
@@ -137,9 +138,9 @@ def main() -> None:
                  "--ref", args.data, "--ref-split", "val", "--ref-num-images", str(args.eval_images),
                  "--images-per-class", str(args.eval_images // 10), "--cfg-scales", *map(str, scales), "--out", str(ge)])
             curve[str(s)] = curve.get(str(s), []) + metrics_of(ge)["runs"]
-            save_variant(r_path, r, runs)
-    write_results(runs)
-    print(f"wrote {RESULTS / 'results.json'} and {RESULTS / 'results.md'}")
+            save_variant(r_path, r, runs, results)
+    write_results(runs, results)
+    print(f"wrote {results / 'results.json'} and {results / 'results.md'}")
     if args.export:
         export_best(runs)
 
@@ -163,22 +164,22 @@ def export_best(runs: Path) -> None:
     print(f"exported {name} -> {out}")
 
 
-def save_variant(path: Path, result: dict, runs: Path) -> None:
+def save_variant(path: Path, result: dict, runs: Path, results: Path) -> None:
     """Write one variant's result.json, then refresh the merged results."""
     write_json(path, result)
-    write_results(runs)
+    write_results(runs, results)
 
 
-def write_results(runs: Path) -> None:
+def write_results(runs: Path, results: Path = RESULTS) -> None:
     """Merge every variant's result.json into results.json, results.md (tables) and convergence.svg."""
     from vfmtok.utils.report import line_chart
 
     v = {p.parent.name: read_json(p) for p in sorted(runs.glob("*/result.json"))}
     v = {k: v[k] for k in [*VARIANTS, *sorted(set(v) - set(VARIANTS))] if k in v}
-    write_json(RESULTS / "results.json", {"variants": v})
+    write_json(results / "results.json", {"variants": v})
     lines = ["# Small-scale reproduction on Imagenette (64 px)", "", "Commands and settings, per variant:", ""]
     lines += [f"- {name}: `{r.get('command')}` (" + ", ".join(f"{k}={val}" for k, val in r.get("settings", {}).items()
-                                                       if k not in ("runs", "variants")) + ")" for name, r in v.items()]
+                                                       if k not in ("runs", "variants", "results")) + ")" for name, r in v.items()]
     lines += ["",
              "## Tokenizers (validation images)", "",
              "| variant | rFID | PSNR | SSIM | LPIPS | codebook usage | perplexity | probe top-1 (tokens mean) | probe top-1 (decoder CLS) | train s |",
@@ -199,17 +200,17 @@ def write_results(runs: Path) -> None:
                 if m.get("cfg_scale") == 1.0:
                     series.setdefault(name, []).append((int(s), m["gFID"]))
     lines += ["", "Plots: `convergence.svg` (gFID), `precision.svg`, `tokenizer_pixel_mse.svg` (tokenizer training)."]
-    (RESULTS / "results.md").write_text("\n".join(lines) + "\n")
+    (results / "results.md").write_text("\n".join(lines) + "\n")
     if series:
-        (RESULTS / "convergence.svg").write_text(line_chart(series, "gFID (no CFG) vs GPT training steps"))
+        (results / "convergence.svg").write_text(line_chart(series, "gFID (no CFG) vs GPT training steps"))
     prec = {name: [(int(st), m["precision"]) for st, evals in sorted(r.get("gfid_curve", {}).items(), key=lambda kv: int(kv[0]))
                    for m in evals if m.get("cfg_scale") == 1.0 and m.get("precision") is not None] for name, r in v.items()}
     if any(prec.values()):
-        (RESULTS / "precision.svg").write_text(line_chart({k: p for k, p in prec.items() if p},
+        (results / "precision.svg").write_text(line_chart({k: p for k, p in prec.items() if p},
                                                           "precision (no CFG) vs GPT training steps"))
     curves = {name: training_curve(runs / name / "tokenizer" / "metrics.jsonl") for name in v}
     if any(curves.values()):
-        (RESULTS / "tokenizer_pixel_mse.svg").write_text(line_chart({k: c for k, c in curves.items() if c},
+        (results / "tokenizer_pixel_mse.svg").write_text(line_chart({k: c for k, c in curves.items() if c},
                                                                     "tokenizer pixel MSE (train, 50-step means) vs step"))
 
 

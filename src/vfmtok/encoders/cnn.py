@@ -17,6 +17,7 @@ from torch import nn
 
 from vfmtok.encoders.base import EncoderSpec, FrozenEncoder
 from vfmtok.utils.errors import VFMTokError, require
+from vfmtok.utils.layout import cpu_channels_last
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -202,11 +203,12 @@ class CNNEncoder(FrozenEncoder):
         self._freeze()
 
     def _features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        x = cpu_channels_last(x)
         out = []
         for i, m in enumerate(self.features):
             x = m(x)
             if i in self.level_index:
-                out.append(x)
+                out.append(x.contiguous())
         return out, out[-1]
 
     def _level_hw(self, size: int) -> list[tuple[int, int]]:

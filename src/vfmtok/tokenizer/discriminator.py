@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 
 from vfmtok.utils.errors import VFMTokError
+from vfmtok.utils.layout import cpu_channels_last
 
 
 class PatchGAN(nn.Module):
@@ -27,7 +28,7 @@ class PatchGAN(nn.Module):
                 nn.init.normal_(m.weight, 0.0, 0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(cpu_channels_last(x)).contiguous()
 
 
 class FeatureDiscriminator(nn.Module):

@@ -6,6 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vfmtok.utils.layout import cpu_channels_last
+
 
 def _norm(ch: int) -> nn.GroupNorm:
     groups = 32 if ch % 32 == 0 else next(g for g in (16, 8, 4, 2, 1) if ch % g == 0)
@@ -72,4 +74,4 @@ class PixelDecoder(nn.Module):
         return self.out[-1].weight
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.out(self.up(self.mid(self.conv_in(z))))
+        return self.out(self.up(self.mid(self.conv_in(cpu_channels_last(z))))).contiguous()

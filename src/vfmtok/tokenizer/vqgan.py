@@ -9,6 +9,7 @@ from vfmtok.tokenizer.base import TokenizerBase
 from vfmtok.tokenizer.config import TokenizerConfig
 from vfmtok.tokenizer.pixel_decoder import AttnBlock, ResBlock, _norm
 from vfmtok.utils.errors import VFMTokError
+from vfmtok.utils.layout import cpu_channels_last
 
 
 class ConvEncoder(nn.Module):
@@ -28,7 +29,7 @@ class ConvEncoder(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(cpu_channels_last(x)).contiguous()
 
 
 class VQGAN(TokenizerBase):
