@@ -24,3 +24,17 @@ def test_conv_stacks_match_nchw_and_return_contiguous():
             got, want = module(x), nchw(module, x)
         assert got.is_contiguous() and want.is_contiguous()
         assert torch.allclose(got, want, atol=1e-5), type(module).__name__
+
+
+def test_silu_is_in_place_only_without_autograd():
+    from vfmtok.tokenizer.pixel_decoder import SiLU
+
+    x = torch.randn(4, 3)
+    ref = torch.nn.functional.silu(x)
+    y = x.clone().requires_grad_(True)
+    out = SiLU()(y * 1.0)
+    out.sum().backward()  # graph recorded: out of place, so the gradient is right
+    assert torch.allclose(y.grad, torch.sigmoid(x) * (1 + x * (1 - torch.sigmoid(x))), atol=1e-6)
+    with torch.no_grad():
+        z = x.clone()
+        assert SiLU()(z) is z and torch.allclose(z, ref)

@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from vfmtok.tokenizer.base import TokenizerBase
 from vfmtok.tokenizer.config import TokenizerConfig
-from vfmtok.tokenizer.pixel_decoder import AttnBlock, ResBlock, _norm
+from vfmtok.tokenizer.pixel_decoder import AttnBlock, ResBlock, SiLU, _norm
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.layout import cpu_channels_last
 
@@ -25,7 +25,7 @@ class ConvEncoder(nn.Module):
                 c = ch * m
             if i < len(ch_mult) - 1:
                 layers.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
-        layers += [ResBlock(c, c), AttnBlock(c), ResBlock(c, c), _norm(c), nn.SiLU(), nn.Conv2d(c, width, 1)]
+        layers += [ResBlock(c, c), AttnBlock(c), ResBlock(c, c), _norm(c), SiLU(), nn.Conv2d(c, width, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
