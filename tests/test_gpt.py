@@ -165,10 +165,8 @@ def test_cached_attention_reads_only_the_filled_prefix(keys_last):
     from vfmtok.generator.gpt import KVCache
 
     torch.manual_seed(0)
-    cache = KVCache(4, 16, 2, 8, torch.float32, torch.device("cpu"))
-    cache.keys_last = keys_last  # the GPU layout, tested here on CPU
-    if not keys_last:
-        cache.k = torch.zeros(4, 2, 16, 8)
+    cache = KVCache(4, 16, 2, 8, torch.float32, torch.device("cpu"), keys_last=keys_last)  # False: the GPU layout
+    assert cache.k.shape == ((4, 2, 8, 16) if keys_last else (4, 2, 16, 8))
     k, v = torch.randn(3, 2, 11, 8), torch.randn(3, 2, 11, 8)
     cache.update(torch.arange(10), k[:, :, :10], v[:, :, :10], 10)  # a chunk, then one decode step
     cache.update(torch.tensor([10]), k[:, :, 10:], v[:, :, 10:], 11)

@@ -153,9 +153,10 @@ class KVCache(nn.Module):
     positions, ~20% faster than S rows of D; elsewhere they are (B, H, S, D), the layout fused SDPA kernels need.
     """
 
-    def __init__(self, max_batch: int, max_seq: int, n_head: int, head_dim: int, dtype: torch.dtype, device: torch.device):
+    def __init__(self, max_batch: int, max_seq: int, n_head: int, head_dim: int, dtype: torch.dtype, device: torch.device,
+                 keys_last: bool | None = None):
         super().__init__()
-        self.keys_last = torch.device(device).type == "cpu"
+        self.keys_last = torch.device(device).type == "cpu" if keys_last is None else keys_last
         shape = (max_batch, n_head, max_seq, head_dim)
         kshape = (max_batch, n_head, head_dim, max_seq) if self.keys_last else shape
         self.register_buffer("k", torch.zeros(kshape, dtype=dtype, device=device), persistent=False)
