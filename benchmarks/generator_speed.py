@@ -28,9 +28,8 @@ import torch
 from vfmtok.generator.generate import generate
 from vfmtok.generator.gpt import GPT, count_params, create_gpt
 from vfmtok.train.common import autocast, param_groups
-from vfmtok.utils import linear as linear_mod
 from vfmtok.utils.io import atomic_path, write_json
-from vfmtok.utils.linear import linear, onednn_available
+from vfmtok.utils.linear import linear, onednn_available, onednn_enabled
 
 DATA = dict(vocab_size=16384, num_tokens=256, token_grid=(16, 16), num_classes=1000)
 
@@ -121,7 +120,7 @@ def gemm_only_ms(model: GPT, B: int, device: torch.device, dtype: torch.dtype) -
 
 
 @torch.no_grad()
-def interleaved_fraction(model: GPT, B: int, device: torch.device, dtype: torch.dtype) -> float:
+def interleaved_fraction(model: GPT, B: int, device: torch.device, dtype: torch.dtype, n: int = 2048) -> float:
     """Median over 16 positions of (decode-step FLOP/s) / (FLOP/s of the fastest 2048^3 matmul timed right after).
 
     Pairing each step with adjacent matmuls keeps the ratio meaningful on a CPU shared with other jobs.
@@ -130,13 +129,13 @@ def interleaved_fraction(model: GPT, B: int, device: torch.device, dtype: torch.
     model.setup_caches(B, c.num_tokens + 1)
     model(torch.zeros(B, dtype=torch.long, device=device), input_pos=torch.zeros(1, dtype=torch.long, device=device))
     tok = torch.zeros(B, 1, dtype=torch.long, device=device)
-    mms = [matmul_fn(device, dtype, k) for k in matmul_backends(device, dtype)]
+    mms = [matmul_fn(device, dtype, k, n) for k in matmul_backends(device, dtype)]
     fracs = []
     for t in range(8, c.num_tokens, c.num_tokens // 16):
         step_s = timed(lambda: model(None, tok, input_pos=torch.tensor([t], device=device)), device)
         mm_s = min(timed(fn, device) for fn in mms)
         step_flops = B * (2 * count_params(c, non_embedding=True) + 4 * c.n_layer * c.dim * (t + 1))
-        fracs.append((step_flops / step_s) / (2 * 2048 ** 3 / mm_s))
+        fracs.append((step_flops / step_s) / (2 * n ** 3 / mm_s))
     return statistics.median(fracs)
 
 
@@ -168,11 +167,8 @@ def bench_sampling(preset: str, B: int, device: torch.device, dtype: torch.dtype
     cached_s = timed(lambda: generate(model, labels, generator=gen), device, reps)
     blas_s = None
     if "onednn" in matmul_backends(device, dtype):  # the same run with every linear layer on torch's BLAS
-        linear_mod.USE_ONEDNN = False
-        try:
+        with onednn_enabled(False):
             blas_s = timed(lambda: generate(model, labels, generator=gen), device, reps)
-        finally:
-            linear_mod.USE_ONEDNN = True
     early = per_step_ms(model, B, device, range(1, 17))
     late = per_step_ms(model, B, device, range(N - 16, N))
     paired = interleaved_fraction(model, B, device, dtype)
@@ -220,13 +216,15 @@ def bench_training(preset: str, B: int, device: torch.device, steps: int = 2) ->
            "achieved_gflops": round(6 * count_params(model.config, non_embedding=True) * tokens / s / 1e9, 1),
            "tokens_per_s_torch_blas": None}
     if "onednn" in matmul_backends(device, torch.float32):  # the same steps with every linear layer on torch's BLAS
-        linear_mod.USE_ONEDNN = False
-        try:
+        with onednn_enabled(False):
             step()
             row["tokens_per_s_torch_blas"] = round(tokens / (sum(timed(step, device) for _ in range(steps)) / steps), 1)
-        finally:
-            linear_mod.USE_ONEDNN = True
     return row
+
+
+def with_gain(fast: float, blas: float | None) -> str:
+    """Table cell: the torch-BLAS figure and oneDNN's gain over it ('-' where it was not measured)."""
+    return f"{blas} ({fast / blas:.2f}x)" if blas else "-"
 
 
 def markdown(res: dict) -> str:
@@ -245,8 +243,7 @@ def markdown(res: dict) -> str:
     for r in res["sampling"]:
         peak = res["matmul_gflops"][r["device"]]
         meas = f" ({r['speedup_measured']}x)" if "speedup_measured" in r else ""
-        blas = r.get("cache_tokens_per_s_torch_blas")
-        blas = f"{blas} ({r['cache_tokens_per_s'] / blas:.2f}x)" if blas else "-"
+        blas = with_gain(r["cache_tokens_per_s"], r.get("cache_tokens_per_s_torch_blas"))
         lines.append(f"| {r['device']} | {r['preset']} | {r['batch']} | {r['cache_tokens_per_s']} | {r['cache_images_per_s']} "
                      f"| {blas} | {r['nocache_tokens_per_s_est']} | {r['speedup_est']}x{meas} | {r['step_ms_early']} / {r['step_ms_late']} "
                      f"| {r['nocache_step_ms_at_T']['16']} / {r['nocache_step_ms_at_T']['256']} "
@@ -257,8 +254,7 @@ def markdown(res: dict) -> str:
               "| tokens/s, linear layers on torch.mm (oneDNN gain) |",
               "|---|---|---|---|---|---|---|"]
     for r in res["training"]:
-        blas = r.get("tokens_per_s_torch_blas")
-        blas = f"{blas} ({r['tokens_per_s'] / blas:.2f}x)" if blas else "-"
+        blas = with_gain(r["tokens_per_s"], r.get("tokens_per_s_torch_blas"))
         lines.append(f"| {r['device']} | {r['preset']} | {r['batch']} | {r['step_s']} | {r['tokens_per_s']} "
                      f"| {r['achieved_gflops']} | {blas} |")
     if res.get("target"):

@@ -53,6 +53,7 @@ def test_paths_taken(monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(lin, "_onednn_linear", spy)
+    monkeypatch.setattr(lin, "USE_ONEDNN", True)  # whatever VFMTOK_ONEDNN says
     monkeypatch.setattr(lin, "MIN_MACS", 0)
     m = lin.Linear(8, 4)
     x = torch.randn(3, 8, requires_grad=True)
@@ -63,8 +64,9 @@ def test_paths_taken(monkeypatch):
         m.double()(x.double())  # fp64 is not a oneDNN case
         with torch.autocast("cpu", dtype=torch.bfloat16):
             m.float()(x)  # autocast decides the dtype: F.linear
-        monkeypatch.setattr(lin, "USE_ONEDNN", False)
-        m(x)
+        with lin.onednn_enabled(False):
+            m(x)
+        assert lin.USE_ONEDNN  # restored after the block
     assert len(calls) == 4
 
 

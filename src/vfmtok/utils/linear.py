@@ -8,13 +8,26 @@ measured about twice MKL's speed, single-threaded: 217 vs 109 GFLOP/s at 2048^3,
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# Set VFMTOK_ONEDNN=0 (or this flag to False) to keep every linear layer on torch's default BLAS.
+# Set VFMTOK_ONEDNN=0 (or use `onednn_enabled(False)`) to keep every linear layer on torch's default BLAS.
 USE_ONEDNN = os.environ.get("VFMTOK_ONEDNN", "1") != "0"
+
+
+@contextmanager
+def onednn_enabled(enabled: bool) -> Iterator[None]:
+    """Within the block, linear layers use oneDNN (where it applies) only if `enabled`; restored afterwards."""
+    global USE_ONEDNN
+    before, USE_ONEDNN = USE_ONEDNN, enabled
+    try:
+        yield
+    finally:
+        USE_ONEDNN = before
 
 
 def onednn_available() -> bool:
