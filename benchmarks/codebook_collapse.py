@@ -10,13 +10,14 @@ Losses: pixel MSE + codebook + commitment + feature cosine. Logged every 10 step
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from vfmtok.utils.io import write_json, write_text
 
 OUT = Path(__file__).resolve().parent / "results"
 
@@ -68,14 +69,13 @@ def main() -> None:
                   target=torch.cat([p.target for p in parts]))
     res = {"command": " ".join([Path(sys.executable).name] + sys.argv), "images": len(images),
            "paper_decoder": run(False, args.steps, images, enc), "anchor_init": run(True, args.steps, images, enc)}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "codebook_collapse.json").write_text(json.dumps(res, indent=2) + "\n")
+    write_json(OUT / "codebook_collapse.json", res)
     md = ["# Codebook collapse at the start of training (vfmtok-cpu-64, no re-seeding)", "", f"Command: `{res['command']}`",
           "", "| step | distinct ids, paper decoder | distinct ids, anchor init | pixel MSE, paper decoder | pixel MSE, anchor init |",
           "|---|---|---|---|---|"]
     md += [f"| {a['step']} | {a['distinct_ids']} | {b['distinct_ids']} | {a['pixel_mse']} | {b['pixel_mse']} |"
            for a, b in zip(res["paper_decoder"], res["anchor_init"])]
-    (OUT / "codebook_collapse.md").write_text("\n".join(md) + "\n")
+    write_text(OUT / "codebook_collapse.md", "\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import torch
 from vfmtok.generator.generate import generate
 from vfmtok.generator.gpt import GPT, count_params, create_gpt
 from vfmtok.train.common import autocast, param_groups
-from vfmtok.utils.io import atomic_path, write_json
+from vfmtok.utils.io import write_json, write_text
 from vfmtok.utils.linear import linear, onednn_available, onednn_enabled
 
 DATA = dict(vocab_size=16384, num_tokens=256, token_grid=(16, 16), num_classes=1000)
@@ -322,8 +322,7 @@ def save(res: dict, out: Path) -> str:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "generator_speed.json", res)
     md = markdown(res)
-    with atomic_path(out / "generator_speed.md") as tmp:
-        tmp.write_text(md)
+    write_text(out / "generator_speed.md", md)
     return md
 
 

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from vfmtok.utils.io import read_json, write_json
+from vfmtok.utils.io import read_json, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "reproduce_imagenette"
@@ -200,18 +200,18 @@ def write_results(runs: Path, results: Path = RESULTS) -> None:
                 if m.get("cfg_scale") == 1.0:
                     series.setdefault(name, []).append((int(s), m["gFID"]))
     lines += ["", "Plots: `convergence.svg` (gFID), `precision.svg`, `tokenizer_pixel_mse.svg` (tokenizer training)."]
-    (results / "results.md").write_text("\n".join(lines) + "\n")
+    write_text(results / "results.md", "\n".join(lines) + "\n")
     if series:
-        (results / "convergence.svg").write_text(line_chart(series, "gFID (no CFG) vs GPT training steps"))
+        write_text(results / "convergence.svg", line_chart(series, "gFID (no CFG) vs GPT training steps"))
     prec = {name: [(int(st), m["precision"]) for st, evals in sorted(r.get("gfid_curve", {}).items(), key=lambda kv: int(kv[0]))
                    for m in evals if m.get("cfg_scale") == 1.0 and m.get("precision") is not None] for name, r in v.items()}
     if any(prec.values()):
-        (results / "precision.svg").write_text(line_chart({k: p for k, p in prec.items() if p},
-                                                          "precision (no CFG) vs GPT training steps"))
+        write_text(results / "precision.svg", line_chart({k: p for k, p in prec.items() if p},
+                                                         "precision (no CFG) vs GPT training steps"))
     curves = {name: training_curve(runs / name / "tokenizer" / "metrics.jsonl") for name in v}
     if any(curves.values()):
-        (results / "tokenizer_pixel_mse.svg").write_text(line_chart({k: c for k, c in curves.items() if c},
-                                                                    "tokenizer pixel MSE (train, 50-step means) vs step"))
+        write_text(results / "tokenizer_pixel_mse.svg", line_chart({k: c for k, c in curves.items() if c},
+                                                                   "tokenizer pixel MSE (train, 50-step means) vs step"))
 
 
 def training_curve(path: Path, key: str = "pixel", bin_steps: int = 50) -> list[tuple[int, float]]:

@@ -13,13 +13,14 @@ Pairs compared (same GPT preset, same codebook, same pixel decoder):
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from vfmtok.utils.io import write_json, write_text
 
 OUT = Path(__file__).resolve().parent / "results"
 
@@ -99,14 +100,13 @@ def main() -> None:
     meta = {"command": " ".join([Path(sys.executable).name] + sys.argv), "device": args.device, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "machine": platform.machine(),
             "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "throughput.json").write_text(json.dumps({"meta": meta, "rows": rows, "ratios": ratios}, indent=2) + "\n")
+    write_json(OUT / "throughput.json", {"meta": meta, "rows": rows, "ratios": ratios})
     md = [f"# End-to-end generation throughput ({args.device}, batch {args.batch}, random weights, no CFG, KV cache)", "",
           f"Command: `{meta['command']}`", "", "| group | tokenizer | tokens/image | GPT | sample s/img | decode s/img | total s/img |",
           "|---|---|---|---|---|---|---|"]
     md += [f"| {r['group']} | {r['name']} | {r['tokens_per_image']} | {r['gpt']} | {r['sample_s_per_image']:.3f} | {r['decode_s_per_image']:.3f} | {r['total_s_per_image']:.3f} |" for r in rows]
     md += [""] + [f"- {g}: baseline / VFMTok = x{v['sample_speedup']:.2f} (sampling), x{v['total_speedup']:.2f} (end to end)" for g, v in ratios.items()]
-    (OUT / "throughput.md").write_text("\n".join(md) + "\n")
+    write_text(OUT / "throughput.md", "\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

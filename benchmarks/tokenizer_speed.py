@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from vfmtok.utils.io import write_json, write_text
+
 OUT = Path(__file__).resolve().parent / "results"
 
 
@@ -97,15 +99,14 @@ def main() -> None:
     meta = {"command": " ".join(sys.argv), "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "device": args.device,
             "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "tokenizer_speed.json").write_text(json.dumps({"meta": meta, "rows": rows, "ratios": ratios}, indent=2) + "\n")
+    write_json(OUT / "tokenizer_speed.json", {"meta": meta, "rows": rows, "ratios": ratios})
     lines = [f"# Tokenizer speed ({args.device}, batch {args.batch}, random weights)", "", f"Command: `{meta['command']}`", "",
              "| preset | part | images/s | ms/batch | peak MiB |", "|---|---|---|---|---|"]
     lines += [f"| {r['preset']} | {r['part']} | {r['images_per_s']:.2f} | {r['sec_per_batch'] * 1000:.1f} | {r['peak_mem_mib']:.0f} |" for r in rows]
     lines += ["", "Parts: `encoder` = frozen encoder forward; `tokens` = region encoder + VQ given encoder features;",
               "`encode` = both; `decode` = ids -> image (ViT decoder + conv pixel decoder). Peak memory: process max RSS on CPU.", ""]
     lines += [f"- {p}: (tokens + decode) / encoder = {v['trainable_encode_plus_decode_over_frozen_encoder']:.2f}, tokens / encoder = {v['tokens_over_frozen_encoder']:.3f}" for p, v in ratios.items()]
-    (OUT / "tokenizer_speed.md").write_text("\n".join(lines) + "\n")
+    write_text(OUT / "tokenizer_speed.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
