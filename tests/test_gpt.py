@@ -155,27 +155,31 @@ def test_bf16_copy_keeps_fp32_rope_and_close_logits():
     half = tiny().to(torch.bfloat16)  # what `vfmtok sample` does on a GPU
     assert half.rope(torch.device("cpu"))[0].dtype == torch.float32 and half.head.weight.dtype == torch.bfloat16
     half.setup_caches(2, 12)
-    assert half.blocks[0].attention.kv_cache.k.dtype == torch.bfloat16
+    assert half.blocks[0].attention.kv_cache.k.dtype == torch.bfloat16  # the dense layout (kernels are fp32)
     out, _ = half(labels, ids)
     assert out.dtype == torch.float32 and (out - ref).abs().max() < 0.05 * ref.abs().max()
 
 
-@pytest.mark.parametrize("keys_last", [True, False])
-def test_cached_attention_reads_only_the_filled_prefix(keys_last):
+@pytest.mark.parametrize("blocked", [True, False])
+def test_cached_attention_reads_only_the_filled_prefix(blocked):
     from vfmtok.generator.gpt import KVCache
+    from vfmtok.utils import cpu_kernels
 
+    if blocked and not cpu_kernels.available():
+        pytest.skip(f"compiled CPU kernels unavailable: {cpu_kernels.unavailable_reason()}")
     torch.manual_seed(0)
-    cache = KVCache(4, 16, 2, 8, torch.float32, torch.device("cpu"), keys_last=keys_last)  # False: the GPU layout
-    assert cache.k.shape == ((4, 2, 8, 16) if keys_last else (4, 2, 16, 8))
-    k, v = torch.randn(3, 2, 11, 8), torch.randn(3, 2, 11, 8)
-    cache.update(torch.arange(10), k[:, :, :10], v[:, :, :10], 10)  # a chunk, then one decode step
-    cache.update(torch.tensor([10]), k[:, :, 10:], v[:, :, 10:], 11)
-    cache.k.view(-1)[cache.k.view(-1) == 0] = 1e4  # garbage beyond the prefix must not leak in
-    cache.v.view(-1)[cache.v.view(-1) == 0] = 1e4
-    q = torch.randn(3, 2, 1, 8)
+    cache = KVCache(4, 20, 2, 16, torch.float32, torch.device("cpu"), blocked=blocked)  # False: the GPU layout
+    assert cache.blocked == blocked
+    assert (cache.kv.shape == (4, 2, 2, 2, 16 * 16)) if blocked else (cache.k.shape == (4, 2, 20, 16))
+    k, v = torch.randn(3, 2, 19, 16), torch.randn(3, 2, 19, 16)
+    cache.update(torch.arange(18), k[:, :, :18], v[:, :, :18], 18)  # a chunk, then one decode step
+    cache.update(torch.tensor([18]), k[:, :, 18:], v[:, :, 18:], 19)
+    for buf in cache.buffers():  # garbage beyond the prefix must not leak in
+        buf.view(-1)[buf.view(-1) == 0] = 1e4
+    q = torch.randn(3, 2, 1, 16)
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-    assert torch.allclose(cache.attend(q, 11, None), ref, atol=1e-5)
-    q2 = torch.randn(3, 2, 4, 8)  # a multi-token chunk at positions 7..10 with its causal mask
-    mask = torch.ones(11, 11, dtype=torch.bool).tril()[7:][None, None]
+    assert torch.allclose(cache.attend(q, 19, None), ref, atol=1e-5)
+    q2 = torch.randn(3, 2, 4, 16)  # a multi-token chunk at positions 15..18 with its causal mask
+    mask = torch.ones(19, 19, dtype=torch.bool).tril()[15:][None, None]
     ref2 = torch.nn.functional.scaled_dot_product_attention(q2, k, v, attn_mask=mask)
-    assert torch.allclose(cache.attend(q2, 11, mask), ref2, atol=1e-5)
+    assert torch.allclose(cache.attend(q2, 19, mask), ref2, atol=1e-5)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
 from vfmtok.generator.gpt import GPT
+from vfmtok.utils.linear import packed_linears
 from vfmtok.utils.errors import require
 
 
@@ -64,23 +67,24 @@ def generate(model: GPT, labels: torch.Tensor, cfg_scale: float = 1.0, cfg_inter
     was_training = model.training
     model.eval()
     try:
-        if use_cache:
-            model.setup_caches(cond.shape[0], N + 1)
-        ids = torch.zeros(B, N, dtype=torch.long, device=device)
-        for t in range(N):
-            if not use_cache:
-                prev = ids[:, :t]
-                logits, _ = model(cond, torch.cat([prev, prev]) if guided else prev, last_only=True)
-            elif t == 0:  # prefill: the class token
-                logits, _ = model(cond, input_pos=torch.zeros(1, dtype=torch.long, device=device))
-            else:
-                prev = ids[:, t - 1: t]
-                logits, _ = model(None, torch.cat([prev, prev]) if guided else prev,
-                                  input_pos=torch.full((1,), t, dtype=torch.long, device=device))
-            logits = logits[:, -1]
-            if guided:
-                logits = guided_logits(logits, cfg_scale) if cfg_interval < 0 or t < cfg_interval else logits[:B]
-            ids[:, t] = sample_next(logits, temperature, top_k, top_p, generator)
+        with packed_linears(model) if use_cache else nullcontext():  # decode steps' products on packed weights (CPU)
+            if use_cache:
+                model.setup_caches(cond.shape[0], N + 1)
+            ids = torch.zeros(B, N, dtype=torch.long, device=device)
+            for t in range(N):
+                if not use_cache:
+                    prev = ids[:, :t]
+                    logits, _ = model(cond, torch.cat([prev, prev]) if guided else prev, last_only=True)
+                elif t == 0:  # prefill: the class token
+                    logits, _ = model(cond, input_pos=torch.zeros(1, dtype=torch.long, device=device))
+                else:
+                    prev = ids[:, t - 1: t]
+                    logits, _ = model(None, torch.cat([prev, prev]) if guided else prev,
+                                      input_pos=torch.full((1,), t, dtype=torch.long, device=device))
+                logits = logits[:, -1]
+                if guided:
+                    logits = guided_logits(logits, cfg_scale) if cfg_interval < 0 or t < cfg_interval else logits[:B]
+                ids[:, t] = sample_next(logits, temperature, top_k, top_p, generator)
     finally:
         model.train(was_training)
     return ids

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vfmtok.utils import cpu_kernels
 from vfmtok.utils.config import from_dict, to_dict
 from vfmtok.utils.errors import VFMTokError, require
 from vfmtok.utils.io import cast_floats, load_pretrained, load_state_strict, save_pretrained
@@ -147,44 +148,63 @@ class RMSNorm(nn.Module):
 
 
 class KVCache(nn.Module):
-    """Static per-layer key/value buffers for max_batch rows and max_seq positions.
+    """Static per-layer key/value buffers for max_batch rows and max_seq positions, in one of two layouts.
 
-    Values are (B, H, S, D). Keys are (B, H, D, S) on CPU: a decode step's q.K^T then reads D rows of contiguous
-    positions, ~20% faster than S rows of D; elsewhere they are (B, H, S, D), the layout fused SDPA kernels need.
+    dense: k, v (B, H, S, D), what fused SDPA kernels read (GPU, non-fp32, or no compiled CPU kernels).
+    blocks (fp32 on the CPU with vfmtok.utils.cpu_kernels): kv (B, H, S/16, 2, 16 D); each block of 16 positions holds
+    [K (D, 16) | V (16, D)], so a decode step's attention streams one contiguous range per (row, head).
     """
 
     def __init__(self, max_batch: int, max_seq: int, n_head: int, head_dim: int, dtype: torch.dtype, device: torch.device,
-                 keys_last: bool | None = None):
+                 blocked: bool | None = None):
         super().__init__()
-        self.keys_last = torch.device(device).type == "cpu" if keys_last is None else keys_last
-        shape = (max_batch, n_head, max_seq, head_dim)
-        kshape = (max_batch, n_head, head_dim, max_seq) if self.keys_last else shape
-        self.register_buffer("k", torch.zeros(kshape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.blocked = cpu_kernels.attention_supported(device, dtype, head_dim) if blocked is None else blocked
+        self.max_batch, self.dtype = max_batch, dtype
+        if self.blocked:
+            blocks = -(-max_seq // cpu_kernels.BLOCK)
+            self.max_seq = blocks * cpu_kernels.BLOCK
+            self.register_buffer("kv", torch.zeros(max_batch, n_head, blocks, 2, cpu_kernels.BLOCK * head_dim,
+                                                   dtype=dtype, device=device), persistent=False)
+        else:
+            self.max_seq = max_seq
+            shape = (max_batch, n_head, max_seq, head_dim)
+            self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+            self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def block_views(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Blocked layout as K, V views of shape (B, H, S/16, 16, D)."""
+        B, H, nb, _, n = self.kv.shape
+        D = n // cpu_kernels.BLOCK
+        return self.kv[:, :, :, 0].view(B, H, nb, D, -1).transpose(3, 4), self.kv[:, :, :, 1].view(B, H, nb, -1, D)
 
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int) -> None:
         """Write k, v (B, H, T, D) at input_pos (the last of which is length - 1)."""
         b = k.shape[0]
-        # A decode step writes with a strided copy, ~3x cheaper than index_put on CPU.
-        pos = slice(length - 1, length) if k.shape[2] == 1 else input_pos
-        if self.keys_last:
-            self.k[:b, :, :, pos] = k.transpose(2, 3)
-        else:
+        if not self.blocked:
+            # A decode step writes with a strided copy, ~3x cheaper than index_put on CPU.
+            pos = slice(length - 1, length) if k.shape[2] == 1 else input_pos
             self.k[:b, :, pos] = k
-        self.v[:b, :, pos] = v
+            self.v[:b, :, pos] = v
+            return
+        kb, vb = self.block_views()
+        if k.shape[2] == 1:
+            j, t = divmod(length - 1, cpu_kernels.BLOCK)
+            kb[:b, :, j, t], vb[:b, :, j, t] = k[:, :, 0], v[:, :, 0]
+        else:
+            j, t = input_pos // cpu_kernels.BLOCK, input_pos % cpu_kernels.BLOCK
+            kb[:b, :, j, t], vb[:b, :, j, t] = k, v
 
     def attend(self, q: torch.Tensor, length: int, mask: torch.Tensor | None) -> torch.Tensor:
         """Attention of q (B, H, T, D) over the first `length` cached positions (mask (1, 1, T, length) when T > 1)."""
         B, H, T, D = q.shape
-        if self.keys_last and T == 1:
-            # One query per row is a batched GEMV bound by reading the cache; bmm on (B*H, ., .) views reads the
-            # prefix in place and beat CPU SDPA at every prefix length we timed (32-256, GPT-B shapes, batch 32).
-            kt = self.k[:B].reshape(B * H, D, -1)[:, :, :length]
-            v = self.v[:B].reshape(B * H, -1, D)[:, :length]
-            a = torch.bmm(q.reshape(B * H, 1, D) * D**-0.5, kt).softmax(dim=-1)
-            return torch.bmm(a, v).view(B, H, 1, D)
-        k = self.k[:B, :, :, :length].transpose(2, 3) if self.keys_last else self.k[:B, :, :length]
-        return F.scaled_dot_product_attention(q, k, self.v[:B, :, :length], attn_mask=mask if T > 1 else None)
+        if not self.blocked:
+            k, v = self.k[:B, :, :length], self.v[:B, :, :length]
+        elif T == 1 and cpu_kernels.ENABLED:  # a decode step: the compiled kernel reads only the filled blocks
+            rows = self.kv[:B].view(B * H, -1, 2, cpu_kernels.BLOCK * D)
+            return cpu_kernels.decode_attention(q.reshape(B * H, D), rows, length, D**-0.5).view(B, H, 1, D)
+        else:  # a multi-token chunk (once per prompt): gather the prefix into the dense layout
+            k, v = (t[:B].reshape(B, H, -1, D)[:, :, :length] for t in self.block_views())
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask if T > 1 else None)
 
 
 class Attention(nn.Module):
@@ -286,12 +306,14 @@ class GPT(nn.Module):
         dtype = dtype or self.head.weight.dtype
         device = self.head.weight.device
         old = self.blocks[0].attention.kv_cache
-        if old is not None and old.v.shape[0] >= max_batch and old.v.shape[2] >= max_seq and old.v.dtype == dtype \
-                and old.k.device == device:
+        blocked = cpu_kernels.attention_supported(device, dtype, self.config.head_dim)
+        if old is not None and old.max_batch >= max_batch and old.max_seq >= max_seq and old.dtype == dtype \
+                and old.blocked == blocked and next(old.buffers()).device == device:
             return
         for b in self.blocks:
-            b.attention.kv_cache = KVCache(max_batch, max_seq, self.config.n_head, self.config.head_dim, dtype, device)
-        self.causal_mask = torch.ones(max_seq, max_seq, dtype=torch.bool, device=device).tril()
+            b.attention.kv_cache = KVCache(max_batch, max_seq, self.config.n_head, self.config.head_dim, dtype, device, blocked)
+        n = self.blocks[0].attention.kv_cache.max_seq  # the blocked layout rounds up further
+        self.causal_mask = torch.ones(n, n, dtype=torch.bool, device=device).tril()
 
     def clear_caches(self) -> None:
         """Free the KV caches."""

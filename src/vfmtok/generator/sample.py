@@ -16,6 +16,7 @@ from vfmtok.generator.gpt import GPT
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.images import make_grid, save_png, to_uint8
 from vfmtok.utils.io import atomic_path, write_json
+from vfmtok.utils.linear import packed_linears
 
 
 def check_tokenizer(gpt: GPT, tokenizer: Any) -> None:
@@ -67,10 +68,11 @@ def generate_images(gpt: GPT, tokenizer: Any, labels: torch.Tensor, cfg_scale: f
     device = gpt.head.weight.device
     gen = torch.Generator(device=device).manual_seed(seed)
     chunks = []
-    for start in tqdm(range(0, len(labels), batch_size), desc="sampling", unit="batch", disable=None):
-        batch = labels[start: start + batch_size]
-        ids = generate(gpt, batch, cfg_scale, cfg_interval, temperature, top_k, top_p, generator=gen)
-        chunks.append(to_uint8(tokenizer.decode(ids)))
+    with packed_linears(gpt):  # packed once for all batches (generate would repack per call)
+        for start in tqdm(range(0, len(labels), batch_size), desc="sampling", unit="batch", disable=None):
+            batch = labels[start: start + batch_size]
+            ids = generate(gpt, batch, cfg_scale, cfg_interval, temperature, top_k, top_p, generator=gen)
+            chunks.append(to_uint8(tokenizer.decode(ids)))
     return np.concatenate(chunks) if chunks else np.zeros((0, tokenizer.image_size, tokenizer.image_size, 3), np.uint8)
 
 

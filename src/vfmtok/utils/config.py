@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -88,3 +90,14 @@ def _deep_update(dst: dict, src: dict, where: str) -> None:
             _deep_update(dst[k], v, f"{where}.{k}")
         else:
             dst[k] = v
+
+
+@contextmanager
+def temporarily(obj: Any, name: str, value: Any) -> Iterator[None]:
+    """Set attribute `name` of obj (e.g. a module-level switch) to value within the block; restored afterwards."""
+    before = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, before)

@@ -1,4 +1,5 @@
-"""nn.Linear whose fp32 CPU products (forward and backward) run on oneDNN instead of MKL.
+"""nn.Linear whose fp32 CPU products (forward and backward) run on oneDNN instead of MKL, and, inside
+`packed_linears`, whose few-row inference products run on a packed-weight kernel (utils/cpu_kernels).
 
 MKL takes its AVX2 code path on AMD CPUs. On this project's AMD EPYC (Zen 5, AVX-512) oneDNN's fp32 matmul
 measured about twice MKL's speed, single-threaded: 217 vs 109 GFLOP/s at 2048^3, 140 vs 78 at 32 rows
@@ -8,26 +9,24 @@ measured about twice MKL's speed, single-threaded: 217 vs 109 GFLOP/s at 2048^3,
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vfmtok.utils import cpu_kernels
+from vfmtok.utils.config import temporarily
+
 # Set VFMTOK_ONEDNN=0 (or use `onednn_enabled(False)`) to keep every linear layer on torch's default BLAS.
 USE_ONEDNN = os.environ.get("VFMTOK_ONEDNN", "1") != "0"
 
 
-@contextmanager
-def onednn_enabled(enabled: bool) -> Iterator[None]:
+def onednn_enabled(enabled: bool) -> AbstractContextManager[None]:
     """Within the block, linear layers use oneDNN (where it applies) only if `enabled`; restored afterwards."""
-    global USE_ONEDNN
-    before, USE_ONEDNN = USE_ONEDNN, enabled
-    try:
-        yield
-    finally:
-        USE_ONEDNN = before
+    return temporarily(sys.modules[__name__], "USE_ONEDNN", enabled)
 
 
 def onednn_available() -> bool:
@@ -73,11 +72,43 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return _onednn_linear(x, weight, bias)
 
 
+# The packed kernel keeps the rows' copy in L2; past this many rows oneDNN is as fast (timed at 128 on this machine).
+PACKED_MAX_ROWS = 128
+
+
 class Linear(nn.Linear):
-    """Drop-in nn.Linear (same parameters and state-dict keys) that uses `linear` above."""
+    """Drop-in nn.Linear (same parameters and state-dict keys) that uses `linear` above, or its packed weights."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        packed = self.__dict__.get("_packed")  # (panels, weight version), set by packed_linears
+        if packed is not None and cpu_kernels.ENABLED and packed[1] == self.weight._version \
+                and x.dtype == torch.float32 and x.device.type == "cpu" and x.numel() <= PACKED_MAX_ROWS * x.shape[-1] \
+                and not (torch.is_grad_enabled() and x.requires_grad) and not torch.is_autocast_enabled("cpu"):
+            y = cpu_kernels.packed_linear(x, packed[0], self.out_features)
+            return y if self.bias is None else y.add_(self.bias)
         return linear(x, self.weight, self.bias)
+
+
+@contextmanager
+def packed_linears(module: nn.Module) -> Iterator[int]:
+    """Within the block, few-row (<= PACKED_MAX_ROWS) inference products of the fp32 CPU `Linear` layers of `module`
+    use a packed copy of their weights (extra memory: one more copy, freed on exit); yields how many were packed.
+
+    A decode step multiplies batch-many rows by every weight matrix, read from DRAM each step; the packed kernel
+    overlaps that read with the arithmetic (about 1.7x oneDNN at 32 rows, benchmarks/generator_speed.py). Nothing is
+    packed where the compiled kernels are unavailable; a weight changed in place falls back to `linear`. Nests.
+    """
+    layers = []
+    if cpu_kernels.available():
+        layers = [m for m in module.modules() if isinstance(m, Linear) and "_packed" not in m.__dict__
+                  and m.weight.dtype == torch.float32 and m.weight.device.type == "cpu"]
+    for m in layers:
+        m._packed = (cpu_kernels.pack_weight(m.weight), m.weight._version)
+    try:
+        yield len(layers)
+    finally:
+        for m in layers:
+            m.__dict__.pop("_packed", None)
 
 
 def use_onednn_linears(module: nn.Module) -> nn.Module:

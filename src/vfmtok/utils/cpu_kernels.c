@@ -1,0 +1,144 @@
+/* fp32 CPU kernels for cached autoregressive decoding, loaded by vfmtok/utils/cpu_kernels.py through ctypes.
+ *
+ * Written with GCC/Clang vector extensions (16-float vectors) rather than intrinsics, so one source builds for any
+ * target (-march=native picks AVX-512, AVX2 or NEON); nothing here allocates tensors or touches Python.
+ *
+ * 1. gemm_packed: y = x W^T for few rows (a decode step has batch-many), W pre-packed as (ceil(N/32), K, 32) panels.
+ *    Every panel is one contiguous stream; it is prefetched while the previous panel is multiplied, so reading the
+ *    weights from DRAM overlaps the arithmetic (oneDNN's plain-layout kernels leave it exposed at 32 rows).
+ * 2. decode_attention: one query per (batch, head) row against a cache laid out per row as blocks of 16 positions,
+ *    [K (D, 16) | V (16, D)], so the filled prefix of a row is one contiguous range; online softmax over blocks.
+ */
+#include <math.h>
+#include <string.h>
+
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+typedef int i16 __attribute__((vector_size(64), aligned(4)));
+
+#define NR 32 /* weight panel width: two vectors */
+#define MR 8  /* rows per register tile: 8 x 2 accumulators */
+#define BLK 16 /* cache positions per block */
+
+/* xp (ceil(M/MR), K, MR) <- x (M, K), rows past M zero: broadcasts in the inner loop then read consecutive floats. */
+void pack_rows(const float *restrict x, float *restrict xp, long M, long K)
+{
+    const long mb = (M + MR - 1) / MR;
+    for (long b = 0; b < mb; b++)
+        for (long r = 0; r < MR; r++) {
+            const long m = b * MR + r;
+            float *dst = xp + b * K * MR + r;
+            if (m < M)
+                for (long k = 0; k < K; k++) dst[k * MR] = x[m * K + k];
+            else
+                for (long k = 0; k < K; k++) dst[k * MR] = 0.f;
+        }
+}
+
+/* y (M, N) row-major = x W^T, xp from pack_rows, wp the (ceil(N/32), K, 32) panels; panels split across OpenMP
+ * threads when `parallel` (built with -fopenmp the library shares torch's libgomp, so its thread count). */
+void gemm_packed(const float *restrict xp, const float *restrict wp, float *restrict y, long M, long N, long K,
+                 int parallel)
+{
+    const long mb = (M + MR - 1) / MR, np = (N + NR - 1) / NR;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (long p = 0; p < np; p++) {
+        const float *w = wp + p * K * NR;
+        const float *next = p + 1 < np ? w + K * NR : w;
+        const long cols = N - p * NR < NR ? N - p * NR : NR;
+        for (long b = 0; b < mb; b++) {
+            v16 c[MR][2];
+            memset(c, 0, sizeof(c));
+            const float *a = xp + b * K * MR;
+            for (long k = 0; k < K; k++) {
+                /* The first row tile streams this panel (prefetch ahead in it); later tiles find it in L2 and
+                 * spread prefetches of the next panel over their k loop. */
+                if (b == 0)
+                    __builtin_prefetch(w + k * NR + 512, 0, 3);
+                else
+                    __builtin_prefetch(next + ((b - 1) * K + k) * NR / (mb - 1), 0, 3);
+                const v16 w0 = *(const v16 *)(w + k * NR), w1 = *(const v16 *)(w + k * NR + 16);
+                const float *ak = a + k * MR;
+                for (int r = 0; r < MR; r++) {
+                    c[r][0] += ak[r] * w0;
+                    c[r][1] += ak[r] * w1;
+                }
+            }
+            for (long r = 0; r < MR && b * MR + r < M; r++) {
+                float *yr = y + (b * MR + r) * N + p * NR;
+                if (cols == NR) {
+                    *(v16 *)yr = c[r][0];
+                    *(v16 *)(yr + 16) = c[r][1];
+                } else {
+                    memcpy(yr, c[r], sizeof(float) * cols);
+                }
+            }
+        }
+    }
+}
+
+/* e^x for x <= 0 (x < -87 gives 2^-126 instead of 0); relative error ~2e-7. */
+static inline v16 vexp(v16 x)
+{
+    v16 t = x * 1.44269504088896341f;
+    const i16 low = t < -126.f;
+    const v16 floor_ = (v16){0} - 126.f;
+    t = (v16)(((i16)t & ~low) | ((i16)floor_ & low));
+    const i16 n = __builtin_convertvector(t - 0.5f, i16); /* t <= 0: truncating t - 0.5 rounds to nearest */
+    const v16 g = (t - __builtin_convertvector(n, v16)) * 0.693147180559945309f;
+    v16 p = (v16){0} + 1.f / 720.f;
+    p = p * g + 1.f / 120.f;
+    p = p * g + 1.f / 24.f;
+    p = p * g + 1.f / 6.f;
+    p = p * g + 0.5f;
+    p = p * g + 1.f;
+    p = p * g + 1.f;
+    return p * (v16)((n + 127) << 23);
+}
+
+/* out[r] = softmax(q[r] . K[r]^T * scale) V[r] over the first `len` positions, rows split across threads if `parallel`.
+ * q, out: (rows, D); cache row r starts at kv + r * row_stride and holds blocks [K (D, 16) | V (16, D)].
+ * Requires D % 16 == 0 and D <= 256. */
+void decode_attention(const float *restrict q, const float *restrict kv, float *restrict out,
+                      long rows, long D, long len, long row_stride, float scale, int parallel)
+{
+    const long nb = (len + BLK - 1) / BLK, nv = D / 16, bsz = 2 * D * BLK;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (long i = 0; i < rows; i++) {
+        const float *qi = q + i * D, *base = kv + i * row_stride;
+        v16 o[16];
+        for (long e = 0; e < nv; e++) o[e] = (v16){0};
+        float m = -INFINITY, total = 0.f;
+        for (long j = 0; j < nb; j++) {
+            const float *kb = base + j * bsz, *vb = kb + D * BLK;
+            v16 a0 = {0}, a1 = {0};
+            for (long d = 0; d < D; d += 2) {
+                __builtin_prefetch(kb + d * BLK + 1024, 0, 0);
+                a0 += qi[d] * *(const v16 *)(kb + d * BLK);
+                a1 += qi[d + 1] * *(const v16 *)(kb + (d + 1) * BLK);
+            }
+            v16 s = (a0 + a1) * scale;
+            const long valid = len - j * BLK < BLK ? len - j * BLK : BLK;
+            for (long t = valid; t < BLK; t++) s[t] = -INFINITY;
+            float bm = s[0];
+            for (int t = 1; t < BLK; t++) bm = s[t] > bm ? s[t] : bm;
+            if (bm > m) { /* rescale what was accumulated under the old maximum */
+                const float f = expf(m - bm);
+                for (long e = 0; e < nv; e++) o[e] *= f;
+                total *= f;
+                m = bm;
+            }
+            v16 p = vexp(s - m);
+            for (long t = valid; t < BLK; t++) p[t] = 0.f;
+            for (int t = 0; t < BLK; t++) total += p[t];
+            for (long t = 0; t < valid; t++) {
+                const float pt = p[t];
+                const float *row = vb + t * D;
+                __builtin_prefetch(row + 1024, 0, 0);
+                __builtin_prefetch(row + 1024 + 32, 0, 0);
+                for (long e = 0; e < nv; e++) o[e] += pt * *(const v16 *)(row + 16 * e);
+            }
+        }
+        const float inv = 1.f / total;
+        for (long e = 0; e < nv; e++) *(v16 *)(out + i * D + 16 * e) = o[e] * inv;
+    }
+}

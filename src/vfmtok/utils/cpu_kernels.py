@@ -1,0 +1,168 @@
+"""fp32 CPU kernels for cached decoding (cpu_kernels.c), built once with the system C compiler and called via ctypes.
+
+They serve only inference on the CPU: the packed-weight GEMM behind `linear.packed_linears` and the decode attention
+behind the GPT's CPU KV cache. Without a C compiler (or with VFMTOK_CPU_KERNELS=0) everything falls back to torch ops,
+and `unavailable_reason()` says why. The shared library is cached under $VFMTOK_CACHE (default ~/.cache/vfmtok)/kernels,
+keyed by the source, the compiler and the CPU's feature flags, since it is built with -march=native.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import torch
+
+from vfmtok.utils.config import temporarily
+from vfmtok.utils.io import atomic_path
+
+SOURCE = Path(__file__).with_name("cpu_kernels.c")
+ENABLED = os.environ.get("VFMTOK_CPU_KERNELS", "1") != "0"
+PANEL = 32  # columns per packed weight panel (NR in cpu_kernels.c)
+BLOCK = 16  # cache positions per attention block (BLK in cpu_kernels.c)
+# Below this many multiply-adds a call runs on one thread: waking the others costs more than it saves.
+PARALLEL_MIN_WORK = 1 << 25
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_reason: str | None = None
+
+
+def enabled(flag: bool) -> AbstractContextManager[None]:
+    """Within the block, the kernels are used only if `flag` (VFMTOK_CPU_KERNELS=0 sets the default to off)."""
+    return temporarily(sys.modules[__name__], "ENABLED", flag)
+
+
+def cache_dir() -> Path:
+    """Where built kernels are kept."""
+    root = os.environ.get("VFMTOK_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vfmtok"
+    return Path(root) / "kernels"
+
+
+def _compiler() -> str:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
+    return cc
+
+
+def _cpu_flags() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    return next((ln for ln in info.splitlines() if ln.startswith(("flags", "Features"))), "")
+
+
+class _CompileError(Exception):
+    pass
+
+
+def _build(cc: str, out: Path) -> None:
+    error = "?"
+    # -march=native on x86, -mcpu=native on Arm; -fopenmp where the compiler has it (else one thread)
+    for arch in (["-march=native", "-fopenmp"], ["-mcpu=native", "-fopenmp"], ["-fopenmp"], []):
+        try:
+            with atomic_path(out) as tmp:  # renamed over `out` only if the compiler succeeded
+                cmd = [cc, "-O3", *arch, "-std=gnu11", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE), "-lm"]
+                res = subprocess.run(cmd, capture_output=True, text=True)
+                if res.returncode != 0:
+                    raise _CompileError((res.stderr.strip().splitlines() or ["?"])[-1])
+            return
+        except _CompileError as e:
+            error = str(e)
+    raise RuntimeError(f"{cc} could not build {SOURCE.name}: {error}")
+
+
+def _load() -> ctypes.CDLL:
+    cc = _compiler()
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), cc, version, platform.machine(), _cpu_flags()]).encode())
+    out = cache_dir() / f"cpu_kernels-{key.hexdigest()[:16]}.so"
+    if not out.exists():
+        _build(cc, out)
+    lib = ctypes.CDLL(str(out))
+    ptr, n, f32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_float
+    lib.pack_rows.argtypes = [ptr, ptr, n, n]
+    lib.gemm_packed.argtypes = [ptr, ptr, ptr, n, n, n, ctypes.c_int]
+    lib.decode_attention.argtypes = [ptr, ptr, ptr, n, n, n, n, f32, ctypes.c_int]
+    for fn in (lib.pack_rows, lib.gemm_packed, lib.decode_attention):
+        fn.restype = None
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels (built on first call), or None when disabled or unbuildable (see unavailable_reason)."""
+    global _lib, _reason
+    if not ENABLED:
+        return None
+    with _lock:
+        if _lib is None and _reason is None:
+            try:
+                _lib = _load()
+            except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+                _reason = str(e)
+    return _lib
+
+
+def available() -> bool:
+    """Whether the compiled kernels can be used."""
+    return library() is not None
+
+
+def unavailable_reason() -> str | None:
+    """Why the kernels are not used (None when they are)."""
+    if not ENABLED:
+        return "disabled (VFMTOK_CPU_KERNELS=0 or cpu_kernels.enabled(False))"
+    return None if available() else _reason
+
+
+def _parallel(work: int) -> int:
+    return int(torch.get_num_threads() > 1 and work >= PARALLEL_MIN_WORK)
+
+
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """W (N, K) -> panels (ceil(N / 32), K, 32), zero-padded, the layout gemm_packed streams."""
+    n, k = weight.shape
+    pad = -n % PANEL
+    w = torch.cat([weight, weight.new_zeros(pad, k)]) if pad else weight
+    return w.detach().float().reshape(-1, PANEL, k).transpose(1, 2).contiguous()
+
+
+def packed_linear(x: torch.Tensor, packed: torch.Tensor, out_features: int) -> torch.Tensor:
+    """x (..., K) W^T for fp32 CPU x and a pack_weight(W) panel tensor."""
+    lib = library()
+    k = x.shape[-1]
+    x2 = x.reshape(-1, k).contiguous()
+    m = x2.shape[0]
+    xp = torch.empty(-(-m // 8) * 8 * k)  # rows packed for broadcasting (MR = 8)
+    y = torch.empty(m, out_features)
+    lib.pack_rows(x2.data_ptr(), xp.data_ptr(), m, k)
+    lib.gemm_packed(xp.data_ptr(), packed.data_ptr(), y.data_ptr(), m, out_features, k, _parallel(m * k * out_features))
+    return y.view(*x.shape[:-1], out_features)
+
+
+def attention_supported(device: torch.device | str, dtype: torch.dtype, head_dim: int) -> bool:
+    """Whether decode_attention handles this cache (fp32 on the CPU, head_dim a multiple of 16 up to 256)."""
+    return (torch.device(device).type == "cpu" and dtype == torch.float32 and head_dim % 16 == 0 and head_dim <= 256
+            and available())
+
+
+def decode_attention(q: torch.Tensor, kv: torch.Tensor, length: int, scale: float) -> torch.Tensor:
+    """softmax(q K^T * scale) V, one query per row: q (R, D); kv (R, blocks, 2, 16 D) of [K (D, 16) | V (16, D)]."""
+    lib = library()
+    rows, d = q.shape
+    assert kv.is_contiguous() and kv.shape[0] == rows and kv.shape[-1] == BLOCK * d and length <= kv.shape[1] * BLOCK
+    q = q.contiguous()
+    out = torch.empty_like(q)
+    lib.decode_attention(q.data_ptr(), kv.data_ptr(), out.data_ptr(), rows, d, length, kv.stride(0), scale,
+                         _parallel(2 * rows * length * d))
+    return out
