@@ -1,9 +1,11 @@
 """Generator speed: sampling with the static KV cache vs recomputing the prefix, per-step cost early vs late,
 training tokens/s, and achieved FLOP/s against this machine's matmul throughput.
 
-The reference throughput is the faster of torch.mm (torch's BLAS, MKL on x86) and oneDNN (vfmtok.utils.linear, which
-the models' linear layers use on CPU); on AMD CPUs MKL runs its AVX2 path and oneDNN is ~2x faster. Sampling and
-training are also timed with the linear layers on torch's BLAS, in the same run, for the oneDNN gain.
+The reference throughput is the fastest of torch.mm (torch's BLAS, MKL on x86) and oneDNN (vfmtok.utils.linear) on
+2048^3, and of the packed decode kernel (vfmtok.utils.cpu_kernels) at its best shape, 128 x 2048 x 2048 with the
+weights in cache; on AMD CPUs MKL runs its AVX2 path and oneDNN is ~2x faster. Sampling is also timed, in the same run,
+without the compiled kernels (oneDNN linears, torch attention) and then with torch's BLAS too; training with and
+without oneDNN.
 
     python benchmarks/generator_speed.py                    # GPT-tiny and GPT-B, batch 1 and 32 (a few minutes on CPU)
     python benchmarks/generator_speed.py --presets GPT-nano --batches 1 4   # smoke run
@@ -20,6 +22,7 @@ import argparse
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +31,9 @@ import torch
 from vfmtok.generator.generate import generate
 from vfmtok.generator.gpt import GPT, count_params, create_gpt
 from vfmtok.train.common import autocast, param_groups
+from vfmtok.utils import cpu_kernels
 from vfmtok.utils.io import write_json, write_text
-from vfmtok.utils.linear import linear, onednn_available, onednn_enabled
+from vfmtok.utils.linear import linear, onednn_available, onednn_enabled, packed_linears
 
 DATA = dict(vocab_size=16384, num_tokens=256, token_grid=(16, 16), num_classes=1000)
 
@@ -61,28 +65,34 @@ def cpu_description() -> str:
     return f"{field('model name')} (family {field('cpu family')}, {'AVX-512' if ' avx512f' in info else 'no AVX-512'})"
 
 
-def matmul_fn(device: torch.device, dtype: torch.dtype, backend: str, n: int = 2048):
-    """A square n x n matmul: torch.mm (torch's BLAS: MKL on x86 CPUs) or vfmtok's oneDNN linear (CPU fp32)."""
+def matmul_fn(device: torch.device, dtype: torch.dtype, backend: str, n: int = 2048) -> tuple[Callable[[], object], int]:
+    """A matmul and its FLOPs: torch.mm (torch's BLAS: MKL on x86 CPUs) or vfmtok's oneDNN linear on n x n x n, or
+    the packed decode kernel at its best shape (128 rows x n x n, the n x n weights in cache)."""
+    if backend == "packed":
+        x, w = torch.randn(128, n), cpu_kernels.pack_weight(torch.randn(n, n))
+        return (lambda: cpu_kernels.packed_linear(x, w, n)), 2 * 128 * n * n
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    return (lambda: torch.mm(a, b)) if backend == "mm" else (lambda: linear(a, b))
+    return ((lambda: torch.mm(a, b)) if backend == "mm" else (lambda: linear(a, b))), 2 * n ** 3
 
 
 def matmul_backends(device: torch.device, dtype: torch.dtype) -> list[str]:
-    """The matmul backends to measure: oneDNN as well where the model's linear layers can use it."""
-    return ["mm", "onednn"] if device.type == "cpu" and dtype == torch.float32 and onednn_available() else ["mm"]
+    """The matmul backends to measure: oneDNN and the packed kernel as well where the model's layers can use them."""
+    if device.type != "cpu" or dtype != torch.float32:
+        return ["mm"]
+    return ["mm"] + ["onednn"] * onednn_available() + ["packed"] * cpu_kernels.available()
 
 
 @torch.no_grad()
 def matmul_gflops(device: torch.device, dtype: torch.dtype, backend: str = "mm", n: int = 2048, seconds: float = 2.0
                   ) -> float:
-    """Throughput of a large square matmul (2 n^3 FLOPs per call)."""
-    fn = matmul_fn(device, dtype, backend, n)
+    """Throughput of one backend's matmul (see matmul_fn), timed for about `seconds`."""
+    fn, flops = matmul_fn(device, dtype, backend, n)
     fn()
     reps, total = 0, 0.0
     while total < seconds:
         total += timed(fn, device)
         reps += 1
-    return 2 * n ** 3 * reps / total / 1e9
+    return flops * reps / total / 1e9
 
 
 def flops_per_decoded_token(model: GPT) -> float:
@@ -121,7 +131,7 @@ def gemm_only_ms(model: GPT, B: int, device: torch.device, dtype: torch.dtype) -
 
 @torch.no_grad()
 def interleaved_fraction(model: GPT, B: int, device: torch.device, dtype: torch.dtype, n: int = 2048) -> float:
-    """Median over 16 positions of (decode-step FLOP/s) / (FLOP/s of the fastest 2048^3 matmul timed right after).
+    """Median over 16 positions of (decode-step FLOP/s) / (FLOP/s of the fastest matmul backend timed right after).
 
     Pairing each step with adjacent matmuls keeps the ratio meaningful on a CPU shared with other jobs.
     """
@@ -133,9 +143,9 @@ def interleaved_fraction(model: GPT, B: int, device: torch.device, dtype: torch.
     fracs = []
     for t in range(8, c.num_tokens, c.num_tokens // 16):
         step_s = timed(lambda: model(None, tok, input_pos=torch.tensor([t], device=device)), device)
-        mm_s = min(timed(fn, device) for fn in mms)
+        mm_rate = max(flops / timed(fn, device) for fn, flops in mms)
         step_flops = B * (2 * count_params(c, non_embedding=True) + 4 * c.n_layer * c.dim * (t + 1))
-        fracs.append((step_flops / step_s) / (2 * n ** 3 / mm_s))
+        fracs.append((step_flops / step_s) / mm_rate)
     return statistics.median(fracs)
 
 
@@ -164,21 +174,27 @@ def bench_sampling(preset: str, B: int, device: torch.device, dtype: torch.dtype
     reps = 3 if count_params(model.config, non_embedding=True) < 2e7 else 1  # repeat what takes seconds
     with torch.no_grad():
         generate(model, labels[:1], generator=gen)  # warm-up (allocations, kernels)
-    cached_s = timed(lambda: generate(model, labels, generator=gen), device, reps)
-    blas_s = None
-    if "onednn" in matmul_backends(device, dtype):  # the same run with every linear layer on torch's BLAS
-        with onednn_enabled(False):
+    cached_s = timed(lambda: generate(model, labels, generator=gen), device, reps)  # includes packing the weights
+    backends = matmul_backends(device, dtype)
+    plain_s = blas_s = None
+    if "packed" in backends:  # the same run without the compiled kernels: oneDNN linears, torch attention
+        with cpu_kernels.enabled(False):
+            plain_s = timed(lambda: generate(model, labels, generator=gen), device, reps)
+    if "onednn" in backends:  # ... and with every linear layer on torch's BLAS as well
+        with cpu_kernels.enabled(False), onednn_enabled(False):
             blas_s = timed(lambda: generate(model, labels, generator=gen), device, reps)
-    early = per_step_ms(model, B, device, range(1, 17))
-    late = per_step_ms(model, B, device, range(N - 16, N))
-    paired = interleaved_fraction(model, B, device, dtype)
-    gemm_ms = gemm_only_ms(model, B, device, dtype)
+    with packed_linears(model):  # what generate() does, held for the step timings below
+        early = per_step_ms(model, B, device, range(1, 17))
+        late = per_step_ms(model, B, device, range(N - 16, N))
+        paired = interleaved_fraction(model, B, device, dtype)
+        gemm_ms = gemm_only_ms(model, B, device, dtype)
     model.clear_caches()
     est_s, points = estimate_nocache_total(model, B, device, reps)
     row = {"preset": preset, "batch": B, "device": device.type, "dtype": str(dtype).replace("torch.", ""),
            "params_M": round(count_params(model.config) / 1e6, 2),
            "cache_s": round(cached_s, 3), "cache_tokens_per_s": round(B * N / cached_s, 1),
            "cache_images_per_s": round(B / cached_s, 3),
+           "cache_tokens_per_s_no_kernels": None if plain_s is None else round(B * N / plain_s, 1),
            "cache_tokens_per_s_torch_blas": None if blas_s is None else round(B * N / blas_s, 1),
            "step_ms_early": round(early, 3), "step_ms_late": round(late, 3), "late_over_early": round(late / early, 3),
            "nocache_s_est": round(est_s, 3), "nocache_tokens_per_s_est": round(B * N / est_s, 1),
@@ -222,30 +238,33 @@ def bench_training(preset: str, B: int, device: torch.device, steps: int = 2) ->
     return row
 
 
-def with_gain(fast: float, blas: float | None) -> str:
-    """Table cell: the torch-BLAS figure and oneDNN's gain over it ('-' where it was not measured)."""
-    return f"{blas} ({fast / blas:.2f}x)" if blas else "-"
+def with_gain(fast: float, slow: float | None) -> str:
+    """Table cell: a baseline figure and the gain over it ('-' where it was not measured)."""
+    return f"{slow} ({fast / slow:.2f}x)" if slow else "-"
 
 
 def markdown(res: dict) -> str:
     lines = ["# Generator speed", "", f"{res['machine']}", ""]
-    names = {"mm": "torch.mm (torch's BLAS: MKL here)", "onednn": "oneDNN (vfmtok.utils.linear)"}
+    names = {"mm": "torch.mm 2048^3 (torch's BLAS: MKL here)", "onednn": "oneDNN 2048^3 (vfmtok.utils.linear)",
+             "packed": "vfmtok packed kernel, 128 x 2048 x 2048 (utils/cpu_kernels.c)"}
     for dev, g in res["matmul_gflops"].items():
         runs = "; ".join(f"{names[k]} {v}" for k, v in res["matmul_runs"][dev].items())
-        lines.append(f"- matmul throughput ({dev}, {res['matmul_dtype'][dev]}, 2048^3, before and after the runs): {runs} "
+        lines.append(f"- matmul throughput ({dev}, {res['matmul_dtype'][dev]}, before and after the runs): {runs} "
                      f"-> reference = the best: **{g:.1f} GFLOP/s**")
     lines += ["- FLOPs per decoded token = 2 x non-embedding params (blocks + head) + 4 x layers x dim x mean context (128.5 positions)",
               "", "## Sampling one 256-token image per row (no CFG): KV cache vs recomputing the prefix", "",
-              "| device | preset | batch | cache tok/s | cache img/s | cache tok/s, linear layers on torch.mm (oneDNN gain) "
+              "| device | preset | batch | cache tok/s | cache img/s | cache tok/s without the compiled kernels (their gain) "
+              "| ... and linear layers on torch.mm (total gain) "
               "| no-cache tok/s (est.) | speed-up est. (measured) | cached step ms early / late | no-cache step ms T=16 / 256 | FLOPs/token | achieved GFLOP/s | % of matmul "
               "| % of adjacent matmul (per step) | linear layers alone: ms (GFLOP/s) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["sampling"]:
         peak = res["matmul_gflops"][r["device"]]
         meas = f" ({r['speedup_measured']}x)" if "speedup_measured" in r else ""
+        plain = with_gain(r["cache_tokens_per_s"], r.get("cache_tokens_per_s_no_kernels"))
         blas = with_gain(r["cache_tokens_per_s"], r.get("cache_tokens_per_s_torch_blas"))
         lines.append(f"| {r['device']} | {r['preset']} | {r['batch']} | {r['cache_tokens_per_s']} | {r['cache_images_per_s']} "
-                     f"| {blas} | {r['nocache_tokens_per_s_est']} | {r['speedup_est']}x{meas} | {r['step_ms_early']} / {r['step_ms_late']} "
+                     f"| {plain} | {blas} | {r['nocache_tokens_per_s_est']} | {r['speedup_est']}x{meas} | {r['step_ms_early']} / {r['step_ms_late']} "
                      f"| {r['nocache_step_ms_at_T']['16']} / {r['nocache_step_ms_at_T']['256']} "
                      f"| {r['flops_per_token_G'] * 1e3:.1f}M | {r['achieved_gflops']} | {100 * r['achieved_gflops'] / peak:.0f}% "
                      f"| {100 * r['step_vs_adjacent_matmul']:.0f}% | {r['gemm_only_ms']} ({r['gemm_only_gflops']}) |")

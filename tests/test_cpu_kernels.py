@@ -60,10 +60,11 @@ def test_decode_attention_equals_softmax_reference(length, d, spread):
     torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-5)
 
 
-def test_packed_linears_switches_layers_on_and_off():
+def test_packed_linears_switches_layers_on_and_off(monkeypatch):
+    monkeypatch.setattr(lin, "PACKED_MIN_MACS", 0)
     torch.manual_seed(0)
     net = torch.nn.Sequential(lin.Linear(64, 96), torch.nn.GELU(), lin.Linear(96, 32, bias=False))
-    x, big = torch.randn(4, 64), torch.randn(lin.PACKED_MAX_ROWS + 1, 64)
+    x, big = torch.randn(4, 64), torch.randn(lin.PACKED_ROWS[1] + 1, 64)
     with torch.no_grad():
         ref, ref_big = net(x), net(big)
         with lin.packed_linears(net) as n:
@@ -80,6 +81,7 @@ def test_packed_linears_switches_layers_on_and_off():
 
 
 def test_packed_path_is_taken_and_gradients_bypass_it(monkeypatch):
+    monkeypatch.setattr(lin, "PACKED_MIN_MACS", 0)
     calls = []
     real = ck.packed_linear
     monkeypatch.setattr(ck, "packed_linear", lambda *a: calls.append(1) or real(*a))
@@ -93,6 +95,8 @@ def test_packed_path_is_taken_and_gradients_bypass_it(monkeypatch):
         assert len(calls) == 1 and m.weight.grad is not None
         with ck.enabled(False), torch.no_grad():
             m(x)
+        with torch.no_grad():
+            m(x[:1])  # one row: a GEMV, left to linear()
         assert len(calls) == 1
 
 

@@ -173,9 +173,13 @@ class KVCache(nn.Module):
 
     def block_views(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Blocked layout as K, V views of shape (B, H, S/16, 16, D)."""
-        B, H, nb, _, n = self.kv.shape
-        D = n // cpu_kernels.BLOCK
-        return self.kv[:, :, :, 0].view(B, H, nb, D, -1).transpose(3, 4), self.kv[:, :, :, 1].view(B, H, nb, -1, D)
+        cached = self.__dict__.get("_views")
+        if cached is None or cached[0] is not self.kv:  # kept across decode steps (a few us each on small models)
+            B, H, nb, _, n = self.kv.shape
+            D = n // cpu_kernels.BLOCK
+            cached = self._views = (self.kv, self.kv[:, :, :, 0].view(B, H, nb, D, -1).transpose(3, 4),
+                                    self.kv[:, :, :, 1].view(B, H, nb, -1, D))
+        return cached[1:]
 
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int) -> None:
         """Write k, v (B, H, T, D) at input_pos (the last of which is length - 1)."""

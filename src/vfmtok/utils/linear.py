@@ -72,8 +72,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return _onednn_linear(x, weight, bias)
 
 
-# The packed kernel keeps the rows' copy in L2; past this many rows oneDNN is as fast (timed at 128 on this machine).
-PACKED_MAX_ROWS = 128
+# Where the packed kernel beats `linear` (timed on this machine): 2..128 rows (one row is a memory-bound GEMV that
+# MKL does as well; past 128 the rows' copy leaves L2) and at least ~256k multiply-adds (below, call overhead dominates).
+PACKED_ROWS = (2, 128)
+PACKED_MIN_MACS = 1 << 18
 
 
 class Linear(nn.Linear):
@@ -81,17 +83,22 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         packed = self.__dict__.get("_packed")  # (panels, weight version), set by packed_linears
-        if packed is not None and cpu_kernels.ENABLED and packed[1] == self.weight._version \
-                and x.dtype == torch.float32 and x.device.type == "cpu" and x.numel() <= PACKED_MAX_ROWS * x.shape[-1] \
-                and not (torch.is_grad_enabled() and x.requires_grad) and not torch.is_autocast_enabled("cpu"):
+        if packed is not None and self._packed_applies(x, packed[1]):
             y = cpu_kernels.packed_linear(x, packed[0], self.out_features)
             return y if self.bias is None else y.add_(self.bias)
         return linear(x, self.weight, self.bias)
 
+    def _packed_applies(self, x: torch.Tensor, version: int) -> bool:
+        rows = x.numel() // self.in_features
+        return (cpu_kernels.ENABLED and version == self.weight._version and x.dtype == torch.float32
+                and x.device.type == "cpu" and PACKED_ROWS[0] <= rows <= PACKED_ROWS[1]
+                and rows * self.in_features * self.out_features >= PACKED_MIN_MACS
+                and not (torch.is_grad_enabled() and x.requires_grad) and not torch.is_autocast_enabled("cpu"))
+
 
 @contextmanager
 def packed_linears(module: nn.Module) -> Iterator[int]:
-    """Within the block, few-row (<= PACKED_MAX_ROWS) inference products of the fp32 CPU `Linear` layers of `module`
+    """Within the block, few-row (PACKED_ROWS) inference products of the fp32 CPU `Linear` layers of `module`
     use a packed copy of their weights (extra memory: one more copy, freed on exit); yields how many were packed.
 
     A decode step multiplies batch-many rows by every weight matrix, read from DRAM each step; the packed kernel
