@@ -36,7 +36,7 @@ def test_packed_linear_equals_matmul(m, n, k, threads, monkeypatch):
 def blocked_cache(k: torch.Tensor, v: torch.Tensor, capacity: int) -> torch.Tensor:
     """(R, S, D) keys and values -> (R, capacity/16, 2, 16 D) blocks [K (D, 16) | V (16, D)], garbage past S."""
     r, s, d = k.shape
-    kv = torch.full((r, capacity // 16, 2, 16 * d), 1e4)  # positions past `length` must not be read
+    kv = torch.full((r, capacity // 16, 2, 16 * d), float("nan"))  # positions past `length` must not be read
     kb = kv[:, :, 0].view(r, -1, d, 16)
     vb = kv[:, :, 1].view(r, -1, 16, d)
     for pos in range(s):
@@ -58,6 +58,18 @@ def test_decode_attention_equals_softmax_reference(length, d, spread):
     p = torch.softmax((k64 @ q64[:, :, None])[..., 0] * d**-0.5, dim=-1)  # (rows, length)
     ref = (p[:, :, None] * v64).sum(1)
     torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("length", [1, 16, 17, 33])
+def test_decode_attention_writes_the_new_position_first(length):
+    torch.manual_seed(0)
+    rows, d = 5, 32
+    q, k, v = torch.randn(rows, d), torch.randn(rows, length, d), torch.randn(rows, length, d)
+    kv = blocked_cache(k[:, :-1], v[:, :-1], 48)  # the prefix before this step
+    out = ck.decode_attention(q, kv, length, d**-0.5, k[:, -1], v[:, -1])
+    full = blocked_cache(k, v, 48)
+    assert torch.allclose(kv, full, rtol=0, atol=0, equal_nan=True)  # the new key and value landed in their slots only
+    torch.testing.assert_close(out, ck.decode_attention(q, full, length, d**-0.5))
 
 
 def test_packed_linears_switches_layers_on_and_off(monkeypatch):

@@ -82,16 +82,29 @@ def test_kv_cache_decoding_matches_full_forward(rope):
     assert full.std() > 0.1  # the comparison is not between zeros
 
 
+def test_apply_rope_rotates_each_pair():
+    torch.manual_seed(0)
+    x, angle = torch.randn(2, 3, 4, 8), torch.rand(3, 4) * 6.28  # (B, T, H, D), one angle per position and pair
+    rot = torch.polar(torch.ones(3, 4), angle)
+    c, s = angle.cos()[None, :, None], angle.sin()[None, :, None]
+    x0, x1 = x[..., 0::2], x[..., 1::2]
+    want = torch.stack([x0 * c - x1 * s, x1 * c + x0 * s], dim=-1).flatten(-2)
+    torch.testing.assert_close(apply_rope(x, rot), want, rtol=1e-5, atol=1e-6)
+    qkv = torch.randn(2, 3, 3, 4, 8)  # a strided q / k / v slice, as Attention passes it
+    torch.testing.assert_close(apply_rope(qkv[:, :, 1], rot), apply_rope(qkv[:, :, 1].contiguous(), rot))
+
+
 def test_rope_2d_depends_on_row_and_column_offsets_only():
     cfg = GPTConfig(dim=32, n_head=2, num_tokens=20, token_grid=(4, 5), vocab_size=8)
-    cos, sin = rope_table(cfg)
-    assert cos.shape == (21, 8) and cos[0].abs().sum() == 0 and sin[0].abs().sum() == 0  # class token: zeros
+    rot = rope_table(cfg)
+    assert rot.shape == (21, 8) and rot[0].abs().sum() == 0  # class token: zeros
+    assert torch.allclose(rot[1:].abs(), torch.ones(20, 8))  # pure rotations elsewhere
     torch.manual_seed(0)
     q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
 
     def score(p, r):  # grid positions (row, col) -> sequence rows 1 + row * 5 + col
         i, j = 1 + p[0] * 5 + p[1], 1 + r[0] * 5 + r[1]
-        return (apply_rope(q, cos[i: i + 1], sin[i: i + 1]) * apply_rope(k, cos[j: j + 1], sin[j: j + 1])).sum().item()
+        return (apply_rope(q, rot[i: i + 1]) * apply_rope(k, rot[j: j + 1])).sum().item()
 
     assert score((0, 0), (1, 2)) == pytest.approx(score((2, 1), (3, 3)), abs=1e-5)
     assert score((1, 4), (0, 1)) == pytest.approx(score((3, 3), (2, 0)), abs=1e-5)
@@ -153,7 +166,7 @@ def test_bf16_copy_keeps_fp32_rope_and_close_logits():
     labels, ids = torch.tensor([1, 3]), torch.randint(0, 50, (2, 11))
     ref, _ = m(labels, ids)
     half = tiny().to(torch.bfloat16)  # what `vfmtok sample` does on a GPU
-    assert half.rope(torch.device("cpu"))[0].dtype == torch.float32 and half.head.weight.dtype == torch.bfloat16
+    assert half.rope(torch.device("cpu")).dtype == torch.complex64 and half.head.weight.dtype == torch.bfloat16
     half.setup_caches(2, 12)
     assert half.blocks[0].attention.kv_cache.k.dtype == torch.bfloat16  # the dense layout (kernels are fp32)
     out, _ = half(labels, ids)
@@ -171,11 +184,11 @@ def test_cached_attention_reads_only_the_filled_prefix(blocked):
     cache = KVCache(4, 20, 2, 16, torch.float32, torch.device("cpu"), blocked=blocked)  # False: the GPU layout
     assert cache.blocked == blocked
     assert (cache.kv.shape == (4, 2, 2, 2, 16 * 16)) if blocked else (cache.k.shape == (4, 2, 20, 16))
+    for buf in cache.buffers():  # buffers start uninitialised: nothing beyond the prefix may leak in
+        buf.fill_(float("nan"))
     k, v = torch.randn(3, 2, 19, 16), torch.randn(3, 2, 19, 16)
     cache.update(torch.arange(18), k[:, :, :18], v[:, :, :18], 18)  # a chunk, then one decode step
     cache.update(torch.tensor([18]), k[:, :, 18:], v[:, :, 18:], 19)
-    for buf in cache.buffers():  # garbage beyond the prefix must not leak in
-        buf.view(-1)[buf.view(-1) == 0] = 1e4
     q = torch.randn(3, 2, 1, 16)
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     assert torch.allclose(cache.attend(q, 19, None), ref, atol=1e-5)

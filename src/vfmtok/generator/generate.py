@@ -7,7 +7,7 @@ from contextlib import nullcontext
 import torch
 
 from vfmtok.generator.gpt import GPT
-from vfmtok.utils.linear import packed_linears
+from vfmtok.utils.linear import PACKED_ROWS, packed_linears
 from vfmtok.utils.errors import require
 
 
@@ -67,7 +67,9 @@ def generate(model: GPT, labels: torch.Tensor, cfg_scale: float = 1.0, cfg_inter
     was_training = model.training
     model.eval()
     try:
-        with packed_linears(model) if use_cache else nullcontext():  # decode steps' products on packed weights (CPU)
+        # Decode steps multiply batch-many rows by each weight: packed weights pay off from 2 rows (CPU fp32).
+        packing = use_cache and cond.shape[0] >= PACKED_ROWS[0]
+        with packed_linears(model) if packing else nullcontext():
             if use_cache:
                 model.setup_caches(cond.shape[0], N + 1)
             ids = torch.zeros(B, N, dtype=torch.long, device=device)

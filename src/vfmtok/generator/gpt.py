@@ -108,8 +108,8 @@ def count_params(cfg: GPTConfig, non_embedding: bool = False) -> int:
     return n * block + d + cfg.vocab_size * d + (0 if non_embedding else tables)
 
 
-def rope_table(cfg: GPTConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of shape (1 + num_tokens, head_dim // 2); row 0 (class token) is all zeros like LlamaGen."""
+def rope_table(cfg: GPTConfig) -> torch.Tensor:
+    """Rotations cos + i sin, complex64 of shape (1 + num_tokens, head_dim // 2); row 0 (class token) is all zeros."""
     half = cfg.head_dim // 2  # rotary pairs per head
     if cfg.rope == "1d":
         freqs = cfg.rope_base ** (-torch.arange(0, half, dtype=torch.float64) * 2 / cfg.head_dim)
@@ -123,15 +123,18 @@ def rope_table(cfg: GPTConfig) -> tuple[torch.Tensor, torch.Tensor]:
     # Zero (not identity) rotation for the class token keeps LlamaGen checkpoints portable:
     # its q and k vanish, so it is attended with logit 0 and contributes only its value.
     zero = torch.zeros(1, half, dtype=torch.float64)
-    return torch.cat([zero, angles.cos()]).float(), torch.cat([zero, angles.sin()]).float()
+    return torch.complex(torch.cat([zero, angles.cos()]).float(), torch.cat([zero, angles.sin()]).float())
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs of x (B, T, H, D) by per-position angles (T, D/2), in fp32."""
-    xf = x.float().unflatten(-1, (-1, 2))
-    x0, x1 = xf[..., 0], xf[..., 1]
-    c, s = cos[None, :, None], sin[None, :, None]
-    return torch.stack([x0 * c - x1 * s, x1 * c + x0 * s], dim=-1).flatten(-2).type_as(x)
+def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs of x (B, T, H, D) by per-position rotations rot (T, D/2), in fp32.
+
+    As one complex product: (x0 + i x1)(cos + i sin); ~7x faster than six real ops and a stack on a decode step.
+    """
+    xf = x.float()
+    if xf.stride(-1) != 1 or xf.storage_offset() % 2:
+        xf = xf.contiguous()
+    return torch.view_as_real(torch.view_as_complex(xf.unflatten(-1, (-1, 2))) * rot[None, :, None]).flatten(-2).type_as(x)
 
 
 class RMSNorm(nn.Module):
@@ -153,6 +156,7 @@ class KVCache(nn.Module):
     dense: k, v (B, H, S, D), what fused SDPA kernels read (GPU, non-fp32, or no compiled CPU kernels).
     blocks (fp32 on the CPU with vfmtok.utils.cpu_kernels): kv (B, H, S/16, 2, 16 D); each block of 16 positions holds
     [K (D, 16) | V (16, D)], so a decode step's attention streams one contiguous range per (row, head).
+    Buffers start uninitialised (zero-filling GPT-B's 600 MB at batch 32 took 0.2 s): only written positions are read.
     """
 
     def __init__(self, max_batch: int, max_seq: int, n_head: int, head_dim: int, dtype: torch.dtype, device: torch.device,
@@ -163,13 +167,13 @@ class KVCache(nn.Module):
         if self.blocked:
             blocks = -(-max_seq // cpu_kernels.BLOCK)
             self.max_seq = blocks * cpu_kernels.BLOCK
-            self.register_buffer("kv", torch.zeros(max_batch, n_head, blocks, 2, cpu_kernels.BLOCK * head_dim,
+            self.register_buffer("kv", torch.empty(max_batch, n_head, blocks, 2, cpu_kernels.BLOCK * head_dim,
                                                    dtype=dtype, device=device), persistent=False)
         else:
             self.max_seq = max_seq
             shape = (max_batch, n_head, max_seq, head_dim)
-            self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-            self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+            self.register_buffer("k", torch.empty(shape, dtype=dtype, device=device), persistent=False)
+            self.register_buffer("v", torch.empty(shape, dtype=dtype, device=device), persistent=False)
 
     def block_views(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Blocked layout as K, V views of shape (B, H, S/16, 16, D)."""
@@ -198,6 +202,16 @@ class KVCache(nn.Module):
             j, t = input_pos // cpu_kernels.BLOCK, input_pos % cpu_kernels.BLOCK
             kb[:b, :, j, t], vb[:b, :, j, t] = k, v
 
+    def update_and_attend(self, input_pos: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int,
+                          mask: torch.Tensor | None) -> torch.Tensor:
+        """update() then attend(); a blocked decode step does both in one kernel pass over the cache."""
+        B, H, T, D = q.shape
+        if self.blocked and T == 1 and cpu_kernels.ENABLED:
+            rows = self.kv[:B].view(B * H, -1, 2, cpu_kernels.BLOCK * D)
+            return cpu_kernels.decode_attention(q.reshape(B * H, D), rows, length, D**-0.5, k, v).view(B, H, 1, D)
+        self.update(input_pos, k, v, length)
+        return self.attend(q, length, mask)
+
     def attend(self, q: torch.Tensor, length: int, mask: torch.Tensor | None) -> torch.Tensor:
         """Attention of q (B, H, T, D) over the first `length` cached positions (mask (1, 1, T, length) when T > 1)."""
         B, H, T, D = q.shape
@@ -223,18 +237,17 @@ class Attention(nn.Module):
         self.resid_drop = nn.Dropout(cfg.resid_dropout)
         self.kv_cache: KVCache | None = None
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                input_pos: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rot: torch.Tensor, input_pos: torch.Tensor | None,
+                mask: torch.Tensor | None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.wqkv(x).view(B, T, 3, self.n_head, self.head_dim).unbind(2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = apply_rope(q, rot), apply_rope(k, rot)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if input_pos is None:  # full causal pass (training, or decoding without a cache)
             drop = self.attn_dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
         else:  # attend to the cached prefix only (mask is (1, 1, T, prefix length)); one query needs no mask
-            self.kv_cache.update(input_pos, k, v, mask.shape[-1])
-            y = self.kv_cache.attend(q, mask.shape[-1], mask)
+            y = self.kv_cache.update_and_attend(input_pos, q, k, v, mask.shape[-1], mask)
         return self.resid_drop(self.wo(y.transpose(1, 2).reshape(B, T, C)))
 
 
@@ -262,8 +275,8 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.feed_forward = FeedForward(cfg)
 
-    def forward(self, x, cos, sin, input_pos=None, mask=None):
-        x = x + self.attention(self.attention_norm(x), cos, sin, input_pos, mask)
+    def forward(self, x, rot, input_pos=None, mask=None):
+        x = x + self.attention(self.attention_norm(x), rot, input_pos, mask)
         return x + self.feed_forward(self.ffn_norm(x))
 
 
@@ -280,7 +293,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.head = Linear(config.dim, config.vocab_size, bias=False)
-        # Plain fp32 tensors, not buffers: `.to(bfloat16)` for sampling must not coarsen the rotation angles.
+        # A plain complex64 tensor, not a buffer: `.to(bfloat16)` for sampling must not coarsen the rotations.
         self._rope = rope_table(config)
         self.causal_mask: torch.Tensor | None = None
         # Filled by from_pretrained / the trainer; saved in config.json beside GPTConfig.
@@ -299,9 +312,9 @@ class GPT(nn.Module):
         return self.config.num_classes
 
     def rope(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The fp32 (cos, sin) tables on `device`."""
-        if self._rope[0].device != device:
-            self._rope = tuple(t.to(device) for t in self._rope)
+        """The complex64 rotation table on `device`."""
+        if self._rope.device != device:
+            self._rope = self._rope.to(device)
         return self._rope
 
     def setup_caches(self, max_batch: int, max_seq: int, dtype: torch.dtype | None = None) -> None:
@@ -342,17 +355,17 @@ class GPT(nn.Module):
         if idx is not None:
             parts.append(self.tok_emb(idx))
         x = self.emb_drop(torch.cat(parts, dim=1))
-        cos, sin = self.rope(x.device)
+        rot = self.rope(x.device)
         if input_pos is None:
-            cos, sin, mask = cos[: x.shape[1]], sin[: x.shape[1]], None
+            rot, mask = rot[: x.shape[1]], None
         else:
             require(self.causal_mask is not None, "call setup_caches() before decoding with input_pos")
             # Reading only the filled prefix halves the average attention cost (one host sync per step on GPU).
             length = int(input_pos[-1]) + 1
-            cos, sin = cos[input_pos], sin[input_pos]
+            rot = rot[input_pos]
             mask = self.causal_mask[input_pos, :length][None, None]
         for blk in self.blocks:
-            x = blk(x, cos, sin, input_pos, mask)
+            x = blk(x, rot, input_pos, mask)
         if last_only:  # decoding needs only the next-token logits
             x = x[:, -1:]
         logits = self.head(self.norm(x)).float()

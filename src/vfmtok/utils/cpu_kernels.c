@@ -95,50 +95,94 @@ static inline v16 vexp(v16 x)
     return p * (v16)((n + 127) << 23);
 }
 
-/* out[r] = softmax(q[r] . K[r]^T * scale) V[r] over the first `len` positions, rows split across threads if `parallel`.
- * q, out: (rows, D); cache row r starts at kv + r * row_stride and holds blocks [K (D, 16) | V (16, D)].
- * Requires D % 16 == 0 and D <= 256. */
-void decode_attention(const float *restrict q, const float *restrict kv, float *restrict out,
-                      long rows, long D, long len, long row_stride, float scale, int parallel)
+typedef float v8 __attribute__((vector_size(32), aligned(4)));
+typedef int i8 __attribute__((vector_size(32), aligned(4)));
+
+/* Largest lane of v (a tree of halving vector maxima rather than 15 dependent scalar steps). */
+static inline float hmax(v16 v)
 {
-    const long nb = (len + BLK - 1) / BLK, nv = D / 16, bsz = 2 * D * BLK;
-#pragma omp parallel for schedule(static) if (parallel)
-    for (long i = 0; i < rows; i++) {
-        const float *qi = q + i * D, *base = kv + i * row_stride;
-        v16 o[16];
-        for (long e = 0; e < nv; e++) o[e] = (v16){0};
-        float m = -INFINITY, total = 0.f;
-        for (long j = 0; j < nb; j++) {
-            const float *kb = base + j * bsz, *vb = kb + D * BLK;
-            v16 a0 = {0}, a1 = {0};
-            for (long d = 0; d < D; d += 2) {
-                __builtin_prefetch(kb + d * BLK + 1024, 0, 0);
-                a0 += qi[d] * *(const v16 *)(kb + d * BLK);
-                a1 += qi[d + 1] * *(const v16 *)(kb + (d + 1) * BLK);
-            }
-            v16 s = (a0 + a1) * scale;
-            const long valid = len - j * BLK < BLK ? len - j * BLK : BLK;
-            for (long t = valid; t < BLK; t++) s[t] = -INFINITY;
-            float bm = s[0];
-            for (int t = 1; t < BLK; t++) bm = s[t] > bm ? s[t] : bm;
-            if (bm > m) { /* rescale what was accumulated under the old maximum */
-                const float f = expf(m - bm);
-                for (long e = 0; e < nv; e++) o[e] *= f;
-                total *= f;
-                m = bm;
-            }
-            v16 p = vexp(s - m);
-            for (long t = valid; t < BLK; t++) p[t] = 0.f;
-            for (int t = 0; t < BLK; t++) total += p[t];
-            for (long t = 0; t < valid; t++) {
-                const float pt = p[t];
-                const float *row = vb + t * D;
-                __builtin_prefetch(row + 1024, 0, 0);
-                __builtin_prefetch(row + 1024 + 32, 0, 0);
-                for (long e = 0; e < nv; e++) o[e] += pt * *(const v16 *)(row + 16 * e);
+    union { v16 w; v8 h[2]; } u = {v};
+    const i8 gt = u.h[0] > u.h[1];
+    const v8 m = (v8)(((i8)u.h[0] & gt) | ((i8)u.h[1] & ~gt));
+    float r = m[0];
+    for (int t = 1; t < 8; t++) r = m[t] > r ? m[t] : r;
+    return r;
+}
+
+/* One row of decode_attention; inlined with nv (= D / 16) a constant so the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void attend_row(const float *restrict qi, const float *base,
+                                                             const float *ahead_row, float *restrict oi, long len,
+                                                             float scale, const long nv)
+{
+    const long D = 16 * nv, nb = (len + BLK - 1) / BLK, bsz = 2 * D * BLK;
+    v16 o0[16], o1[16], total = {0};
+    for (long e = 0; e < nv; e++) o0[e] = o1[e] = (v16){0};
+    float m = -INFINITY;
+    for (long j = 0; j < nb; j++) {
+        const float *kb = base + j * bsz, *vb = kb + D * BLK;
+        /* Prefetch one block ahead, continuing into the next row's first block at the end of the filled prefix
+         * (a plain distance would fetch the row's unused tail and start every row cold). */
+        const float *ahead = j + 1 < nb ? kb + bsz : ahead_row;
+        v16 a[8] = {{0}};
+        for (long d = 0; d < D; d += 8) {
+            for (int c = 0; c < 16; c++) /* the next block's 2 D cache lines, 16 per 8 rows of K */
+                __builtin_prefetch(ahead + (2 * d + c) * 16, 0, 0);
+            for (int c = 0; c < 8; c++) a[c] += qi[d + c] * *(const v16 *)(kb + (d + c) * BLK);
+        }
+        v16 s = (((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))) * scale;
+        const long valid = len - j * BLK < BLK ? len - j * BLK : BLK;
+        for (long t = valid; t < BLK; t++) s[t] = -INFINITY;
+        const float bm = hmax(s);
+        if (bm > m) { /* rescale what was accumulated under the old maximum */
+            const float f = expf(m - bm);
+            for (long e = 0; e < nv; e++) o0[e] *= f, o1[e] *= f;
+            total *= f;
+            m = bm;
+        }
+        v16 p = vexp(s - m);
+        for (long t = valid; t < BLK; t++) p[t] = 0.f;
+        total += p;
+        long t = 0;
+        for (; t + 1 < valid; t += 2) {
+            const float p0 = p[t], p1 = p[t + 1];
+            const float *r0 = vb + t * D, *r1 = r0 + D;
+            for (long e = 0; e < nv; e++) {
+                o0[e] += p0 * *(const v16 *)(r0 + 16 * e);
+                o1[e] += p1 * *(const v16 *)(r1 + 16 * e);
             }
         }
-        const float inv = 1.f / total;
-        for (long e = 0; e < nv; e++) *(v16 *)(out + i * D + 16 * e) = o[e] * inv;
+        if (t < valid)
+            for (long e = 0; e < nv; e++) o0[e] += p[t] * *(const v16 *)(vb + t * D + 16 * e);
+    }
+    float sum = 0.f;
+    for (int t = 0; t < BLK; t++) sum += total[t];
+    const float inv = 1.f / sum;
+    for (long e = 0; e < nv; e++) *(v16 *)(oi + 16 * e) = (o0[e] + o1[e]) * inv;
+}
+
+/* out[r] = softmax(q[r] . K[r]^T * scale) V[r] over the first `len` positions, rows split across threads if `parallel`.
+ * q, out, knew, vnew: (rows, D); cache row r starts at kv + r * row_stride and holds blocks [K (D, 16) | V (16, D)].
+ * Unless knew is NULL, knew / vnew are first written at position len - 1: the K column touches D cache lines, which
+ * this pass then reads anyway (a separate strided copy cost ~70 us per GPT-B layer at batch 32).
+ * Requires D % 16 == 0 and D <= 256. */
+void decode_attention(const float *restrict q, const float *knew, const float *vnew, float *kv, float *restrict out,
+                      long rows, long D, long len, long row_stride, float scale, int parallel)
+{
+    const long bsz = 2 * D * BLK;
+#pragma omp parallel for schedule(static) if (parallel)
+    for (long i = 0; i < rows; i++) {
+        if (knew) {
+            const long j = (len - 1) / BLK, t = (len - 1) % BLK;
+            float *kb = kv + i * row_stride + j * bsz, *vb = kb + D * BLK + t * D;
+            for (long d = 0; d < D; d++) kb[d * BLK + t] = knew[i * D + d];
+            for (long d = 0; d < D; d++) vb[d] = vnew[i * D + d];
+        }
+        const float *base = kv + i * row_stride, *next = kv + (i + 1 < rows ? i + 1 : i) * row_stride;
+        switch (D) { /* the usual head sizes get constant trip counts */
+        case 32: attend_row(q + i * D, base, next, out + i * D, len, scale, 2); break;
+        case 64: attend_row(q + i * D, base, next, out + i * D, len, scale, 4); break;
+        case 128: attend_row(q + i * D, base, next, out + i * D, len, scale, 8); break;
+        default: attend_row(q + i * D, base, next, out + i * D, len, scale, D / 16);
+        }
     }
 }

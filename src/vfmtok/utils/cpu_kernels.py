@@ -93,7 +93,7 @@ def _load() -> ctypes.CDLL:
     ptr, n, f32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_float
     lib.pack_rows.argtypes = [ptr, ptr, n, n]
     lib.gemm_packed.argtypes = [ptr, ptr, ptr, n, n, n, ctypes.c_int]
-    lib.decode_attention.argtypes = [ptr, ptr, ptr, n, n, n, n, f32, ctypes.c_int]
+    lib.decode_attention.argtypes = [ptr, ptr, ptr, ptr, ptr, n, n, n, n, f32, ctypes.c_int]
     for fn in (lib.pack_rows, lib.gemm_packed, lib.decode_attention):
         fn.restype = None
     return lib
@@ -156,13 +156,20 @@ def attention_supported(device: torch.device | str, dtype: torch.dtype, head_dim
             and available())
 
 
-def decode_attention(q: torch.Tensor, kv: torch.Tensor, length: int, scale: float) -> torch.Tensor:
-    """softmax(q K^T * scale) V, one query per row: q (R, D); kv (R, blocks, 2, 16 D) of [K (D, 16) | V (16, D)]."""
+def decode_attention(q: torch.Tensor, kv: torch.Tensor, length: int, scale: float, k_new: torch.Tensor | None = None,
+                     v_new: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q K^T * scale) V, one query per row: q (R, D); kv (R, blocks, 2, 16 D) of [K (D, 16) | V (16, D)].
+
+    With k_new, v_new (R, D) these are first written into kv at position length - 1, in the same pass.
+    """
     lib = library()
     rows, d = q.shape
     assert kv.is_contiguous() and kv.shape[0] == rows and kv.shape[-1] == BLOCK * d and length <= kv.shape[1] * BLOCK
     q = q.contiguous()
     out = torch.empty_like(q)
-    lib.decode_attention(q.data_ptr(), kv.data_ptr(), out.data_ptr(), rows, d, length, kv.stride(0), scale,
-                         _parallel(2 * rows * length * d))
+    new = [None, None]
+    if k_new is not None:
+        new = [t.reshape(rows, d).contiguous() for t in (k_new, v_new)]
+    lib.decode_attention(q.data_ptr(), *(None if t is None else t.data_ptr() for t in new), kv.data_ptr(),
+                         out.data_ptr(), rows, d, length, kv.stride(0), scale, _parallel(2 * rows * length * d))
     return out

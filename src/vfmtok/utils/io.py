@@ -19,6 +19,9 @@ from vfmtok.utils.errors import VFMTokError
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 TRAIN_STATE_NAME = "train_state.pt"
+# mkstemp creates files readable by the owner only; finished files get the permissions a plain open() would give.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 @contextmanager
@@ -30,6 +33,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.stat(tmp).st_mode & 0o777 == 0o600:  # still mkstemp's file (not one the block recreated)
+            os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
