@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import vfmtok.utils.cpu_kernels as ck
 import vfmtok.utils.linear as lin
