@@ -120,10 +120,10 @@ def test_gpt_sampling_same_ids_with_and_without_kernels():
     torch.nn.init.normal_(gpt.head.weight, std=0.5)
     labels = torch.tensor([0, 3, 4])
     ids = generate(gpt, labels, temperature=0)  # greedy: equal logits up to rounding give equal ids
-    assert gpt.blocks[0].attention.kv_cache.blocked
+    assert gpt.blocks[0].attention.kv_cache.layout == "blocks"
     with ck.enabled(False):
         ids_torch = generate(gpt, labels, temperature=0)
-        assert not gpt.blocks[0].attention.kv_cache.blocked  # caches rebuilt in the dense layout
+        assert gpt.blocks[0].attention.kv_cache.layout == "keys_last"  # caches rebuilt for the torch path
     assert torch.equal(ids, ids_torch)
     logits_full, _ = gpt(labels, ids[:, :-1])
     assert torch.equal(logits_full.argmax(-1), ids)  # and greedy decoding agrees with the full forward pass

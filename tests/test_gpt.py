@@ -168,22 +168,23 @@ def test_bf16_copy_keeps_fp32_rope_and_close_logits():
     half = tiny().to(torch.bfloat16)  # what `vfmtok sample` does on a GPU
     assert half.rope(torch.device("cpu")).dtype == torch.complex64 and half.head.weight.dtype == torch.bfloat16
     half.setup_caches(2, 12)
-    assert half.blocks[0].attention.kv_cache.k.dtype == torch.bfloat16  # the dense layout (kernels are fp32)
+    assert half.blocks[0].attention.kv_cache.k.dtype == torch.bfloat16  # a torch layout (the kernels are fp32)
     out, _ = half(labels, ids)
     assert out.dtype == torch.float32 and (out - ref).abs().max() < 0.05 * ref.abs().max()
 
 
-@pytest.mark.parametrize("blocked", [True, False])
-def test_cached_attention_reads_only_the_filled_prefix(blocked):
+@pytest.mark.parametrize("layout", ["blocks", "keys_last", "dense"])
+def test_cached_attention_reads_only_the_filled_prefix(layout):
     from vfmtok.generator.gpt import KVCache
     from vfmtok.utils import cpu_kernels
 
-    if blocked and not cpu_kernels.available():
+    if layout == "blocks" and not cpu_kernels.available():
         pytest.skip(f"compiled CPU kernels unavailable: {cpu_kernels.unavailable_reason()}")
     torch.manual_seed(0)
-    cache = KVCache(4, 20, 2, 16, torch.float32, torch.device("cpu"), blocked=blocked)  # False: the GPU layout
-    assert cache.blocked == blocked
-    assert (cache.kv.shape == (4, 2, 2, 2, 16 * 16)) if blocked else (cache.k.shape == (4, 2, 20, 16))
+    cache = KVCache(4, 20, 2, 16, torch.float32, torch.device("cpu"), layout=layout)  # dense: the GPU layout
+    assert cache.layout == layout
+    shapes = {"blocks": (4, 2, 2, 2, 16 * 16), "keys_last": (4, 2, 16, 20), "dense": (4, 2, 20, 16)}
+    assert next(cache.buffers()).shape == shapes[layout]
     for buf in cache.buffers():  # buffers start uninitialised: nothing beyond the prefix may leak in
         buf.fill_(float("nan"))
     k, v = torch.randn(3, 2, 19, 16), torch.randn(3, 2, 19, 16)

@@ -150,10 +150,20 @@ class RMSNorm(nn.Module):
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
 
 
-class KVCache(nn.Module):
-    """Static per-layer key/value buffers for max_batch rows and max_seq positions, in one of two layouts.
+def cache_layout(device: torch.device | str, dtype: torch.dtype, head_dim: int) -> str:
+    """The KVCache layout for this device and dtype: 'blocks' with the compiled CPU kernels, else 'keys_last' on the
+    CPU, else 'dense'."""
+    if cpu_kernels.attention_supported(device, dtype, head_dim):
+        return "blocks"
+    return "keys_last" if torch.device(device).type == "cpu" else "dense"
 
-    dense: k, v (B, H, S, D), what fused SDPA kernels read (GPU, non-fp32, or no compiled CPU kernels).
+
+class KVCache(nn.Module):
+    """Static per-layer key/value buffers for max_batch rows and max_seq positions, in one of three layouts.
+
+    dense: k, v (B, H, S, D), what fused SDPA kernels read (GPU, non-fp32).
+    keys_last: k (B, H, D, S), v (B, H, S, D); on the CPU without the compiled kernels a decode step's q.K^T then
+    reads D rows of contiguous positions with bmm, ~20% faster than SDPA over the dense layout.
     blocks (fp32 on the CPU with vfmtok.utils.cpu_kernels): kv (B, H, S/16, 2, 16 D); each block of 16 positions holds
     [K (D, 16) | V (16, D)], so a decode step's attention streams one contiguous range per (row, head).
     Only written positions are read. The buffers are zero-filled anyway: that touches every page once, up front
@@ -161,11 +171,12 @@ class KVCache(nn.Module):
     """
 
     def __init__(self, max_batch: int, max_seq: int, n_head: int, head_dim: int, dtype: torch.dtype, device: torch.device,
-                 blocked: bool | None = None):
+                 layout: str | None = None):
         super().__init__()
-        self.blocked = cpu_kernels.attention_supported(device, dtype, head_dim) if blocked is None else blocked
+        self.layout = layout or cache_layout(device, dtype, head_dim)
+        require(self.layout in ("blocks", "keys_last", "dense"), f"unknown KV cache layout {self.layout!r}")
         self.max_batch, self.dtype = max_batch, dtype
-        if self.blocked:
+        if self.layout == "blocks":
             blocks = -(-max_seq // cpu_kernels.BLOCK)
             self.max_seq = blocks * cpu_kernels.BLOCK
             self.register_buffer("kv", torch.zeros(max_batch, n_head, blocks, 2, cpu_kernels.BLOCK * head_dim,
@@ -173,7 +184,8 @@ class KVCache(nn.Module):
         else:
             self.max_seq = max_seq
             shape = (max_batch, n_head, max_seq, head_dim)
-            self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+            kshape = (max_batch, n_head, head_dim, max_seq) if self.layout == "keys_last" else shape
+            self.register_buffer("k", torch.zeros(kshape, dtype=dtype, device=device), persistent=False)
             self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
     def block_views(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,25 +201,28 @@ class KVCache(nn.Module):
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int) -> None:
         """Write k, v (B, H, T, D) at input_pos (the last of which is length - 1)."""
         b = k.shape[0]
-        if not self.blocked:
-            # A decode step writes with a strided copy, ~3x cheaper than index_put on CPU.
-            pos = slice(length - 1, length) if k.shape[2] == 1 else input_pos
-            self.k[:b, :, pos] = k
-            self.v[:b, :, pos] = v
+        if self.layout == "blocks":
+            kb, vb = self.block_views()
+            if k.shape[2] == 1:
+                j, t = divmod(length - 1, cpu_kernels.BLOCK)
+                kb[:b, :, j, t], vb[:b, :, j, t] = k[:, :, 0], v[:, :, 0]
+            else:
+                j, t = input_pos // cpu_kernels.BLOCK, input_pos % cpu_kernels.BLOCK
+                kb[:b, :, j, t], vb[:b, :, j, t] = k, v
             return
-        kb, vb = self.block_views()
-        if k.shape[2] == 1:
-            j, t = divmod(length - 1, cpu_kernels.BLOCK)
-            kb[:b, :, j, t], vb[:b, :, j, t] = k[:, :, 0], v[:, :, 0]
+        # A decode step writes with a strided copy, ~3x cheaper than index_put on CPU.
+        pos = slice(length - 1, length) if k.shape[2] == 1 else input_pos
+        if self.layout == "keys_last":
+            self.k[:b, :, :, pos] = k.transpose(2, 3)
         else:
-            j, t = input_pos // cpu_kernels.BLOCK, input_pos % cpu_kernels.BLOCK
-            kb[:b, :, j, t], vb[:b, :, j, t] = k, v
+            self.k[:b, :, pos] = k
+        self.v[:b, :, pos] = v
 
     def update_and_attend(self, input_pos: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int,
                           mask: torch.Tensor | None) -> torch.Tensor:
         """update() then attend(); a blocked decode step does both in one kernel pass over the cache."""
         B, H, T, D = q.shape
-        if self.blocked and T == 1 and cpu_kernels.ENABLED:
+        if self.layout == "blocks" and T == 1 and cpu_kernels.ENABLED:
             rows = self.kv[:B].view(B * H, -1, 2, cpu_kernels.BLOCK * D)
             return cpu_kernels.decode_attention(q.reshape(B * H, D), rows, length, D**-0.5, k, v).view(B, H, 1, D)
         self.update(input_pos, k, v, length)
@@ -216,13 +231,21 @@ class KVCache(nn.Module):
     def attend(self, q: torch.Tensor, length: int, mask: torch.Tensor | None) -> torch.Tensor:
         """Attention of q (B, H, T, D) over the first `length` cached positions (mask (1, 1, T, length) when T > 1)."""
         B, H, T, D = q.shape
-        if not self.blocked:
-            k, v = self.k[:B, :, :length], self.v[:B, :, :length]
-        elif T == 1 and cpu_kernels.ENABLED:  # a decode step: the compiled kernel reads only the filled blocks
-            rows = self.kv[:B].view(B * H, -1, 2, cpu_kernels.BLOCK * D)
-            return cpu_kernels.decode_attention(q.reshape(B * H, D), rows, length, D**-0.5).view(B, H, 1, D)
-        else:  # a multi-token chunk (once per prompt): gather the prefix into the dense layout
+        if self.layout == "blocks":
+            if T == 1 and cpu_kernels.ENABLED:  # a decode step: the compiled kernel reads only the filled blocks
+                rows = self.kv[:B].view(B * H, -1, 2, cpu_kernels.BLOCK * D)
+                return cpu_kernels.decode_attention(q.reshape(B * H, D), rows, length, D**-0.5).view(B, H, 1, D)
+            # a multi-token chunk (once per prompt): gather the prefix into the dense layout
             k, v = (t[:B].reshape(B, H, -1, D)[:, :, :length] for t in self.block_views())
+        elif self.layout == "keys_last":
+            if T == 1:  # a batched GEMV bound by reading the cache: bmm on (B*H, ., .) views reads the prefix in place
+                kt = self.k[:B].reshape(B * H, D, -1)[:, :, :length]
+                v = self.v[:B].reshape(B * H, -1, D)[:, :length]
+                a = torch.bmm(q.reshape(B * H, 1, D) * D**-0.5, kt).softmax(dim=-1)
+                return torch.bmm(a, v).view(B, H, 1, D)
+            k, v = self.k[:B, :, :, :length].transpose(2, 3), self.v[:B, :, :length]
+        else:
+            k, v = self.k[:B, :, :length], self.v[:B, :, :length]
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask if T > 1 else None)
 
 
@@ -324,13 +347,13 @@ class GPT(nn.Module):
         dtype = dtype or self.head.weight.dtype
         device = self.head.weight.device
         old = self.blocks[0].attention.kv_cache
-        blocked = cpu_kernels.attention_supported(device, dtype, self.config.head_dim)
+        layout = cache_layout(device, dtype, self.config.head_dim)
         if old is not None and old.max_batch >= max_batch and old.max_seq >= max_seq and old.dtype == dtype \
-                and old.blocked == blocked and next(old.buffers()).device == device:
+                and old.layout == layout and next(old.buffers()).device == device:
             return
         for b in self.blocks:
-            b.attention.kv_cache = KVCache(max_batch, max_seq, self.config.n_head, self.config.head_dim, dtype, device, blocked)
-        n = self.blocks[0].attention.kv_cache.max_seq  # the blocked layout rounds up further
+            b.attention.kv_cache = KVCache(max_batch, max_seq, self.config.n_head, self.config.head_dim, dtype, device, layout)
+        n = self.blocks[0].attention.kv_cache.max_seq  # the blocks layout rounds up further
         self.causal_mask = torch.ones(n, n, dtype=torch.bool, device=device).tril()
 
     def clear_caches(self) -> None:
