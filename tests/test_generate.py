@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vfmtok.generator.generate import generate, guided_logits, sample_next, top_k_top_p_filter
+from vfmtok.generator.generate import draw, generate, guided_logits, sample_next, top_k_top_p_filter
 from vfmtok.generator.gpt import create_gpt
 from vfmtok.utils.errors import VFMTokError
 
@@ -92,6 +92,26 @@ def test_temperature_changes_the_sampling_distribution():
     sharp = probs ** 2 / (probs ** 2).sum()  # temperature 0.5 squares the probabilities
     freq = torch.bincount(sample_next(logits, 0.5, generator=g), minlength=3).float() / 20000
     assert (freq - sharp).abs().max() < 0.02
+
+
+@pytest.mark.parametrize("vocab", [1024, 300])  # two-level draw (blocks of 128) and the flat one
+def test_draw_follows_the_probabilities_and_never_picks_zeros(vocab):
+    torch.manual_seed(0)
+    probs = torch.rand(vocab) ** 4
+    probs[torch.randperm(vocab)[: vocab // 3]] = 0  # a third of the ids impossible, incl. whole runs below
+    probs[128:256] = 0
+    probs /= probs.sum()
+    n = 200_000
+    ids = draw(probs.expand(n, vocab).contiguous(), torch.Generator().manual_seed(1))
+    freq = torch.bincount(ids, minlength=vocab).double() / n
+    assert freq[probs == 0].sum() == 0
+    assert ((freq - probs) ** 2 / probs.clamp(min=1e-12))[probs > 0].sum() * n < 1.3 * vocab  # chi-square / dof ~ 1
+    # The same uniform picks the same id as a flat inverse CDF (two levels only regroup the sum).
+    u = torch.rand(1000, 1, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    cdf = probs.double().cumsum(0)
+    flat = torch.searchsorted(cdf, (u * cdf[-1]).clamp(max=cdf[-1].item() * (1 - 1e-12)), right=True)[:, 0]
+    two = draw(probs.double().expand(1000, vocab).contiguous(), torch.Generator().manual_seed(2))
+    assert (two == flat).float().mean() > 0.99
 
 
 def test_bad_arguments(gpt):

@@ -31,14 +31,35 @@ def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, 
     """Draw one id per row of logits (B, V); temperature 0 means argmax."""
     if temperature == 0:
         return logits.argmax(-1)
-    probs = top_k_top_p_filter(logits.float() / temperature, top_k, top_p).softmax(-1)
-    # Inverse-CDF draw: one uniform per row. On CPU torch.multinomial spends ~0.5 ms per 16k-entry row
-    # drawing randoms, as much as a GPT-B decode step at batch 1.
-    cdf = probs.cumsum(-1)
-    total = cdf[:, -1:]
-    u = torch.rand(total.shape, generator=generator, device=probs.device, dtype=probs.dtype) * total
-    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))  # stay below the last cdf value
-    return torch.searchsorted(cdf, u, right=True)[:, 0]  # first id whose cdf exceeds u (never a p = 0 id)
+    scaled = logits.float() if temperature == 1.0 else logits.float() / temperature  # a 2 MB pass saved per step
+    return draw(top_k_top_p_filter(scaled, top_k, top_p).softmax(-1), generator)
+
+
+def _below(u: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """u clamped into [0, total): searchsorted(cdf, u, right=True) then lands on an entry with p > 0."""
+    return torch.minimum(u.clamp(min=0), torch.nextafter(total, torch.zeros_like(total)))
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None, block: int = 128) -> torch.Tensor:
+    """One id per row of probs (B, V) >= 0, with probability proportional to its entry (zeros never drawn).
+
+    Inverse CDF with one uniform per row (torch.multinomial spends ~0.5 ms per 16k-entry CPU row drawing randoms).
+    In two levels, blocks of `block` ids and then the ids of the chosen block, because a cumsum over all V ids is a
+    sequential scan on the CPU (0.6 ms per decode step for 32 rows of 16384) while block sums are not.
+    """
+    B, V = probs.shape
+    u = torch.rand((B, 1), generator=generator, device=probs.device, dtype=probs.dtype)
+    if V % block or V < 4 * block:
+        cdf = probs.cumsum(-1)
+        return torch.searchsorted(cdf, _below(u * cdf[:, -1:], cdf[:, -1:]), right=True)[:, 0]
+    blocks = probs.view(B, V // block, block)
+    bcdf = blocks.sum(-1).cumsum(-1)  # (B, V / block)
+    u = _below(u * bcdf[:, -1:], bcdf[:, -1:])
+    j = torch.searchsorted(bcdf, u, right=True)  # (B, 1): the first block whose cdf exceeds u, so its sum is > 0
+    before = torch.where(j > 0, bcdf.gather(1, (j - 1).clamp(min=0)), torch.zeros_like(u))
+    inner = blocks[torch.arange(B, device=probs.device), j[:, 0]].cumsum(-1)  # (B, block)
+    k = torch.searchsorted(inner, _below(u - before, inner[:, -1:]), right=True)[:, 0]
+    return j[:, 0] * block + k
 
 
 def guided_logits(logits: torch.Tensor, cfg_scale: float) -> torch.Tensor:

@@ -92,10 +92,10 @@ def _load() -> ctypes.CDLL:
         _build(cc, out)
     lib = ctypes.CDLL(str(out))
     ptr, n, f32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_float
-    lib.pack_rows.argtypes = [ptr, ptr, n, n]
+    lib.pack_rows.argtypes = lib.pack_weight.argtypes = [ptr, ptr, n, n]
     lib.gemm_packed.argtypes = [ptr, ptr, ptr, n, n, n, ctypes.c_int]
     lib.decode_attention.argtypes = [ptr, ptr, ptr, ptr, ptr, n, n, n, n, f32, ctypes.c_int]
-    for fn in (lib.pack_rows, lib.gemm_packed, lib.decode_attention):
+    for fn in (lib.pack_weight, lib.pack_rows, lib.gemm_packed, lib.decode_attention):
         fn.restype = None
     return lib
 
@@ -133,9 +133,10 @@ def _parallel(work: int) -> int:
 def pack_weight(weight: torch.Tensor) -> torch.Tensor:
     """W (N, K) -> panels (ceil(N / 32), K, 32), zero-padded, the layout gemm_packed streams."""
     n, k = weight.shape
-    pad = -n % PANEL
-    w = torch.cat([weight, weight.new_zeros(pad, k)]) if pad else weight
-    return w.detach().float().reshape(-1, PANEL, k).transpose(1, 2).contiguous()
+    w = weight.detach().float().contiguous()
+    packed = torch.empty(-(-n // PANEL), k, PANEL)
+    library().pack_weight(w.data_ptr(), packed.data_ptr(), n, k)
+    return packed
 
 
 def packed_linear(x: torch.Tensor, packed: torch.Tensor, out_features: int) -> torch.Tensor:
