@@ -32,6 +32,27 @@ def test_packed_linear_equals_matmul(m, n, k, threads, monkeypatch):
     torch.testing.assert_close(y[0], x @ w.t(), rtol=1e-5, atol=1e-5 * math.sqrt(k))
 
 
+@pytest.mark.parametrize("n", [768, 40])  # vector body only, and a scalar tail
+def test_rms_norm_and_silu_mul_equal_torch(n):
+    torch.manual_seed(0)
+    x, w = torch.randn(3, 5, n) * 3, torch.randn(n)
+    want = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+    torch.testing.assert_close(ck.rms_norm(x, w, 1e-5), want, rtol=1e-5, atol=1e-6)
+    a, b = torch.randn(7, n) * 6, torch.randn(7, n)
+    a[0, :6] = torch.tensor([0.0, -0.0, 100.0, -100.0, 88.0, -88.0])  # saturating and signed-zero gates
+    torch.testing.assert_close(ck.silu_mul(a, b), torch.nn.functional.silu(a) * b, rtol=1e-5, atol=1e-6)
+
+
+def test_elementwise_kernels_only_without_autograd():
+    x = torch.randn(2, 16)
+    with torch.no_grad():
+        assert ck.for_inference(x)
+        assert not ck.for_inference(x.double()) and not ck.for_inference(x.bfloat16())
+        with ck.enabled(False):
+            assert not ck.for_inference(x)
+    assert not ck.for_inference(x)  # grad mode on: training keeps torch's differentiable ops
+
+
 def blocked_cache(k: torch.Tensor, v: torch.Tensor, capacity: int) -> torch.Tensor:
     """(R, S, D) keys and values -> (R, capacity/16, 2, 16 D) blocks [K (D, 16) | V (16, D)], garbage past S."""
     r, s, d = k.shape

@@ -146,6 +146,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if cpu_kernels.for_inference(x, self.weight):
+            return cpu_kernels.rms_norm(x, self.weight, self.eps)
         xf = x.float()
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
 
@@ -286,7 +288,8 @@ class FeedForward(nn.Module):
         self.drop = nn.Dropout(cfg.ffn_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+        a, b = self.w1(x), self.w3(x)
+        return self.drop(self.w2(cpu_kernels.silu_mul(a, b) if cpu_kernels.for_inference(a) else F.silu(a) * b))
 
 
 class Block(nn.Module):

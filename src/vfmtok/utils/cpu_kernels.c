@@ -116,6 +116,42 @@ static inline v16 vexp(v16 x)
 typedef float v8 __attribute__((vector_size(32), aligned(4)));
 typedef int i8 __attribute__((vector_size(32), aligned(4)));
 
+/* out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w for rows of length n (any n). */
+void rms_norm(const float *restrict x, const float *restrict w, float *restrict out, long rows, long n, float eps)
+{
+    for (long r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *o = out + r * n;
+        v16 acc = {0};
+        long i = 0;
+        for (; i + 16 <= n; i += 16) {
+            const v16 v = *(const v16 *)(xr + i);
+            acc += v * v;
+        }
+        float ss = 0.f;
+        for (int t = 0; t < 16; t++) ss += acc[t];
+        for (; i < n; i++) ss += xr[i] * xr[i];
+        const float inv = 1.f / sqrtf(ss / n + eps);
+        for (i = 0; i + 16 <= n; i += 16) *(v16 *)(o + i) = *(const v16 *)(xr + i) * inv * *(const v16 *)(w + i);
+        for (; i < n; i++) o[i] = xr[i] * inv * w[i];
+    }
+}
+
+/* out = silu(a) * b = a / (1 + e^-a) * b, elementwise over n floats (SwiGLU's gate). */
+void silu_mul(const float *restrict a, const float *restrict b, float *restrict out, long n)
+{
+    long i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const v16 x = *(const v16 *)(a + i);
+        const i16 neg = x < 0.f, sign = (i16){0} + (-2147483647 - 1);
+        const v16 e = vexp((v16)((i16)x | sign)); /* e^-|x| */
+        /* sigmoid(x) = 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0 */
+        const v16 num = (v16)(((i16)e & neg) | ((i16)((v16){0} + 1.f) & ~neg));
+        *(v16 *)(out + i) = x * num / (1.f + e) * *(const v16 *)(b + i);
+    }
+    for (; i < n; i++) out[i] = a[i] / (1.f + expf(-a[i])) * b[i];
+}
+
 /* Largest lane of v (a tree of halving vector maxima rather than 15 dependent scalar steps). */
 static inline float hmax(v16 v)
 {

@@ -95,7 +95,9 @@ def _load() -> ctypes.CDLL:
     lib.pack_rows.argtypes = lib.pack_weight.argtypes = [ptr, ptr, n, n]
     lib.gemm_packed.argtypes = [ptr, ptr, ptr, n, n, n, ctypes.c_int]
     lib.decode_attention.argtypes = [ptr, ptr, ptr, ptr, ptr, n, n, n, n, f32, ctypes.c_int]
-    for fn in (lib.pack_weight, lib.pack_rows, lib.gemm_packed, lib.decode_attention):
+    lib.rms_norm.argtypes = [ptr, ptr, ptr, n, n, f32]
+    lib.silu_mul.argtypes = [ptr, ptr, ptr, n]
+    for fn in (lib.pack_weight, lib.pack_rows, lib.gemm_packed, lib.decode_attention, lib.rms_norm, lib.silu_mul):
         fn.restype = None
     return lib
 
@@ -174,4 +176,30 @@ def decode_attention(q: torch.Tensor, kv: torch.Tensor, length: int, scale: floa
         new = [t.reshape(rows, d).contiguous() for t in (k_new, v_new)]
     lib.decode_attention(q.data_ptr(), *(None if t is None else t.data_ptr() for t in new), kv.data_ptr(),
                          out.data_ptr(), rows, d, length, kv.stride(0), scale, _parallel(2 * rows * length * d))
+    return out
+
+
+def for_inference(*tensors: torch.Tensor) -> bool:
+    """Whether the elementwise kernels below may replace torch ops: kernels on, no autograd, fp32 CPU tensors.
+
+    They save the per-op overhead of small decode-step tensors (an RMSNorm is 8 torch ops, ~75 us at 2 threads).
+    """
+    return (ENABLED and not torch.is_grad_enabled() and all(t.dtype == torch.float32 and t.device.type == "cpu"
+                                                             for t in tensors) and available())
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / sqrt(mean(x^2, -1) + eps) * weight, over the last dim."""
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    n = x.shape[-1]
+    library().rms_norm(x.data_ptr(), weight.contiguous().data_ptr(), out.data_ptr(), x.numel() // n, n, eps)
+    return out
+
+
+def silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """silu(a) * b for same-shape tensors (SwiGLU)."""
+    a, b = a.contiguous(), b.contiguous()
+    out = torch.empty_like(a)
+    library().silu_mul(a.data_ptr(), b.data_ptr(), out.data_ptr(), a.numel())
     return out
