@@ -125,6 +125,9 @@ def test_packed_path_is_taken_and_gradients_bypass_it(monkeypatch):
         assert len(calls) == 1
         m(x).sum().backward()  # autograd needs the real weight: the packed kernel is skipped
         assert len(calls) == 1 and m.weight.grad is not None
+        m.weight.grad = None
+        m(x.detach()).sum().backward()  # also when only the weight wants a gradient
+        assert len(calls) == 1 and m.weight.grad is not None
         with ck.enabled(False), torch.no_grad():
             m(x)
         with torch.no_grad():

@@ -7,8 +7,8 @@ from contextlib import nullcontext
 import torch
 
 from vfmtok.generator.gpt import GPT
-from vfmtok.utils.linear import PACKED_ROWS, packed_linears
 from vfmtok.utils.errors import require
+from vfmtok.utils.linear import PACKED_ROWS, packed_linears
 
 
 def top_k_top_p_filter(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:

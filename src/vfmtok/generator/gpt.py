@@ -134,7 +134,8 @@ def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
     xf = x.float()
     if xf.stride(-1) != 1 or xf.storage_offset() % 2:
         xf = xf.contiguous()
-    return torch.view_as_real(torch.view_as_complex(xf.unflatten(-1, (-1, 2))) * rot[None, :, None]).flatten(-2).type_as(x)
+    pairs = torch.view_as_complex(xf.unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * rot[None, :, None]).flatten(-2).type_as(x)
 
 
 class RMSNorm(nn.Module):
@@ -220,11 +221,16 @@ class KVCache(nn.Module):
             self.k[:b, :, pos] = k
         self.v[:b, :, pos] = v
 
+    def _kernel_ready(self, q: torch.Tensor) -> bool:
+        """Blocks layout, kernels on, and still fp32 on the CPU (e.g. not converted by a later `model.to`)."""
+        return (self.layout == "blocks" and cpu_kernels.ENABLED and self.kv.dtype == q.dtype == torch.float32
+                and self.kv.device.type == "cpu")
+
     def update_and_attend(self, input_pos: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int,
                           mask: torch.Tensor | None) -> torch.Tensor:
         """update() then attend(); a blocked decode step does both in one kernel pass over the cache."""
         B, H, T, D = q.shape
-        if self.layout == "blocks" and T == 1 and cpu_kernels.ENABLED:
+        if T == 1 and self._kernel_ready(q):
             rows = self.kv[:B].view(B * H, -1, 2, cpu_kernels.BLOCK * D)
             return cpu_kernels.decode_attention(q.reshape(B * H, D), rows, length, D**-0.5, k, v).view(B, H, 1, D)
         self.update(input_pos, k, v, length)
@@ -234,7 +240,7 @@ class KVCache(nn.Module):
         """Attention of q (B, H, T, D) over the first `length` cached positions (mask (1, 1, T, length) when T > 1)."""
         B, H, T, D = q.shape
         if self.layout == "blocks":
-            if T == 1 and cpu_kernels.ENABLED:  # a decode step: the compiled kernel reads only the filled blocks
+            if T == 1 and self._kernel_ready(q):  # a decode step: the compiled kernel reads only the filled blocks
                 rows = self.kv[:B].view(B * H, -1, 2, cpu_kernels.BLOCK * D)
                 return cpu_kernels.decode_attention(q.reshape(B * H, D), rows, length, D**-0.5).view(B, H, 1, D)
             # a multi-token chunk (once per prompt): gather the prefix into the dense layout

@@ -1,9 +1,11 @@
 """fp32 CPU kernels for cached decoding (cpu_kernels.c), built once with the system C compiler and called via ctypes.
 
-They serve only inference on the CPU: the packed-weight GEMM behind `linear.packed_linears` and the decode attention
-behind the GPT's CPU KV cache. Without a C compiler (or with VFMTOK_CPU_KERNELS=0) everything falls back to torch ops,
-and `unavailable_reason()` says why. The shared library is cached under $VFMTOK_CACHE (default ~/.cache/vfmtok)/kernels,
-keyed by the source, the compiler and the CPU's feature flags, since it is built with -march=native.
+They serve only inference on the CPU: the packed-weight GEMM behind `linear.packed_linears`, the decode attention
+behind the GPT's CPU KV cache, and the GPT's RMSNorm and SwiGLU gate when autograd is off. Without a C compiler (or with
+VFMTOK_CPU_KERNELS=0) everything falls back to torch ops, and `unavailable_reason()` says why. The shared library is
+cached under $VFMTOK_CACHE (default ~/.cache/vfmtok)/kernels, keyed by the source, the compiler and the CPU's feature
+flags, since it is built with -march=native. It is built with OpenMP only where torch runs on libgomp: the library
+then shares torch's thread pool and thread count instead of bringing a second runtime.
 """
 
 from __future__ import annotations
@@ -67,10 +69,18 @@ class _CompileError(Exception):
     pass
 
 
-def _build(cc: str, out: Path) -> None:
+def _torch_uses_libgomp() -> bool:
+    try:
+        return "libgomp" in Path("/proc/self/maps").read_text()
+    except OSError:  # no /proc (macOS): torch there uses LLVM's libomp
+        return False
+
+
+def _build(cc: str, out: Path, openmp: bool) -> None:
     error = "?"
     # -march=native on x86, -mcpu=native on Arm; -fopenmp where the compiler has it (else one thread)
-    for arch in (["-march=native", "-fopenmp"], ["-mcpu=native", "-fopenmp"], ["-fopenmp"], []):
+    omp = ["-fopenmp"] if openmp else []
+    for arch in (["-march=native", *omp], ["-mcpu=native", *omp], omp, []):
         try:
             with atomic_path(out) as tmp:  # renamed over `out` only if the compiler succeeded
                 cmd = [cc, "-O3", *arch, "-std=gnu11", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE), "-lm"]
@@ -86,10 +96,11 @@ def _build(cc: str, out: Path) -> None:
 def _load() -> ctypes.CDLL:
     cc = _compiler()
     version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), cc, version, platform.machine(), _cpu_flags()]).encode())
+    openmp = _torch_uses_libgomp()
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), cc, version, platform.machine(), _cpu_flags(), str(openmp)]).encode())
     out = cache_dir() / f"cpu_kernels-{key.hexdigest()[:16]}.so"
     if not out.exists():
-        _build(cc, out)
+        _build(cc, out, openmp)
     lib = ctypes.CDLL(str(out))
     ptr, n, f32 = ctypes.c_void_p, ctypes.c_long, ctypes.c_float
     lib.pack_rows.argtypes = lib.pack_weight.argtypes = [ptr, ptr, n, n]

@@ -93,7 +93,8 @@ class Linear(nn.Linear):
         return (cpu_kernels.ENABLED and version == self.weight._version and x.dtype == torch.float32
                 and x.device.type == "cpu" and PACKED_ROWS[0] <= rows <= PACKED_ROWS[1]
                 and rows * self.in_features * self.out_features >= PACKED_MIN_MACS
-                and not (torch.is_grad_enabled() and x.requires_grad) and not torch.is_autocast_enabled("cpu"))
+                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+                and not torch.is_autocast_enabled("cpu"))
 
 
 @contextmanager
