@@ -56,6 +56,7 @@ def test_sample_uses_the_bundled_model_by_default(pair, tmp_path, monkeypatch, c
     assert main(["sample", "--class", "golf ball", "--per-class", "2", "--out", str(tmp_path / "s"), "--device", "cpu"]) == 0
     info = json.loads((tmp_path / "s" / "sample_info.json").read_text())
     assert info["labels"] == [1, 1] and info["gpt"].endswith("generator")
+    assert info["cpu_kernels"] == "on" or info["cpu_kernels"].startswith("off: ")  # recorded either way
 
 
 def test_export_refuses_a_mismatched_tokenizer(pair, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from vfmtok.export import DEFAULT_MODEL_NAME, default_generator
 from vfmtok.generator.gpt import GPT
 from vfmtok.generator.sample import generate_images, parse_labels, save_samples
 from vfmtok.train.extract import resolve_device
+from vfmtok.utils import cpu_kernels
 from vfmtok.utils.errors import VFMTokError
 
 
@@ -57,6 +59,12 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cuda" and args.precision != "fp32":
         gpt = gpt.to(torch.bfloat16 if args.precision == "bf16" else torch.float16)
     tok = load_tokenizer_for(gpt, args.tokenizer, device)
+    kernels = None
+    if device.type == "cpu":
+        why = cpu_kernels.unavailable_reason()
+        kernels = "on" if why is None else f"off: {why}"
+        if why is not None:
+            print(f"note: compiled CPU kernels off ({why}); sampling takes the slower torch path", file=sys.stderr)
     n_cls = gpt.config.num_classes
     classes = parse_labels(args.classes, gpt.class_names, n_cls) if args.classes else list(range(n_cls))
     labels = [c for c in classes for _ in range(args.per_class)]
@@ -65,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     info = {"gpt": str(args.gpt), "tokenizer": str(tok.checkpoint_path), "tokenizer_hash": tok.checkpoint_hash,
             **{k: getattr(args, k) for k in ("cfg_scale", "cfg_interval", "temperature", "top_k", "top_p", "seed",
                                              "batch_size", "precision")},
-            "device": str(device), "labels": labels}
+            "device": str(device), "cpu_kernels": kernels, "labels": labels}
     paths = save_samples(args.out, images, labels, gpt.class_names, ncol=args.per_class if args.per_class > 1 else 8,
                          info=info)
     print(f"wrote {len(images)} images: {paths['grid']}, {paths['npz']}, {paths['images']}/")

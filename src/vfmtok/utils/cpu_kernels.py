@@ -135,7 +135,7 @@ def available() -> bool:
 def unavailable_reason() -> str | None:
     """Why the kernels are not used (None when they are)."""
     if not ENABLED:
-        return "disabled (VFMTOK_CPU_KERNELS=0 or cpu_kernels.enabled(False))"
+        return "disabled by VFMTOK_CPU_KERNELS=0 or cpu_kernels.enabled(False)"
     return None if available() else _reason
 
 
