@@ -285,7 +285,7 @@ def markdown(res: dict) -> str:
                      f"| {r['achieved_gflops']} | {blas} |")
     if res.get("target"):
         lines += ["", f"Target (GPT-B, batch 32, CPU, cached decoding >= 50% of matmul throughput): {res['target']}",
-                  "(decode-step timings exclude the ~1 ms per step of softmax + sampling; the whole-run figures include it)"]
+                  "(decode-step timings exclude drawing the next id, ~0.3 ms per step at batch 32; the whole-run figures include it)"]
     return "\n".join(lines) + "\n"
 
 
