@@ -106,10 +106,10 @@ def packed_linears(module: nn.Module) -> Iterator[int]:
     overlaps that read with the arithmetic (about 1.7x oneDNN at 32 rows, benchmarks/generator_speed.py). Nothing is
     packed where the compiled kernels are unavailable; a weight changed in place falls back to `linear`. Nests.
     """
-    layers = []
-    if cpu_kernels.available():
-        layers = [m for m in module.modules() if isinstance(m, Linear) and "_packed" not in m.__dict__
-                  and m.weight.dtype == torch.float32 and m.weight.device.type == "cpu"]
+    layers = [m for m in module.modules() if isinstance(m, Linear) and "_packed" not in m.__dict__
+              and m.weight.dtype == torch.float32 and m.weight.device.type == "cpu"]
+    if layers and not cpu_kernels.available():  # checked only now: a GPU model never builds the kernels
+        layers = []
     for m in layers:
         m._packed = (cpu_kernels.pack_weight(m.weight), m.weight._version)
     try:
