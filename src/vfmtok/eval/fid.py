@@ -13,7 +13,7 @@ import scipy.linalg
 import torch
 
 from vfmtok.utils.errors import VFMTokError, require
-from vfmtok.utils.io import atomic_path, file_sha256
+from vfmtok.utils.io import atomic_path, cache_root, file_sha256
 from vfmtok.utils.weights import find_weight
 
 
@@ -161,8 +161,7 @@ class FeatureStats:
 
 def cache_dir() -> Path:
     """Where statistics of real-image sets are cached ($VFMTOK_CACHE or ~/.cache/vfmtok, then /stats)."""
-    root = Path(os.environ["VFMTOK_CACHE"]) if os.environ.get("VFMTOK_CACHE") else Path.home() / ".cache" / "vfmtok"
-    return root / "stats"
+    return cache_root() / "stats"
 
 
 def source_fingerprint(path: str | os.PathLike) -> dict:

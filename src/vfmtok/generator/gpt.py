@@ -226,13 +226,18 @@ class KVCache(nn.Module):
         return (self.layout == "blocks" and cpu_kernels.ENABLED and self.kv.dtype == q.dtype == torch.float32
                 and self.kv.device.type == "cpu")
 
+    def _kernel_step(self, q: torch.Tensor, length: int, k: torch.Tensor | None = None,
+                     v: torch.Tensor | None = None) -> torch.Tensor:
+        """One query per row (B, H, 1, D) through the compiled kernel; k, v (B, H, 1, D), if given, are written first."""
+        B, H, _, D = q.shape
+        rows = self.kv[:B].view(B * H, -1, 2, cpu_kernels.BLOCK * D)
+        return cpu_kernels.decode_attention(q.reshape(B * H, D), rows, length, D**-0.5, k, v).view(B, H, 1, D)
+
     def update_and_attend(self, input_pos: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int,
                           mask: torch.Tensor | None) -> torch.Tensor:
         """update() then attend(); a blocked decode step does both in one kernel pass over the cache."""
-        B, H, T, D = q.shape
-        if T == 1 and self._kernel_ready(q):
-            rows = self.kv[:B].view(B * H, -1, 2, cpu_kernels.BLOCK * D)
-            return cpu_kernels.decode_attention(q.reshape(B * H, D), rows, length, D**-0.5, k, v).view(B, H, 1, D)
+        if q.shape[2] == 1 and self._kernel_ready(q):
+            return self._kernel_step(q, length, k, v)
         self.update(input_pos, k, v, length)
         return self.attend(q, length, mask)
 
@@ -241,8 +246,7 @@ class KVCache(nn.Module):
         B, H, T, D = q.shape
         if self.layout == "blocks":
             if T == 1 and self._kernel_ready(q):  # a decode step: the compiled kernel reads only the filled blocks
-                rows = self.kv[:B].view(B * H, -1, 2, cpu_kernels.BLOCK * D)
-                return cpu_kernels.decode_attention(q.reshape(B * H, D), rows, length, D**-0.5).view(B, H, 1, D)
+                return self._kernel_step(q, length)
             # a multi-token chunk (once per prompt): gather the prefix into the dense layout
             k, v = (t[:B].reshape(B, H, -1, D)[:, :, :length] for t in self.block_views())
         elif self.layout == "keys_last":

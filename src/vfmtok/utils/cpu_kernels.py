@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from vfmtok.utils.config import temporarily
-from vfmtok.utils.io import atomic_path
+from vfmtok.utils.io import atomic_path, cache_root
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
 ENABLED = os.environ.get("VFMTOK_CPU_KERNELS", "1") != "0"
@@ -45,9 +45,8 @@ def enabled(flag: bool) -> AbstractContextManager[None]:
 
 
 def cache_dir() -> Path:
-    """Where built kernels are kept."""
-    root = os.environ.get("VFMTOK_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vfmtok"
-    return Path(root) / "kernels"
+    """Where built kernels are kept ($VFMTOK_CACHE or ~/.cache/vfmtok, then /kernels)."""
+    return cache_root() / "kernels"
 
 
 def _compiler() -> str:
@@ -118,6 +117,8 @@ def library() -> ctypes.CDLL | None:
     global _lib, _reason
     if not ENABLED:
         return None
+    if _lib is not None or _reason is not None:  # settled: no lock on the per-op path
+        return _lib
     with _lock:
         if _lib is None and _reason is None:
             try:

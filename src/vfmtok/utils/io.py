@@ -24,6 +24,11 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def cache_root() -> Path:
+    """vfmtok's cache folder: $VFMTOK_CACHE, else ~/.cache/vfmtok."""
+    return Path(os.environ["VFMTOK_CACHE"]) if os.environ.get("VFMTOK_CACHE") else Path.home() / ".cache" / "vfmtok"
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
