@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from vfmtok.generator.gpt import preset_config
     from vfmtok.tokenizer.api import VFMTokenizer
     from vfmtok.tokenizer.config import get_preset
-    from vfmtok.train.common import resolve_checkpoint
+    from vfmtok.utils.io import resolve_checkpoint
     from vfmtok.train.extract import extract_codes
     from vfmtok.train.generator import GeneratorTrainConfig, train_generator
     from vfmtok.train.tokenizer import train_tokenizer

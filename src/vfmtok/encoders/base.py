@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from vfmtok.utils.errors import require
-from vfmtok.utils.linear import use_onednn_linears
 
 
 @dataclass
@@ -65,7 +64,6 @@ class FrozenEncoder(nn.Module):
 
     def _freeze(self) -> None:
         self.requires_grad_(False)
-        use_onednn_linears(self)  # third-party encoders' linear layers get the CPU fast path too
         super().train(False)
 
     def train(self, mode: bool = True) -> "FrozenEncoder":

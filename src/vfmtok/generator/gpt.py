@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from vfmtok.utils import cpu_kernels
 from vfmtok.utils.config import from_dict, to_dict
 from vfmtok.utils.errors import VFMTokError, require
-from vfmtok.utils.io import cast_floats, load_pretrained, load_state_strict, save_pretrained
+from vfmtok.utils.io import cast_floats, load_pretrained, load_state_strict, resolve_checkpoint, save_pretrained
 from vfmtok.utils.linear import Linear
 
 
@@ -421,8 +421,6 @@ class GPT(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "GPT":
         """Load from a checkpoint folder or a run folder (its latest checkpoint), in eval mode."""
-        from vfmtok.train.common import resolve_checkpoint
-
         folder = resolve_checkpoint(path)
         state, config, _ = load_pretrained(folder, "gpt")
         if not isinstance(config, dict) or "gpt" not in config:

@@ -12,7 +12,7 @@ from vfmtok.tokenizer.base import TokenizerBase
 from vfmtok.tokenizer.build import build_tokenizer
 from vfmtok.tokenizer.config import TokenizerConfig, get_preset
 from vfmtok.utils.config import from_dict, to_dict
-from vfmtok.utils.io import WEIGHTS_NAME, cast_floats, file_sha256, load_pretrained, save_pretrained
+from vfmtok.utils.io import WEIGHTS_NAME, cast_floats, file_sha256, load_pretrained, resolve_checkpoint, save_pretrained
 
 MODEL_TYPES = ("vfmtok", "vqgan")
 
@@ -30,8 +30,6 @@ class VFMTokenizer:
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
                         encoder_weights: str | None = None) -> "VFMTokenizer":
         """Load from a checkpoint folder (model.safetensors + config.json) or a run folder (its latest checkpoint)."""
-        from vfmtok.train.common import resolve_checkpoint
-
         folder = resolve_checkpoint(path)
         state, config, mtype = load_pretrained(folder, MODEL_TYPES)
         cfg = from_dict(TokenizerConfig, config["model"], where=f"{folder}/config.json model")

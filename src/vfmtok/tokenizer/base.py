@@ -13,7 +13,6 @@ from vfmtok.tokenizer.pixel_decoder import PixelDecoder
 from vfmtok.tokenizer.quantizer import VectorQuantizer
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.io import load_state_strict
-from vfmtok.utils.linear import Linear
 
 
 @dataclass
@@ -35,9 +34,9 @@ class TokenizerBase(nn.Module):
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
         self.cfg = cfg
-        self.pre_quant = Linear(cfg.width, cfg.code_dim)
+        self.pre_quant = nn.Linear(cfg.width, cfg.code_dim)
         self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.code_dim, beta=cfg.commit_beta)
-        self.post_quant = Linear(cfg.code_dim, cfg.width)
+        self.post_quant = nn.Linear(cfg.code_dim, cfg.width)
         self.pixel_decoder = PixelDecoder(cfg.width, cfg.pix_ch, tuple(cfg.pix_ch_mult), cfg.pix_res_blocks, cfg.pix_attn)
 
     # --- to be provided by subclasses ---

@@ -12,7 +12,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vfmtok.utils.linear import Linear
 
 
 def ms_deform_attn_sample(value: torch.Tensor, shapes: list[tuple[int, int]], locations: torch.Tensor,
@@ -54,10 +53,10 @@ class MSDeformAttn(nn.Module):
         if dim % n_heads:
             raise ValueError(f"dim {dim} not divisible by heads {n_heads}")
         self.dim, self.n_levels, self.n_heads, self.n_points = dim, n_levels, n_heads, n_points
-        self.sampling_offsets = Linear(dim, n_heads * n_levels * n_points * 2)
-        self.attention_weights = Linear(dim, n_heads * n_levels * n_points)
-        self.value_proj = Linear(dim, dim)
-        self.output_proj = Linear(dim, dim)
+        self.sampling_offsets = nn.Linear(dim, n_heads * n_levels * n_points * 2)
+        self.attention_weights = nn.Linear(dim, n_heads * n_levels * n_points)
+        self.value_proj = nn.Linear(dim, dim)
+        self.output_proj = nn.Linear(dim, dim)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -6,7 +6,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vfmtok.utils.linear import Linear
 
 
 class SelfAttention(nn.Module):
@@ -15,10 +14,10 @@ class SelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int, bias: bool = True, dropout: float = 0.0):
         super().__init__()
         self.heads, self.dropout = heads, dropout
-        self.q = Linear(dim, dim, bias=bias)
-        self.k = Linear(dim, dim, bias=bias)
-        self.v = Linear(dim, dim, bias=bias)
-        self.proj = Linear(dim, dim, bias=bias)
+        self.q = nn.Linear(dim, dim, bias=bias)
+        self.k = nn.Linear(dim, dim, bias=bias)
+        self.v = nn.Linear(dim, dim, bias=bias)
+        self.proj = nn.Linear(dim, dim, bias=bias)
 
     def forward(self, x: torch.Tensor, causal: bool = False, kv: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C); keys/values from `kv` when given (same length)."""
@@ -36,8 +35,8 @@ class SwiGLU(nn.Module):
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.w12 = Linear(dim, 2 * hidden)
-        self.w3 = Linear(hidden, dim)
+        self.w12 = nn.Linear(dim, 2 * hidden)
+        self.w3 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = self.w12(x).chunk(2, dim=-1)

@@ -9,14 +9,13 @@ import torch.nn as nn
 
 from vfmtok.tokenizer.deform_attn import MSDeformAttn
 from vfmtok.tokenizer.layers import SelfAttention, grid_centres
-from vfmtok.utils.linear import Linear
 
 
 def level_projector(in_ch: int, dim: int) -> nn.Sequential:
     """Two-layer MLP to the common width: Linear-LN-ReLU-Linear-LN, then one more LN."""
     return nn.Sequential(
-        Linear(in_ch, dim, bias=False), nn.LayerNorm(dim), nn.ReLU(),
-        Linear(dim, dim, bias=False), nn.LayerNorm(dim), nn.LayerNorm(dim),
+        nn.Linear(in_ch, dim, bias=False), nn.LayerNorm(dim), nn.ReLU(),
+        nn.Linear(dim, dim, bias=False), nn.LayerNorm(dim), nn.LayerNorm(dim),
     )
 
 
@@ -30,7 +29,7 @@ class DeformableLayer(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.self_attn = SelfAttention(dim, heads, bias=True)
         self.norm3 = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(Linear(dim, ffn), nn.ReLU(), Linear(ffn, dim))
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn), nn.ReLU(), nn.Linear(ffn, dim))
         self.norm2 = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, ref: torch.Tensor, value: torch.Tensor,

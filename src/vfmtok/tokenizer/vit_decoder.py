@@ -11,7 +11,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vfmtok.tokenizer.layers import SelfAttention, SwiGLU, resize_pos_table, swiglu_hidden
-from vfmtok.utils.linear import Linear
 
 
 class Block(nn.Module):
@@ -56,7 +55,7 @@ class ViTDecoder(nn.Module):
             if not shared_mask_token:
                 self.mask_feature = nn.Parameter(torch.randn(1, 1, dim) * s)
             self.norm_feature = nn.LayerNorm(dim)
-            self.feature_head = Linear(dim, feature_channels)
+            self.feature_head = nn.Linear(dim, feature_channels)
         self.apply(_init)
 
     def _run(self, tokens: torch.Tensor, masks: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.io import CONFIG_NAME, TRAIN_STATE_NAME, load_train_state, save_pretrained, save_train_state
+from vfmtok.utils.io import TRAIN_STATE_NAME, load_train_state, resolve_checkpoint, save_pretrained, save_train_state
 
 
 @dataclass
@@ -190,21 +190,6 @@ def save_checkpoint(run_dir: Path, step: int, export_state: dict[str, torch.Tens
             f.unlink()
         p.rmdir()
     return folder
-
-
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint folder, or a run folder (-> its latest checkpoint)."""
-    p = Path(path)
-    if (p / CONFIG_NAME).is_file():
-        return p
-    latest = p / "latest.txt"
-    if latest.is_file():
-        folder = p / "checkpoints" / latest.read_text().strip()
-        if (folder / CONFIG_NAME).is_file():
-            return folder
-    if not p.exists():
-        raise VFMTokError(f"checkpoint not found: {p}")
-    raise VFMTokError(f"{p} is neither a checkpoint folder (no {CONFIG_NAME}) nor a run folder (no latest.txt)")
 
 
 def load_resume_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:

@@ -24,7 +24,7 @@ from vfmtok.generator.gpt import GPT, GPTConfig, preset_config
 from vfmtok.train import common as C
 from vfmtok.utils.config import apply_overrides, from_dict, to_dict
 from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.io import write_json
+from vfmtok.utils.io import resolve_checkpoint, write_json
 
 
 @dataclass
@@ -323,7 +323,7 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
     bar.close()
     log.info("done at step %d", step)
     C.cleanup_distributed()
-    return C.resolve_checkpoint(run_dir)
+    return resolve_checkpoint(run_dir)
 
 
 def run(args: argparse.Namespace) -> int:

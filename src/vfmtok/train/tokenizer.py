@@ -24,7 +24,7 @@ from vfmtok.train import common as C
 from vfmtok.utils.config import apply_overrides, to_dict
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.images import save_pairs_grid
-from vfmtok.utils.io import load_state_strict, write_json
+from vfmtok.utils.io import load_state_strict, resolve_checkpoint, write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -205,7 +205,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
     if dist.is_initialized():
         dist.barrier()
     C.cleanup_distributed()
-    return C.resolve_checkpoint(run_dir)
+    return resolve_checkpoint(run_dir)
 
 
 @torch.no_grad()

@@ -103,6 +103,21 @@ def cast_floats(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> di
     return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
 
 
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint folder, or a run folder (-> its latest checkpoint)."""
+    p = Path(path)
+    if (p / CONFIG_NAME).is_file():
+        return p
+    latest = p / "latest.txt"
+    if latest.is_file():
+        folder = p / "checkpoints" / latest.read_text().strip()
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+    if not p.exists():
+        raise VFMTokError(f"checkpoint not found: {p}")
+    raise VFMTokError(f"{p} is neither a checkpoint folder (no {CONFIG_NAME}) nor a run folder (no latest.txt)")
+
+
 def load_pretrained(folder: str | os.PathLike, model_types: str | tuple[str, ...]) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
     """Read a checkpoint folder; returns (state_dict, config, model_type); clear errors for wrong kinds."""
     folder = Path(folder)
