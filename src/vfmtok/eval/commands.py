@@ -122,7 +122,7 @@ def generate(gpt, tokenizer, labels: torch.Tensor, **kwargs) -> np.ndarray:
 def make_lpips(device: str):
     """LPIPS(VGG) on device, or (None, reason) when the module is not available."""
     try:
-        from vfmtok.eval.lpips import LPIPS
+        from vfmtok.encoders.lpips import LPIPS
     except ImportError as e:
         return None, f"LPIPS unavailable: {e}"
     try:

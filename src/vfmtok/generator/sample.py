@@ -13,25 +13,11 @@ from tqdm import tqdm
 
 from vfmtok.generator.generate import generate
 from vfmtok.generator.gpt import GPT
+from vfmtok.generator.pairing import check_tokenizer
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.images import make_grid, save_png, to_uint8
 from vfmtok.utils.io import atomic_path, write_json
 from vfmtok.utils.linear import packed_linears
-
-
-def check_tokenizer(gpt: GPT, tokenizer: Any) -> None:
-    """Refuse a tokenizer whose ids do not mean what the GPT was trained on."""
-    c = gpt.config
-    if tokenizer.codebook_size != c.vocab_size:
-        raise VFMTokError(f"tokenizer codebook size {tokenizer.codebook_size} != GPT vocab_size {c.vocab_size}")
-    if tokenizer.num_tokens != c.num_tokens or tuple(tokenizer.token_grid) != tuple(c.token_grid):
-        raise VFMTokError(f"tokenizer makes {tokenizer.num_tokens} tokens on a {tuple(tokenizer.token_grid)} grid, "
-                          f"the GPT expects {c.num_tokens} on {tuple(c.token_grid)}")
-    want = (gpt.tokenizer_info or {}).get("checkpoint_hash")
-    have = getattr(tokenizer, "checkpoint_hash", None)
-    if want and have and want != have:
-        where = (gpt.tokenizer_info or {}).get("checkpoint_path", "?")
-        raise VFMTokError(f"the GPT was trained on codes of tokenizer {want} ({where}), not on this tokenizer ({have})")
 
 
 def parse_labels(specs: Sequence[str | int], class_names: Sequence[str] | None, num_classes: int) -> list[int]:

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.io import TRAIN_STATE_NAME, load_train_state, resolve_checkpoint, save_pretrained, save_train_state
 
@@ -38,20 +39,15 @@ class DistInfo:
 
 def setup_distributed(device: str = "auto") -> DistInfo:
     """Initialise DDP from torchrun's env vars (gloo on CPU, nccl on CUDA); single process otherwise."""
-    want_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    dev = resolve_device(device)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-        if want_cuda:
+        if dev.type == "cuda":  # one GPU per process: the local rank picks it
             torch.cuda.set_device(local)
             dev = torch.device("cuda", local)
-        else:
-            dev = torch.device("cpu")
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if want_cuda else "gloo")
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         return DistInfo(rank, world, local, dev)
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise VFMTokError(f"unknown device '{device}' (use auto, cpu, cuda or cuda:N)")
-    dev = torch.device("cuda" if want_cuda else "cpu") if not device.startswith("cuda:") else torch.device(device)
     return DistInfo(device=dev)
 
 

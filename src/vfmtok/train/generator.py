@@ -19,7 +19,8 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from vfmtok.data.codes import CodeDataset, check_codes_match, tokenizer_facts
+from vfmtok.data.codes import CodeDataset
+from vfmtok.generator.pairing import check_codes_match, tokenizer_facts
 from vfmtok.generator.gpt import GPT, GPTConfig, preset_config
 from vfmtok.train import common as C
 from vfmtok.utils.config import apply_overrides, from_dict, to_dict

@@ -69,7 +69,7 @@ def _make_dataset(cfg: TokenizerRunConfig, model: TokenizerBase, run_dir: Path, 
                               min_scale=t.min_scale, seed=t.seed)
     if not (t.cache_features and cfg.model.arch == "vfmtok"):
         return base, base
-    from vfmtok.encoders.cache import CachedFeatureDataset, build_feature_cache
+    from vfmtok.data.feature_cache import CachedFeatureDataset, build_feature_cache
 
     path = run_dir / "feature_cache"
     if info.is_main:
