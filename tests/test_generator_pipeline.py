@@ -63,7 +63,7 @@ def test_sampling_decodes_generated_ids(run_dir):
     assert imgs.shape == (4, 16, 16, 3) and imgs.dtype == np.uint8
     gen = torch.Generator().manual_seed(3)  # same draws as generate_images: batches [0,1,2] then [2]
     ids = torch.cat([generate(gpt, labels[:3], cfg_scale=2.0, generator=gen), generate(gpt, labels[3:], cfg_scale=2.0, generator=gen)])
-    assert np.array_equal(imgs, to_uint8(tok.decode(ids)))
+    assert np.array_equal(imgs, to_uint8(tok.decode(ids)).numpy())
     assert np.array_equal(imgs, generate_images(gpt, tok, labels, cfg_scale=2.0, seed=3, batch_size=3))
 
 

@@ -58,7 +58,7 @@ def generate_images(gpt: GPT, tokenizer: Any, labels: torch.Tensor, cfg_scale: f
         for start in tqdm(range(0, len(labels), batch_size), desc="sampling", unit="batch", disable=None):
             batch = labels[start: start + batch_size]
             ids = generate(gpt, batch, cfg_scale, cfg_interval, temperature, top_k, top_p, generator=gen)
-            chunks.append(to_uint8(tokenizer.decode(ids)))
+            chunks.append(to_uint8(tokenizer.decode(ids)).numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, tokenizer.image_size, tokenizer.image_size, 3), np.uint8)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
 import os
@@ -20,7 +21,8 @@ import torch.nn as nn
 
 from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.io import TRAIN_STATE_NAME, load_train_state, resolve_checkpoint, save_pretrained, save_train_state
+from vfmtok.utils.io import (TRAIN_STATE_NAME, load_train_state, resolve_checkpoint, save_pretrained, save_train_state,
+                             write_text)
 
 
 @dataclass
@@ -186,6 +188,22 @@ def save_checkpoint(run_dir: Path, step: int, export_state: dict[str, torch.Tens
             f.unlink()
         p.rmdir()
     return folder
+
+
+def open_metrics(run_dir: Path, after_step: int = 0):
+    """run_dir/metrics.jsonl opened for appending; lines past `after_step` (from an interrupted run that is being
+    resumed from an older checkpoint) are dropped first, so each step appears once."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if path.is_file():
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if int(json.loads(line).get("step", 0)) <= after_step:
+                    kept.append(line + "\n")
+            except (ValueError, AttributeError):  # a line cut short by a kill
+                continue
+        write_text(path, "".join(kept))
+    return open(path, "a")
 
 
 def load_resume_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:

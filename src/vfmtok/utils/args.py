@@ -14,6 +14,9 @@ from typing import Any
 
 from vfmtok.utils.device import DEVICE_CHOICES
 
+__all__ = ["ARGUMENTS", "DATA_HELP", "DEVICE_CHOICES", "GPT_TOKENIZER_HELP", "add", "add_all", "decay", "device_name",
+           "non_negative_float", "non_negative_int", "number", "positive_float", "positive_int", "probability"]
+
 
 def number(kind: type = int, low: float | None = None, high: float | None = None,
            low_open: bool = False, high_open: bool = False) -> Callable[[str], Any]:
@@ -83,9 +86,10 @@ ARGUMENTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
 
 
 def add(parser: argparse.ArgumentParser, name: str, *flags: str, **overrides: Any) -> argparse.Action:
-    """Add shared option `name` to parser; extra flags (aliases) and keyword overrides are applied on top."""
+    """Add shared option `name` to parser; `flags`, when given, replace its flags (another name for the same
+    meaning, e.g. --ref-num-images); keyword arguments override the shared definition."""
     base_flags, kwargs = ARGUMENTS[name]
-    return parser.add_argument(*base_flags, *flags, **{**kwargs, **overrides})
+    return parser.add_argument(*(flags or base_flags), **{**kwargs, **overrides})
 
 
 def add_all(parser: argparse.ArgumentParser, *names: str) -> None:
