@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -54,6 +55,30 @@ def test_training_writes_checkpoints_logs_and_config(run_dir):
     assert resolved["preset"] == "GPT-nano" and resolved["model"]["dim"] == 64 and resolved["steps"] == 4
     log = (run_dir / "train.log").read_text()
     assert "step 4 loss" in log and "tokens/s" in log
+
+
+def test_training_writes_metrics_jsonl_that_the_demo_report_charts(run_dir, tmp_path):
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4]  # --log-every 1
+    log = (run_dir / "train.log").read_text()
+    for r in lines:  # the same mean loss the log reports
+        assert f"step {r['step']} loss {r['loss']:.4f}" in log and r["lr"] > 0 and r["tokens_per_s"] > 0
+    from vfmtok.demo_report import training_charts
+
+    assert not any("generator cross-entropy" in c for c in training_charts(tmp_path))  # no run: no chart
+    (tmp_path / "generator").mkdir()
+    shutil.copy(run_dir / "metrics.jsonl", tmp_path / "generator" / "metrics.jsonl")
+    chart = [c for c in training_charts(tmp_path) if "generator cross-entropy" in c]
+    assert len(chart) == 1 and chart[0].count("<polyline") == 1
+
+
+def test_resume_drops_metrics_past_the_checkpoint(tmp_path):
+    from vfmtok.train.common import open_metrics
+
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3)) + '{"step": 4, "lo')
+    with open_metrics(tmp_path, 2) as f:
+        f.write(json.dumps({"step": 3, "loss": 0.5}) + "\n")
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
 def test_sampling_decodes_generated_ids(run_dir):

@@ -67,14 +67,7 @@ def write_report(out: Path, tok_dir: Path, gpt_dir: Path, data: Path, timings: d
         figs.append(f"<figure>{R.img_tag(make_grid(sel, ncol=4), width=256)}<figcaption>{names[c]}</figcaption></figure>")
     sections.append(("Samples per class, no classifier-free guidance", f"<div class='row'>{''.join(figs)}</div>"))
 
-    tm = _jsonl(out / "tokenizer" / "metrics.jsonl")
-    charts = [R.line_chart({k: [(r["step"], r.get(k)) for r in tm] for k in ("pixel", "lpips", "feature", "total") if any(k in r for r in tm)},
-                           "tokenizer losses", log_y=True),
-              R.line_chart({"codebook usage": [(r["step"], r.get("usage")) for r in tm]}, "tokenizer codebook usage (window)")]
-    gm = _jsonl(out / "generator" / "metrics.jsonl")
-    if gm:
-        charts.append(R.line_chart({"loss": [(r["step"], r.get("loss")) for r in gm]}, "generator cross-entropy"))
-    sections.append(("Training curves", f"<div class='row'>{''.join(charts)}</div>"))
+    sections.append(("Training curves", f"<div class='row'>{''.join(training_charts(out))}</div>"))
     sections.append(("Reconstruction metrics (validation)", R.table(_metric_rows(out / "eval_tokenizer.json"))))
     sections.append(("Generation metrics (samples vs validation images)", R.table(_metric_rows(out / "eval_generator.json"))
                      + "<p>Small-sample FID is biased upwards; compare numbers only at equal image counts.</p>"))
@@ -82,6 +75,18 @@ def write_report(out: Path, tok_dir: Path, gpt_dir: Path, data: Path, timings: d
     with atomic_path(path) as tmp:
         tmp.write_text(R.page("vfmtok demo", sections))
     return path
+
+
+def training_charts(out: Path) -> list[str]:
+    """SVG charts of the tokenizer's losses and codebook usage and the generator's loss, from the runs' metrics.jsonl."""
+    tm = _jsonl(out / "tokenizer" / "metrics.jsonl")
+    charts = [R.line_chart({k: [(r["step"], r.get(k)) for r in tm] for k in ("pixel", "lpips", "feature", "total") if any(k in r for r in tm)},
+                           "tokenizer losses", log_y=True),
+              R.line_chart({"codebook usage": [(r["step"], r.get("usage")) for r in tm]}, "tokenizer codebook usage (window)")]
+    gm = _jsonl(out / "generator" / "metrics.jsonl")
+    if gm:
+        charts.append(R.line_chart({"loss": [(r["step"], r.get("loss")) for r in gm]}, "generator cross-entropy"))
+    return charts
 
 
 def _what_ran(tok, gpt_dir: Path, data: Path, timings: dict[str, float]) -> str:
