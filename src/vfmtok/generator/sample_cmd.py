@@ -16,6 +16,7 @@ from vfmtok.generator.sample import generate_images, parse_labels, save_samples
 from vfmtok.utils import args as A
 from vfmtok.utils import cpu_kernels
 from vfmtok.utils.device import resolve_device
+from vfmtok.utils.errors import require
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,6 +39,7 @@ def sample(gpt_path: str | Path | None = None, tokenizer: str | Path | None = No
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0, batch_size: int = 32,
            device: str = "auto", precision: str = "bf16") -> dict[str, Any]:
     """Sample `per_class` images of each class (all classes when none given) into `out`; returns the written paths."""
+    require(per_class >= 1 and batch_size >= 1, f"per_class and batch_size must be >= 1, got {per_class} and {batch_size}")
     dev = resolve_device(device)
     gpt_path = gpt_path or default_generator()
     gpt = GPT.from_pretrained(gpt_path, device=dev)

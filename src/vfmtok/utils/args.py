@@ -81,7 +81,7 @@ ARGUMENTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "resume": (("--resume",), dict(action="store_true", help="continue from the newest checkpoint in --out")),
     "config": (("--config",), dict(default=None, help="YAML file of config fields (a run's run_config.json works too)")),
     "set": (("--set",), dict(dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                             help="override one config field, e.g. --set train.lr=2e-4 (repeatable)")),
+                             help="override one config field as dotted.name=value (see the command's config; repeatable)")),
 }
 
 
