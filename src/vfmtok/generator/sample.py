@@ -14,24 +14,10 @@ from tqdm import tqdm
 from vfmtok.accel.cpu import accelerate
 from vfmtok.generator.generate import generate
 from vfmtok.generator.gpt import GPT
+from vfmtok.generator.pairing import check_tokenizer
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.images import make_grid, save_png, to_uint8
 from vfmtok.utils.io import atomic_path, write_json
-
-
-def check_tokenizer(gpt: GPT, tokenizer: Any) -> None:
-    """Refuse a tokenizer whose ids do not mean what the GPT was trained on."""
-    c = gpt.config
-    if tokenizer.codebook_size != c.vocab_size:
-        raise VFMTokError(f"tokenizer codebook size {tokenizer.codebook_size} != GPT vocab_size {c.vocab_size}")
-    if tokenizer.num_tokens != c.num_tokens or tuple(tokenizer.token_grid) != tuple(c.token_grid):
-        raise VFMTokError(f"tokenizer makes {tokenizer.num_tokens} tokens on a {tuple(tokenizer.token_grid)} grid, "
-                          f"the GPT expects {c.num_tokens} on {tuple(c.token_grid)}")
-    want = (gpt.tokenizer_info or {}).get("checkpoint_hash")
-    have = getattr(tokenizer, "checkpoint_hash", None)
-    if want and have and want != have:
-        where = (gpt.tokenizer_info or {}).get("checkpoint_path", "?")
-        raise VFMTokError(f"the GPT was trained on codes of tokenizer {want} ({where}), not on this tokenizer ({have})")
 
 
 def parse_labels(specs: Sequence[str | int], class_names: Sequence[str] | None, num_classes: int) -> list[int]:
@@ -77,7 +63,7 @@ def generate_images(gpt: GPT, tokenizer: Any, labels: torch.Tensor, cfg_scale: f
             batch = labels[start: start + batch_size]
             ids = generate(gpt, batch, cfg_scale, cfg_interval, temperature, top_k, top_p, generator=gen,
                            compile=compile)
-            chunks.append(to_uint8(tokenizer.decode(ids)))
+            chunks.append(to_uint8(tokenizer.decode(ids)).numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, tokenizer.image_size, tokenizer.image_size, 3), np.uint8)
 
 
