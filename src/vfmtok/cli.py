@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-tokenizer": ("vfmtok.eval.commands", "rFID, PSNR, SSIM, LPIPS, codebook usage of a tokenizer"),
     "eval-generator": ("vfmtok.eval.commands", "gFID, precision, recall of generated samples"),
     "probe": ("vfmtok.eval.probe", "linear probing on frozen tokenizer features"),
+    "import-official": ("vfmtok.official.command", "convert the official VFMTok tokenizer / LlamaGen GPT .pt files into checkpoint folders"),
     "demo": ("vfmtok.demo", "the end-to-end demo on the embedded sample"),
 }
 

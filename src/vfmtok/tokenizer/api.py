@@ -35,6 +35,10 @@ class VFMTokenizer:
         cfg = from_dict(TokenizerConfig, config["model"], where=f"{folder}/config.json model")
         if encoder_weights:
             cfg.encoder_weights = encoder_weights
+        elif cfg.encoder_weights and not Path(cfg.encoder_weights).is_absolute() \
+                and (folder / cfg.encoder_weights).exists():
+            # a relative file inside the checkpoint folder (an imported official DINOv2) travels with it
+            cfg.encoder_weights = str(folder / cfg.encoder_weights)
         model = build_tokenizer(cfg)
         model.load_trainable_state_dict(state, source=str(folder))
         return cls(model.to(device), folder, config.get("class_names"))

@@ -42,6 +42,13 @@ class TokenizerConfig:
     shared_mask_token: bool = False
     dec_anchor_init: bool = False         # mask tokens start from their anchor's token (not in the paper; README)
     feature_branch: bool = True           # dual reconstruction: also predict the encoder's features
+    # How the position table is resized for the other grid: "size" (bicubic to the exact size) or "dino_offset"
+    # (the official decoder's DINO trick: scale_factor=(g + 0.1) / table, which steps through the table at
+    # table/(g + 0.1)); the two differ by up to 0.585 in decoded images from the same ids.
+    dec_pos_interp: str = "size"
+    # Norm of the feature pass's CLS and registers: "pixel" (the pixel pass's norm) or "feature" (the official
+    # code's norm_post2, the norm of the feature mask tokens).
+    dec_feature_norm: str = "pixel"
     # Conv pixel decoder (also the VQGAN baseline's decoder).
     pix_ch: int = 64
     pix_ch_mult: tuple[int, ...] = (1, 2, 2, 4)
@@ -114,6 +121,7 @@ def _paper() -> TokenizerRunConfig:
         image_size=336, encoder="dinov2_vitl14_reg", encoder_input_size=336, num_tokens=256, width=512,
         enc_depth=6, enc_heads=8, enc_points=4, enc_ffn=1024, codebook_size=16384, code_dim=12,
         dec_depth=6, dec_heads=8, dec_dropout=0.1, pix_ch=128, pix_ch_mult=(1, 1, 2, 2, 4), pix_res_blocks=2,
+        dec_pos_interp="dino_offset", dec_feature_norm="feature",
     )
     loss = LossConfig(gan_start=20000, gan_weight=0.5, disc="patchgan")
     train = TrainConfig(data="imagenet", batch_size=256, lr=1e-4, warmup_steps=4 * 5000, steps=250_000,
