@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-generator": ("vfmtok.eval.commands", "gFID, precision, recall of generated samples"),
     "probe": ("vfmtok.eval.probe", "linear probing on frozen tokenizer features"),
     "import-official": ("vfmtok.official.command", "convert the official VFMTok tokenizer / LlamaGen GPT .pt files into checkpoint folders"),
+    "push-to-hub": ("vfmtok.hub_cmd", "upload a checkpoint folder (with its README.md model card) to the Hugging Face Hub"),
     "demo": ("vfmtok.demo", "the end-to-end demo on the embedded sample"),
 }
 

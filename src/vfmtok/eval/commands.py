@@ -20,6 +20,7 @@ from vfmtok.eval.inception import InceptionExtractor, get_extractor, inception_s
 from vfmtok.eval.prdc import precision_recall
 from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, write_results
 from vfmtok.utils.errors import VFMTokError, require
+from vfmtok.utils.hub import parse_hub_id
 from vfmtok.utils.io import atomic_path, file_sha256
 from vfmtok.utils.weights import find_weight
 
@@ -97,7 +98,7 @@ def tokenizer_path(args: argparse.Namespace) -> Path:
 def load_tokenizer(path: Path, device: str):
     """The tokenizer loader (`vfmtok.tokenizer.api.load_tokenizer`), with a one-line error for a missing checkpoint."""
     path = Path(path)
-    require(path.exists(), f"tokenizer checkpoint not found: {path}")
+    require(path.exists() or parse_hub_id(str(path)) is not None, f"tokenizer checkpoint not found: {path}")
     from vfmtok.tokenizer.api import load_tokenizer as _load
 
     return _load(path, device=device)
@@ -106,7 +107,7 @@ def load_tokenizer(path: Path, device: str):
 def load_generator(path: Path, device: str):
     """GPT.from_pretrained on `device`, with a one-line error for a missing checkpoint."""
     path = Path(path)
-    require(path.exists(), f"generator checkpoint not found: {path}")
+    require(path.exists() or parse_hub_id(str(path)) is not None, f"generator checkpoint not found: {path}")
     from vfmtok.generator.gpt import GPT
 
     return GPT.from_pretrained(path).to(device).eval()

@@ -12,6 +12,7 @@ from vfmtok.tokenizer.base import TokenizerBase
 from vfmtok.tokenizer.build import build_tokenizer
 from vfmtok.tokenizer.config import TokenizerConfig, get_preset
 from vfmtok.utils.config import from_dict, to_dict
+from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.io import WEIGHTS_NAME, cast_floats, file_sha256, load_pretrained, resolve_checkpoint, save_pretrained
 
 MODEL_TYPES = ("vfmtok", "vqgan")
@@ -44,10 +45,24 @@ class VFMTokenizer:
         return cls(model.to(device), folder, config.get("class_names"))
 
     def save_pretrained(self, folder: str | os.PathLike, extra: dict[str, Any] | None = None,
-                        dtype: torch.dtype | None = None) -> Path:
-        """Write model.safetensors (floats stored as `dtype` when given) + config.json; the frozen encoder is not saved."""
+                        dtype: torch.dtype | None = None, card: dict[str, Any] | None = None) -> Path:
+        """Write model.safetensors (floats stored as `dtype` when given) + config.json + README.md model card; the
+        frozen encoder is not saved."""
         config = {"model": to_dict(self.model.cfg), "class_names": self.class_names, **(extra or {})}
-        return save_pretrained(folder, cast_floats(self.model.trainable_state_dict(), dtype), config, self.model.cfg.arch)
+        return save_pretrained(folder, cast_floats(self.model.trainable_state_dict(), dtype), config,
+                               self.model.cfg.arch, card)
+
+    def push_to_hub(self, repo_id: str, folder: str | os.PathLike | None = None, private: bool = False,
+                    token: str | None = None) -> str:
+        """Upload this tokenizer's checkpoint folder (saved first when `folder` is given) to the Hub."""
+        from vfmtok.utils.hub import push_to_hub
+
+        if folder is not None:
+            self.save_pretrained(folder)
+        src = folder or self.checkpoint_path
+        if src is None:
+            raise VFMTokError("an unsaved tokenizer: pass folder= to save it before pushing")
+        return push_to_hub(src, repo_id, private=private, token=token)
 
     # --- facts ---
     @property
