@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract-codes": ("vfmtok.train.extract", "tokenize a dataset into a memory-mapped code shard"),
     "train-generator": ("vfmtok.train.generator", "train the class-conditional GPT on codes"),
     "sample": ("vfmtok.generator.sample_cmd", "sample images from a trained GPT + tokenizer"),
+    "sample-npz": ("vfmtok.official.sample_npz", "N samples into one ADM .npz (official protocol by default; torchrun for several ranks)"),
     "export": ("vfmtok.export", "bundle a tokenizer + GPT pair into one portable folder (the default model for sample)"),
     "eval-tokenizer": ("vfmtok.eval.commands", "rFID, PSNR, SSIM, LPIPS, codebook usage of a tokenizer"),
     "eval-generator": ("vfmtok.eval.commands", "gFID, precision, recall of generated samples"),
