@@ -43,6 +43,17 @@ def test_official_resize_matches_the_official_formula(tiny_tokenizer_dir):
     assert pil_resize(u8, 256).shape == (1, 256, 256, 3) and torch.equal(pil_resize(u8, 32), u8)
 
 
+def test_resized_set_for_official_reconstructions():
+    from vfmtok.eval.imagesets import ImageSet
+    from vfmtok.eval.protocol import resized_set
+
+    imgs = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    base = ImageSet({"source": "x"}, 40, None, None, 3, lambda i: imgs[i])
+    r = resized_set(base, 24)
+    assert len(r) == 3 and r.resolution == 24 and r.description["resized_to"] == 24
+    assert np.array_equal(r.read(1), pil_resize(torch.from_numpy(imgs[1:2]), 24)[0].numpy())
+
+
 @pytest.mark.slow
 def test_sample_npz_two_gloo_ranks_equal_one_process(tiny_tokenizer_dir, tmp_path):
     torch.manual_seed(0)
@@ -62,3 +73,42 @@ def test_sample_npz_two_gloo_ranks_equal_one_process(tiny_tokenizer_dir, tmp_pat
     rec = json.loads((tmp_path / "two.json").read_text())
     assert rec["protocol"]["name"] == "official" and rec["protocol"]["labels"] == "random" and rec["world_size"] == 2
     assert not list(tmp_path.glob("*.part*"))
+
+
+@pytest.mark.slow
+def test_eval_generator_official_protocol_records_random_labels(tmp_path, monkeypatch):
+    import vfmtok.eval.commands as C
+    from vfmtok.eval import inception as I
+    from test_eval_commands import FakeTokenizer, _npz, _sample_u8
+
+    monkeypatch.setenv("VFMTOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(I, "find_full_weights", lambda: None)
+    I._build.cache_clear()
+    pool, seen = torch.from_numpy(_sample_u8(8)), []
+
+    class FakeGPT:
+        class config:
+            num_classes = 4
+
+        def recorded_tokenizer(self):
+            return None
+
+    def fake_generate(gpt, tok, labels, seed=0, **kw):
+        seen.append((labels.tolist(), tok.image_size))
+        return pool[labels].numpy()
+
+    for name in ("tok", "gpt"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"fake")
+    monkeypatch.setattr(C, "load_tokenizer", lambda path, device: FakeTokenizer(path))
+    monkeypatch.setattr(C, "load_generator", lambda path, device: FakeGPT())
+    monkeypatch.setattr(C, "generate", fake_generate)
+    out = tmp_path / "gen.json"
+    assert main(["eval-generator", "--gpt", str(tmp_path / "gpt"), "--tokenizer", str(tmp_path / "tok"), "--ref",
+                 str(_npz(tmp_path / "ref.npz", pool.numpy())), "--num-images", "8", "--protocol", "official",
+                 "--second-encoder", "none", "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    labels = sum((s[0] for s in seen), [])
+    assert rec["protocol"]["name"] == "official" and rec["protocol"]["labels"] == "random" and rec["resolution"] == 256
+    assert labels == make_labels(4, 8, "random", 0).tolist() and all(s[1] == 256 for s in seen)
+    I._build.cache_clear()
