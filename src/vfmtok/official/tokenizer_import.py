@@ -156,18 +156,20 @@ def map_tokenizer_state(state: dict[str, torch.Tensor], cfg: TokenizerConfig) ->
     return {k: v.float().contiguous() for k, v in out.items()}
 
 
+_EL = r"encode_transformer\.transformer\.layers\.(\d+)\."  # one deformable encoder layer
+_DL = r"decode_transformer\.transformer\.layers\.(\d+)\."  # one decoder ViT layer
 _FIXED = [
     (r"encode_transformer\.projectors\.(\d+)\.mlp\.(\d+)\.(.+)", r"region.projectors.\1.\2.\3"),
     (r"encode_transformer\.norm_layers\.(\d+)\.(.+)", r"region.projectors.\1.5.\2"),
     (r"encode_transformer\.carrier_tokens", "region.queries"),
     (r"encode_transformer\.slots_pos", "region.query_pos"),
     (r"encode_transformer\.norm_pre1\.(.+)", r"region.norm_pre.\1"),
-    (r"encode_transformer\.transformer\.layers\.(\d+)\.cross_attn\.(.+)", r"region.layers.\1.cross.\2"),
-    (r"encode_transformer\.transformer\.layers\.(\d+)\.(norm[123])\.(.+)", r"region.layers.\1.\2.\3"),
-    (r"encode_transformer\.transformer\.layers\.(\d+)\.linear1\.(.+)", r"region.layers.\1.ffn.0.\2"),
-    (r"encode_transformer\.transformer\.layers\.(\d+)\.linear2\.(.+)", r"region.layers.\1.ffn.2.\2"),
-    (r"encode_transformer\.transformer\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(.+)", r"region.layers.\1.self_attn.\2.\3"),
-    (r"encode_transformer\.transformer\.layers\.(\d+)\.self_attn\.out_proj\.(.+)", r"region.layers.\1.self_attn.proj.\2"),
+    (_EL + r"cross_attn\.(.+)", r"region.layers.\1.cross.\2"),
+    (_EL + r"(norm[123])\.(.+)", r"region.layers.\1.\2.\3"),
+    (_EL + r"linear1\.(.+)", r"region.layers.\1.ffn.0.\2"),
+    (_EL + r"linear2\.(.+)", r"region.layers.\1.ffn.2.\2"),
+    (_EL + r"self_attn\.([qkv])_proj\.(.+)", r"region.layers.\1.self_attn.\2.\3"),
+    (_EL + r"self_attn\.out_proj\.(.+)", r"region.layers.\1.self_attn.proj.\2"),
     (r"slot_quantize\.embedding\.weight", "quantizer.embedding.weight"),
     (r"pre_slots_quant\.(.+)", r"pre_quant.\1"),
     (r"post_slots_quant\.(.+)", r"post_quant.\1"),
@@ -180,10 +182,10 @@ _FIXED = [
     (r"decode_transformer\.norm_post1\.(.+)", r"decoder.norm_in.\1"),
     (r"decode_transformer\.norm_post2\.(.+)", r"decoder.norm_feature.\1"),
     (r"decode_transformer\.proj\.(.+)", r"decoder.feature_head.\1"),
-    (r"decode_transformer\.transformer\.layers\.(\d+)\.(norm[12])\.(.+)", r"decoder.blocks.\1.\2.\3"),
-    (r"decode_transformer\.transformer\.layers\.(\d+)\.attn1\.([qkv])_proj\.(.+)", r"decoder.blocks.\1.attn.\2.\3"),
-    (r"decode_transformer\.transformer\.layers\.(\d+)\.attn1\.out_proj\.(.+)", r"decoder.blocks.\1.attn.proj.\2"),
-    (r"decode_transformer\.transformer\.layers\.(\d+)\.ffnet\.(w12|w3)\.(.+)", r"decoder.blocks.\1.mlp.\2.\3"),
+    (_DL + r"(norm[12])\.(.+)", r"decoder.blocks.\1.\2.\3"),
+    (_DL + r"attn1\.([qkv])_proj\.(.+)", r"decoder.blocks.\1.attn.\2.\3"),
+    (_DL + r"attn1\.out_proj\.(.+)", r"decoder.blocks.\1.attn.proj.\2"),
+    (_DL + r"ffnet\.(w12|w3)\.(.+)", r"decoder.blocks.\1.mlp.\2.\3"),
     (r"decoder\.conv_in\.(.+)", r"pixel_decoder.conv_in.\1"),
     (r"decoder\.norm_out\.(.+)", r"pixel_decoder.out.0.\1"),
     (r"decoder\.conv_out\.(.+)", r"pixel_decoder.out.2.\1"),
