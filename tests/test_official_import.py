@@ -44,47 +44,52 @@ def _res(state, k, cin, cout):
         _conv(state, f"{k}.nin_shortcut", cout, cin, 1)
 
 
-def official_tokenizer_state(hidden: int = 88) -> dict[str, torch.Tensor]:
-    """A tiny VQModel state dict with the official names (1 deformable + 1 decoder layer, 4 levels, 2 points)."""
+def official_tokenizer_state(d: int = D, nc: int = NC, codes: int = CODES, code_dim: int = CODE_DIM,
+                             enc_dim: int = ENC_DIM, ch: int = CH, ffn: int = 64, hidden: int = 88, enc_layers: int = 1,
+                             dec_layers: int = 1, points: int = 2) -> dict[str, torch.Tensor]:
+    """A VQModel state dict with the official names (default: tiny; 4 levels, 8 heads as the official code)."""
     s: dict[str, torch.Tensor] = {}
     e = "encode_transformer"
     for i in range(4):
-        _lin(s, f"{e}.projectors.{i}.mlp.0", D, ENC_DIM, False), _ln(s, f"{e}.projectors.{i}.mlp.1", D)
-        _lin(s, f"{e}.projectors.{i}.mlp.3", D, D, False), _ln(s, f"{e}.projectors.{i}.mlp.4", D)
-        _ln(s, f"{e}.norm_layers.{i}", D)
-    s[f"{e}.carrier_tokens"], s[f"{e}.slots_pos"] = _r(1, NC, D), _r(1, NC, D)
-    _ln(s, f"{e}.norm_pre1", D)
-    L = f"{e}.transformer.layers.0"
-    _lin(s, f"{L}.cross_attn.sampling_offsets", HEADS * 4 * 2 * 2, D), _lin(s, f"{L}.cross_attn.attention_weights", HEADS * 4 * 2, D)
-    _lin(s, f"{L}.cross_attn.value_proj", D, D), _lin(s, f"{L}.cross_attn.output_proj", D, D)
-    for n in ("norm1", "norm2", "norm3"):
-        _ln(s, f"{L}.{n}", D)
-    _lin(s, f"{L}.linear1", 64, D), _lin(s, f"{L}.linear2", D, 64)
-    for n in ("q_proj", "k_proj", "v_proj", "out_proj"):
-        _lin(s, f"{L}.self_attn.{n}", D, D)
-    s["slot_quantize.embedding.weight"] = F.normalize(torch.randn(CODES, CODE_DIM), dim=-1)
+        _lin(s, f"{e}.projectors.{i}.mlp.0", d, enc_dim, False), _ln(s, f"{e}.projectors.{i}.mlp.1", d)
+        _lin(s, f"{e}.projectors.{i}.mlp.3", d, d, False), _ln(s, f"{e}.projectors.{i}.mlp.4", d)
+        _ln(s, f"{e}.norm_layers.{i}", d)
+    s[f"{e}.carrier_tokens"], s[f"{e}.slots_pos"] = _r(1, nc, d), _r(1, nc, d)
+    _ln(s, f"{e}.norm_pre1", d)
+    for j in range(enc_layers):
+        L = f"{e}.transformer.layers.{j}"
+        _lin(s, f"{L}.cross_attn.sampling_offsets", HEADS * 4 * points * 2, d)
+        _lin(s, f"{L}.cross_attn.attention_weights", HEADS * 4 * points, d)
+        _lin(s, f"{L}.cross_attn.value_proj", d, d), _lin(s, f"{L}.cross_attn.output_proj", d, d)
+        for n in ("norm1", "norm2", "norm3"):
+            _ln(s, f"{L}.{n}", d)
+        _lin(s, f"{L}.linear1", ffn, d), _lin(s, f"{L}.linear2", d, ffn)
+        for n in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            _lin(s, f"{L}.self_attn.{n}", d, d)
+    s["slot_quantize.embedding.weight"] = F.normalize(torch.randn(codes, code_dim), dim=-1)
     s["slot_quantize.codebook_used"] = torch.zeros(65536)
-    _lin(s, "pre_slots_quant", CODE_DIM, D), _lin(s, "post_slots_quant", D, CODE_DIM)
-    d = "decode_transformer"
-    s[f"{d}.position_embedding"], s[f"{d}.slot_position_embedding"] = _r(1, 577, D), _r(1, NC, D)
+    _lin(s, "pre_slots_quant", code_dim, d), _lin(s, "post_slots_quant", d, code_dim)
+    t = "decode_transformer"
+    s[f"{t}.position_embedding"], s[f"{t}.slot_position_embedding"] = _r(1, 577, d), _r(1, nc, d)
     for n in ("mask_embedding", "mask_dino", "cls_token"):
-        s[f"{d}.{n}"] = _r(1, 1, D)
-    s[f"{d}.register_tokens"] = _r(1, 4, D)
-    L = f"{d}.transformer.layers.0"
-    _ln(s, f"{L}.norm1", D), _ln(s, f"{L}.norm2", D)
-    for n in ("q_proj", "k_proj", "v_proj", "out_proj"):
-        _lin(s, f"{L}.attn1.{n}", D, D)
-    _lin(s, f"{L}.ffnet.w12", 2 * hidden, D), _lin(s, f"{L}.ffnet.w3", D, hidden)
-    _ln(s, f"{d}.norm_post1", D), _ln(s, f"{d}.norm_post2", D), _lin(s, f"{d}.proj", ENC_DIM, D)
-    c = CH * MULT[-1]
-    _conv(s, "decoder.conv_in", c, D), _res(s, "decoder.mid.0", c, c), _res(s, "decoder.mid.2", c, c)
+        s[f"{t}.{n}"] = _r(1, 1, d)
+    s[f"{t}.register_tokens"] = _r(1, 4, d)
+    for j in range(dec_layers):
+        L = f"{t}.transformer.layers.{j}"
+        _ln(s, f"{L}.norm1", d), _ln(s, f"{L}.norm2", d)
+        for n in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            _lin(s, f"{L}.attn1.{n}", d, d)
+        _lin(s, f"{L}.ffnet.w12", 2 * hidden, d), _lin(s, f"{L}.ffnet.w3", d, hidden)
+    _ln(s, f"{t}.norm_post1", d), _ln(s, f"{t}.norm_post2", d), _lin(s, f"{t}.proj", enc_dim, d)
+    c = ch * MULT[-1]
+    _conv(s, "decoder.conv_in", c, d), _res(s, "decoder.mid.0", c, c), _res(s, "decoder.mid.2", c, c)
     _ln(s, "decoder.mid.1.norm", c)
     for n in ("q", "k", "v", "proj_out"):
         _conv(s, f"decoder.mid.1.{n}", c, c, 1)
     for j, lvl in enumerate(reversed(range(len(MULT)))):
         for r in range(2):
-            _res(s, f"decoder.conv_blocks.{j}.res.{r}", c, CH * MULT[lvl])
-            c = CH * MULT[lvl]
+            _res(s, f"decoder.conv_blocks.{j}.res.{r}", c, ch * MULT[lvl])
+            c = ch * MULT[lvl]
         if lvl:
             _conv(s, f"decoder.conv_blocks.{j}.upsample.conv", c, c)
     _ln(s, "decoder.norm_out", c), _conv(s, "decoder.conv_out", 3, c)
@@ -235,6 +240,27 @@ def test_decode_equals_official_decoder(imported_tokenizer):
     feat = tok.model.decoder.forward_features(tokens)
     ref_feat = _lin_apply(official_decoder_transformer(s, slots, pixel=False), s, "decode_transformer.proj")
     torch.testing.assert_close(feat.flatten(2).transpose(1, 2), ref_feat, rtol=1e-4, atol=1e-4)
+
+
+def test_paper_shapes_give_the_paper_preset():
+    """The released tokenizer's shapes (official config) import as our paper preset, key for key."""
+    from test_presets import ShapeOnlyDINOv2L
+    from vfmtok.official.tokenizer_import import infer_tokenizer_config, map_tokenizer_state
+    from vfmtok.tokenizer.build import build_tokenizer
+    from vfmtok.tokenizer.config import get_preset
+
+    with torch.device("meta"):  # shapes only: no 73M random numbers
+        s = official_tokenizer_state(d=512, nc=256, codes=16384, code_dim=12, enc_dim=1024, ch=128, ffn=1024,
+                                     hidden=1368, enc_layers=6, dec_layers=6, points=4)
+        cfg = infer_tokenizer_config(s, {}, "dinov2_vitl14_reg", 1024, 14, "vfmtok-tokenizer.pt")
+        mapped = map_tokenizer_state(s, cfg)
+    paper = get_preset("vfmtok-paper").model
+    for f in ("image_size", "encoder", "encoder_input_size", "num_tokens", "width", "enc_depth", "enc_heads",
+              "enc_points", "enc_ffn", "codebook_size", "code_dim", "dec_depth", "dec_heads", "dec_registers",
+              "dec_dropout", "pix_ch", "pix_ch_mult", "pix_res_blocks", "dec_pos_interp", "dec_feature_norm"):
+        assert getattr(cfg, f) == getattr(paper, f), f
+    ours = build_tokenizer(paper, encoder=ShapeOnlyDINOv2L()).trainable_state_dict()
+    assert {k: tuple(v.shape) for k, v in mapped.items()} == {k: tuple(v.shape) for k, v in ours.items()}
 
 
 def test_pos_interp_modes_differ():
