@@ -208,6 +208,10 @@ def test_tokenizer_import_loads_strictly_and_counts_match(imported_tokenizer):
     assert (cfg.dec_pos_interp, cfg.dec_feature_norm, cfg.pix_ch_mult, cfg.pix_res_blocks) == \
         ("dino_offset", "feature", MULT, 2)
     assert (out / "encoder.safetensors").is_file() and cfg.encoder_weights.endswith("encoder.safetensors")
+    copy = tok.save_pretrained(out.parent / "copy")  # e.g. `vfmtok export`: the encoder file goes along
+    assert (copy / "encoder.safetensors").is_file() and (copy / "README.md").is_file()
+    ids = torch.randint(0, CODES, (1, NC))
+    assert torch.equal(VFMTokenizer.from_pretrained(copy).decode(ids), tok.decode(ids))
 
 
 def test_dinov2_mapped_to_timm(imported_tokenizer):
