@@ -108,10 +108,10 @@ def import_gpt(path: Path, out: Path, which: str = "ema", num_tokens: int | None
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `vfmtok import-official`."""
-    p.add_argument("--tokenizer", type=Path, default=None, help="official VFMTok tokenizer .pt (e.g. vit_vqgan.pt)")
+    p.add_argument("--tokenizer", type=Path, default=None, help="official VFMTok tokenizer .pt (vfmtok-tokenizer.pt, or a trainer's vit_vqgan_step_N.pt)")
     p.add_argument("--dinov2", type=Path, default=None, help="DINOv2 weights the tokenizer was trained with "
                    "(facebookresearch dinov2_vitl14_reg4_pretrain.pth)")
-    p.add_argument("--gpt", type=Path, default=None, help="official GPT .pt (e.g. c2i_B_256.pt) or FSDP consolidated.pth")
+    p.add_argument("--gpt", type=Path, default=None, help="official GPT .pt (e.g. GPT-B-300e.pt) or FSDP consolidated.pth")
     p.add_argument("--which", default="ema", choices=["ema", "model"], help="weights inside the .pt to import")
     p.add_argument("--num-tokens", type=int, default=None, help="GPT sequence length when the file records no args "
                    "(default 256: VFMTok's 16 x 16)")
@@ -127,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
     if args.tokenizer is not None and args.dinov2 is None:
         raise VFMTokError("--tokenizer needs --dinov2 (the official trainer does not save the frozen DINOv2)")
     out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not ((out / "config.json").is_file() or (out / "model.json").is_file()):
+        raise VFMTokError(f"--out {out} exists and is not a checkpoint folder; refusing to replace it")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     both = args.tokenizer is not None and args.gpt is not None
