@@ -145,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
             facts = import_gpt(args.gpt, tmp / "generator" if both else tmp, args.which, args.num_tokens, info, args.n_head)
             print(f"gpt: {facts['preset']}, {facts['params']:,} parameters from {facts['source']} ({facts['weights']}); "
                   f"null class {facts['null_class']}")
+        if both:  # the layout of `vfmtok export`
+            write_json(tmp / "model.json", {"generator": "generator", "tokenizer": "tokenizer",
+                                            "imported_from": {"generator": args.gpt.name, "tokenizer": args.tokenizer.name}})
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
