@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -319,10 +320,10 @@ def test_tokenizer_bad_inputs(imported_tokenizer, tmp_path, capsys):
 G_DIM, G_LAYERS, G_HEADS, G_VOCAB, G_HIDDEN = 64, 2, 2, 50, 256  # find_multiple(int(8 * 64 / 3), 256)
 
 
-def llamagen_state(rows: int = 11) -> dict[str, torch.Tensor]:
+def llamagen_state(rows: int = 11, vocab: int = G_VOCAB) -> dict[str, torch.Tensor]:
     """A tiny LlamaGen Transformer state dict (official names; `rows` class-table rows)."""
-    s = {"tok_embeddings.weight": _r(G_VOCAB, G_DIM), "cls_embedding.embedding_table.weight": _r(rows, G_DIM),
-         "norm.weight": 1 + _r(G_DIM, s=0.1), "output.weight": _r(G_VOCAB, G_DIM, s=0.1)}
+    s = {"tok_embeddings.weight": _r(vocab, G_DIM), "cls_embedding.embedding_table.weight": _r(rows, G_DIM),
+         "norm.weight": 1 + _r(G_DIM, s=0.1), "output.weight": _r(vocab, G_DIM, s=0.1)}
     for i in range(G_LAYERS):
         p = f"layers.{i}"
         s[f"{p}.attention.wqkv.weight"], s[f"{p}.attention.wo.weight"] = _r(3 * G_DIM, G_DIM), _r(G_DIM, G_DIM)
@@ -412,3 +413,19 @@ def test_gpt_bad_inputs(imported_tokenizer, tmp_path, capsys):
     _one_line_error(["import-official", "--gpt", str(pt), "--which", "model", "--n-head", "2", "--out", out], capsys,
                     "unexpected key")
     _one_line_error(["import-official", "--gpt", str(pt), "--out", out], capsys, "no 'ema'", "--which model")
+
+
+def test_pair_import_then_sample(imported_tokenizer, tmp_path):
+    """--tokenizer and --gpt together: OUT/tokenizer + OUT/generator, and `vfmtok sample` takes the pair."""
+    _, _, _, root = imported_tokenizer
+    args = argparse.Namespace(gpt_model="GPT-tiny", num_classes=10, latent_size=4, cls_token_num=1)
+    gpt_pt = _save(tmp_path / "GPT-tiny.pt", {"ema": llamagen_state(11, vocab=CODES), "args": args})
+    out = tmp_path / "pair"
+    assert main(["import-official", "--tokenizer", str(root / "vit_vqgan.pt"), "--dinov2",
+                 str(root / "dinov2_vits14_reg4_pretrain.pth"), "--gpt", str(gpt_pt), "--n-head", "2",
+                 "--out", str(out)]) == 0
+    assert (out / "model.json").is_file() and (out / "tokenizer" / "encoder.safetensors").is_file()
+    assert main(["sample", "--gpt", str(out / "generator"), "--class", "3", "--per-class", "2", "--device", "cpu",
+                 "--cfg-scale", "2.0", "--out", str(tmp_path / "s")]) == 0
+    with np.load(tmp_path / "s" / "samples.npz") as z:
+        assert z["arr_0"].shape == (2, IMAGE, IMAGE, 3)
