@@ -40,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="per rank and step")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"], help="GPT weights on CUDA")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (as the official --compile)")
     p.add_argument("--out", type=Path, required=True, help="output .npz")
 
 
@@ -74,7 +75,8 @@ def _rank_part(args, gpt, tok, labels: torch.Tensor, rank: int, world: int, key:
     for b in tqdm(batches, desc=f"rank {rank}", unit="batch", disable=None):
         lab = labels[b * args.batch_size:(b + 1) * args.batch_size]
         chunks.append(generate_images(gpt, tok, lab, args.cfg_scale, args.cfg_interval, args.temperature, args.top_k,
-                                      args.top_p, seed=args.seed + b, batch_size=args.batch_size))
+                                      args.top_p, seed=args.seed + b, batch_size=args.batch_size,
+                                      compile=args.compile))
     arr = np.concatenate(chunks) if chunks else np.zeros((0, tok.image_size, tok.image_size, 3), np.uint8)
     with atomic_path(part) as tmp:
         with open(tmp, "wb") as f:
