@@ -19,7 +19,8 @@ from vfmtok.official.reading import load_official, pick_state, saved_args, strip
 from vfmtok.official.tokenizer_import import (dinov2_arch, dinov2_to_timm, infer_tokenizer_config,
                                               is_official_tokenizer, map_tokenizer_state)
 from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, load_state_strict, save_safetensors, write_json
+from vfmtok.utils.hub import write_model_card
+from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, load_state_strict, read_json, save_safetensors, write_json
 
 ENCODER_FILE = "encoder.safetensors"
 
@@ -79,8 +80,16 @@ def import_tokenizer(path: Path, dinov2: Path, out: Path, which: str = "ema") ->
     facts = {"source": path.name, "source_sha256": file_sha256(path), "weights": source, "dinov2": dinov2.name,
              "dinov2_sha256": file_sha256(dinov2), "encoder": encoder,
              "params": sum(v.numel() for v in model.trainable_state_dict().values())}
-    VFMTokenizer(model).save_pretrained(out, extra={"official_import": facts})
+    VFMTokenizer(model).save_pretrained(out, extra={"official_import": facts}, card=_card("tokenizer", facts))
     return facts
+
+
+def _card(kind: str, facts: dict[str, Any]) -> dict[str, Any]:
+    """Model card fields of an imported checkpoint (no metric: none was measured by the import)."""
+    return {"title": f"VFMTok {kind} (official weights, imported)",
+            "what": f"The officially released {kind} `{facts['source']}` ({facts['weights']} weights, sha256 "
+                    f"{facts['source_sha256']}), converted by `vfmtok import-official`; {facts['params']:,} parameters.",
+            "data": "ImageNet-1k, as trained by the official release (CVMI-Lab/VFMTok; LlamaGen for the GPT code)."}
 
 
 def import_gpt(path: Path, out: Path, which: str = "ema", num_tokens: int | None = None,
@@ -98,11 +107,10 @@ def import_gpt(path: Path, out: Path, which: str = "ema", num_tokens: int | None
              "params": sum(p.numel() for p in model.parameters())}
     model.save_pretrained(out)
     meta_path = out / "config.json"
-    from vfmtok.utils.io import read_json
-
     meta = read_json(meta_path)
     meta["config"]["official_import"] = facts
     write_json(meta_path, meta)
+    write_model_card(out, "gpt", meta["config"], _card("GPT", facts))
     return facts
 
 

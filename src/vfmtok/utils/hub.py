@@ -70,7 +70,9 @@ def write_model_card(folder: str | Path, model_type: str, config: dict[str, Any]
     from vfmtok.utils.io import write_text
 
     card = dict(card or {})
-    command = card.get("command") or "vfmtok " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    argv = sys.argv[1:]
+    command = card.get("command") or ("vfmtok " + " ".join(shlex.quote(a) for a in argv) if argv
+                                      else "(written from Python, not from the vfmtok command line)")
     arch = config.get("model") or config.get("gpt") or {}
     summary = ", ".join(f"{k}={v}" for k, v in arch.items() if not isinstance(v, (dict, list)))[:600]
     metrics = card.get("metrics") or {}
