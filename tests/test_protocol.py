@@ -112,3 +112,25 @@ def test_eval_generator_official_protocol_records_random_labels(tmp_path, monkey
     assert rec["protocol"]["name"] == "official" and rec["protocol"]["labels"] == "random" and rec["resolution"] == 256
     assert labels == make_labels(4, 8, "random", 0).tolist() and all(s[1] == 256 for s in seen)
     I._build.cache_clear()
+
+
+@pytest.mark.slow
+def test_eval_tokenizer_official_protocol_scores_at_256(tmp_path, monkeypatch):
+    import vfmtok.eval.commands as C
+    from vfmtok.eval import inception as I
+    from test_eval_commands import FakeTokenizer
+
+    monkeypatch.setenv("VFMTOK_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(I, "find_full_weights", lambda: None)
+    I._build.cache_clear()
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "model.safetensors").write_bytes(b"fake")
+    monkeypatch.setattr(C, "load_tokenizer", lambda path, device: FakeTokenizer(path, noise=0.1))
+    out = tmp_path / "tok.json"
+    assert main(["eval-tokenizer", str(tmp_path / "tok"), "--num-images", "4", "--batch-size", "2", "--no-lpips",
+                 "--second-encoder", "none", "--protocol", "official", "--out", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["resolution"] == 256 and rec["protocol"]["name"] == "official"
+    assert rec["tokenizer"]["image_size"] == 32
+    assert 10 < rec["metrics"]["PSNR"] < 60
+    I._build.cache_clear()

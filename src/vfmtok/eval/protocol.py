@@ -102,7 +102,7 @@ def resized_set(images: Any, size: int) -> Any:
     from vfmtok.eval.imagesets import ImageSet
 
     def read(i: int) -> np.ndarray:
-        return pil_resize(torch.from_numpy(images.read(i)[None]), size)[0].numpy()
+        return pil_resize(torch.from_numpy(np.array(images.read(i))[None]), size)[0].numpy()
 
     return ImageSet({**images.description, "resized_to": size, "resize": "PIL bicubic"}, size, images.labels,
                     images.class_names, len(images), read)
