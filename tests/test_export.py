@@ -3,6 +3,8 @@
 import json
 import shutil
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -60,6 +62,12 @@ def test_sample_uses_the_bundled_model_by_default(pair, tmp_path, monkeypatch, c
     why = cpu_kernels.unavailable_reason()  # what this machine's kernels say, recorded as it is
     assert info["cpu_kernels"] == ("on" if why is None else f"off: {why}")
     assert info["device"] == "cpu" and info["tokenizer_hash"] == load_tokenizer(bundle / "tokenizer").checkpoint_hash
+    assert main(["sample", "--class", "golf ball", "--per-class", "2", "--out", str(tmp_path / "plain"), "--device", "cpu",
+                 "--no-cpu-accel"]) == 0
+    plain = json.loads((tmp_path / "plain" / "sample_info.json").read_text())
+    assert plain["cpu_kernels"].startswith("off: turned off")
+    with np.load(tmp_path / "s" / "samples.npz") as a, np.load(tmp_path / "plain" / "samples.npz") as b:
+        assert np.array_equal(a["arr_0"], b["arr_0"])  # the kernels change the speed, not the samples
 
 
 def test_export_refuses_a_mismatched_tokenizer(pair, tmp_path):

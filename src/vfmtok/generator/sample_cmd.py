@@ -35,12 +35,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     A.add(p, "out", required=False, default="samples")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the decode step (CUDA graphs on GPUs; the tool for GPU speed)")
+    p.add_argument("--cpu-accel", action=argparse.BooleanOptionalAction, default=None,
+                   help="fp32 CPU sampling on the compiled kernels of vfmtok.accel.cpu (default: on unless "
+                        "VFMTOK_CPU_ACCEL=0; off with --compile)")
 
 
 def sample(gpt_path: str | Path | None = None, tokenizer: str | Path | None = None, classes: Sequence[str | int] = (),
            per_class: int = 4, out: str | Path = "samples", cfg_scale: float = 1.0, cfg_interval: int = -1,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0, batch_size: int = 32,
-           device: str = "auto", precision: str = "bf16", compile: bool = False) -> dict[str, Any]:
+           device: str = "auto", precision: str = "bf16", compile: bool = False,
+           cpu_accel_on: bool | None = None) -> dict[str, Any]:
     """Sample `per_class` images of each class (all classes when none given) into `out`; returns the written paths."""
     require(per_class >= 1 and batch_size >= 1, f"per_class and batch_size must be >= 1, got {per_class} and {batch_size}")
     dev = resolve_device(device)
@@ -50,8 +54,9 @@ def sample(gpt_path: str | Path | None = None, tokenizer: str | Path | None = No
         gpt = gpt.to(torch.bfloat16 if precision == "bf16" else torch.float16)
     tok = load_gpt_tokenizer(gpt, tokenizer, dev)
     kernels = None
+    wanted = cpu_accel.enabled_by_default() if cpu_accel_on is None else cpu_accel_on
     if dev.type == "cpu" and not compile:
-        why = cpu_accel.unavailable_reason(gpt) if cpu_accel.enabled_by_default() else "VFMTOK_CPU_ACCEL=0"
+        why = cpu_accel.unavailable_reason(gpt) if wanted else "turned off (--no-cpu-accel or VFMTOK_CPU_ACCEL=0)"
         kernels = "on" if why is None else f"off: {why}"
         if why is not None:
             print(f"note: compiled CPU kernels off ({why}); sampling takes the plain torch path", file=sys.stderr)
@@ -60,7 +65,7 @@ def sample(gpt_path: str | Path | None = None, tokenizer: str | Path | None = No
     labels = [c for c in chosen for _ in range(per_class)]
     t0 = time.perf_counter()
     images = generate_images(gpt, tok, torch.tensor(labels), cfg_scale, cfg_interval, temperature, top_k, top_p, seed,
-                             batch_size, compile=compile)
+                             batch_size, cpu_accel=wanted, compile=compile)
     info = {"gpt": str(gpt_path), "tokenizer": str(tok.checkpoint_path), "tokenizer_hash": tok.checkpoint_hash,
             "cfg_scale": cfg_scale, "cfg_interval": cfg_interval, "temperature": temperature, "top_k": top_k,
             "top_p": top_p, "seed": seed, "batch_size": batch_size, "precision": precision,
@@ -74,6 +79,6 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of `vfmtok sample`."""
     paths = sample(args.gpt, args.tokenizer, args.classes, args.per_class, args.out, args.cfg_scale, args.cfg_interval,
                    args.temperature, args.top_k, args.top_p, args.seed, args.batch_size, args.device, args.precision,
-                   args.compile)
+                   args.compile, args.cpu_accel)
     print(f"wrote {paths['num_images']} images: {paths['grid']}, {paths['npz']}, {paths['images']}/")
     return 0
