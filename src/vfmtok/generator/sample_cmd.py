@@ -13,8 +13,8 @@ from vfmtok.export import DEFAULT_MODEL_NAME, default_generator
 from vfmtok.generator.gpt import GPT
 from vfmtok.generator.pairing import load_gpt_tokenizer
 from vfmtok.generator.sample import generate_images, parse_labels, save_samples
+from vfmtok.accel import cpu as cpu_accel
 from vfmtok.utils import args as A
-from vfmtok.utils import cpu_kernels
 from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import require
 
@@ -48,10 +48,10 @@ def sample(gpt_path: str | Path | None = None, tokenizer: str | Path | None = No
     tok = load_gpt_tokenizer(gpt, tokenizer, dev)
     kernels = None
     if dev.type == "cpu":
-        why = cpu_kernels.unavailable_reason()
+        why = cpu_accel.unavailable_reason(gpt) if cpu_accel.enabled_by_default() else "VFMTOK_CPU_ACCEL=0"
         kernels = "on" if why is None else f"off: {why}"
         if why is not None:
-            print(f"note: compiled CPU kernels off ({why}); sampling takes the slower torch path", file=sys.stderr)
+            print(f"note: compiled CPU kernels off ({why}); sampling takes the plain torch path", file=sys.stderr)
     n_cls = gpt.config.num_classes
     chosen = parse_labels(classes, gpt.class_names, n_cls) if classes else list(range(n_cls))
     labels = [c for c in chosen for _ in range(per_class)]
