@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from vfmtok.accel import cpu as cpu_accel
 from vfmtok.cli import main
 from vfmtok.export import export_pair
 from vfmtok.generator.gpt import GPT, create_gpt
 from vfmtok.generator.sample import generate_images
 from vfmtok.tokenizer.api import build_tiny_tokenizer, load_tokenizer
-from vfmtok.accel import cpu_kernels
 from vfmtok.utils.errors import VFMTokError
 
 
@@ -59,7 +59,8 @@ def test_sample_uses_the_bundled_model_by_default(pair, tmp_path, monkeypatch, c
     assert main(["sample", "--class", "golf ball", "--per-class", "2", "--out", str(tmp_path / "s"), "--device", "cpu"]) == 0
     info = json.loads((tmp_path / "s" / "sample_info.json").read_text())
     assert info["labels"] == [1, 1] and info["gpt"].endswith("generator")
-    why = cpu_kernels.unavailable_reason()  # what this machine's kernels say, recorded as it is
+    gpt = GPT.from_pretrained(bundle / "generator")  # what this machine's kernels say about it, recorded as it is
+    why = cpu_accel.unavailable_reason(gpt) if cpu_accel.enabled_by_default() else "VFMTOK_CPU_ACCEL=0"
     assert info["cpu_kernels"] == ("on" if why is None else f"off: {why}")
     assert info["device"] == "cpu" and info["tokenizer_hash"] == load_tokenizer(bundle / "tokenizer").checkpoint_hash
     assert main(["sample", "--class", "golf ball", "--per-class", "2", "--out", str(tmp_path / "plain"), "--device", "cpu",

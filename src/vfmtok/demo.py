@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from vfmtok.data.imagefolder import ImageFolderDataset
     from vfmtok.data.sources import resolve_dataset
     from vfmtok.generator.gpt import preset_config
-    from vfmtok.eval.commands import eval_generator, eval_tokenizer, options
+    from vfmtok.eval.commands import eval_generator, eval_tokenizer
+    from vfmtok.eval.options import options
     from vfmtok.generator.sample_cmd import sample
     from vfmtok.tokenizer.api import VFMTokenizer
     from vfmtok.tokenizer.config import get_preset

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vfmtok.eval.commands import add_run_arguments, add_tokenizer_argument, load_tokenizer, prepare, tokenizer_path
+from vfmtok.eval.commands import load_tokenizer, tokenizer_path
+from vfmtok.eval.options import add_run_arguments, add_tokenizer_argument, prepare
 from vfmtok.eval.image_metrics import uint8_to_signed
 from vfmtok.eval.imagesets import ImageSet, iter_batches, open_image_set, subset_indices
 from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, print_result
