@@ -100,6 +100,7 @@ def test_eval_generator_official_protocol_records_random_labels(tmp_path, monkey
     for name in ("tok", "gpt"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "model.safetensors").write_bytes(b"fake")
+        (tmp_path / name / "config.json").write_text("{}")
     monkeypatch.setattr(C, "load_tokenizer", lambda path, device: FakeTokenizer(path))
     monkeypatch.setattr(C, "load_generator", lambda path, device: FakeGPT())
     monkeypatch.setattr(C, "generate", fake_generate)
