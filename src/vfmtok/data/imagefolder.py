@@ -193,7 +193,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         img = self.read(i)
         label = self.class_to_idx[self.items[i][1]]
         if self.train:
-            rng = random.Random(hash((self.seed, self._epoch, i, torch.initial_seed() if torch.utils.data.get_worker_info() else 0)))
+            # (seed, epoch, index) only: the same crop whichever worker, or resumed run, reads the image.
+            rng = random.Random(hash((self.seed, self._epoch, i)))
             img = random_crop_resize(img, self.image_size, rng, self.min_scale)
             if self.hflip and rng.random() < 0.5:
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
