@@ -62,6 +62,8 @@ def test_prepare_round_trip_and_resume(shards):
     prepare_shards(str(shards.parent), shards, shard_size=5, split="train", seed=3)  # writes only the missing one
     assert (shards / "shard-000002.tar").read_bytes() == first
     assert not list(shards.glob(".*tmp"))
+    par = prepare_shards(str(shards.parent), shards.parent / "par", shard_size=5, split="train", seed=3, workers=2)
+    assert all((par / f.name).read_bytes() == f.read_bytes() for f in shards.glob("*.tar"))  # same bytes in parallel
     with pytest.raises(VFMTokError, match="another prepare-data plan"):
         prepare_shards(str(shards.parent), shards, shard_size=6, split="train", seed=3)
 
