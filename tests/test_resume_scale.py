@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -122,3 +123,24 @@ def test_activation_checkpointing_gives_the_same_gradients():
         grads.append((names, [p.grad.clone() for p in model.parameters()]))
     assert grads[0][0] == grads[1][0]  # parameter names (checkpoint keys) unchanged
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[0][1], grads[1][1]))
+
+
+def test_sampling_under_torchrun_shares_the_labels_over_ranks(tmp_path, monkeypatch):
+    from vfmtok.cli import main
+
+    folder = _nano().save_pretrained(tmp_path / "gpt")
+    monkeypatch.setattr("vfmtok.generator.sample_cmd.load_tokenizer_for", lambda gpt, path, device: FakeTokenizer())
+    out, got = tmp_path / "s", []
+    for rank in range(2):
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", str(rank))
+        assert main(["sample", "--gpt", str(folder), "--per-class", "3", "--out", str(out), "--device", "cpu"]) == 0
+        got.append(np.load(out / f"rank_{rank:03d}" / "samples.npz"))
+    assert sorted(got[0]["labels"].tolist() + got[1]["labels"].tolist()) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert len(got[0]["labels"]) == 5 and not (out / "samples.npz").exists()
+    # Same label on both ranks (class 1 is at index 1 of rank 1 and index 2 of rank 0): different noise.
+    assert not np.array_equal(got[0]["arr_0"][2], got[1]["arr_0"][1])
+    from vfmtok.eval.imagesets import open_image_set
+
+    both = open_image_set(out, None)  # eval-generator --samples reads the ranks' files as one set
+    assert len(both) == 9 and np.array_equal(both.read(5), got[1]["arr_0"][0])

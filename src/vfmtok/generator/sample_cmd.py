@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,21 @@ def load_tokenizer_for(gpt: GPT, path: str | None, device: torch.device) -> Any:
     return load_tokenizer(path, device=device)
 
 
+def rank_share(labels: list[int], seed: int, out: str) -> tuple[list[int], int, str]:
+    """Under torchrun (WORLD_SIZE > 1): this rank's labels [rank::world], its own seed and `out/rank_RRR` folder."""
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    if world <= 1:
+        return labels, seed, out
+    # Ranks need distinct noise; 1_000_003 apart keeps seed s rank r clear of seed s+1's ranks.
+    return labels[rank::world], seed + 1_000_003 * rank, str(Path(out) / f"rank_{rank:03d}")
+
+
 def run(args: argparse.Namespace) -> int:
-    """Entry point of `vfmtok sample`."""
+    """Entry point of `vfmtok sample`; under torchrun every rank samples its share into out/rank_RRR/."""
     if args.per_class < 1 or args.batch_size < 1:
         raise VFMTokError("--per-class and --batch-size must be >= 1")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))  # 'cuda' then means this rank's GPU
     device = resolve_device(args.device)
     args.gpt = args.gpt or default_generator()
     gpt = GPT.from_pretrained(args.gpt, device=device)
@@ -67,14 +79,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: compiled CPU kernels off ({why}); sampling takes the slower torch path", file=sys.stderr)
     n_cls = gpt.config.num_classes
     classes = parse_labels(args.classes, gpt.class_names, n_cls) if args.classes else list(range(n_cls))
-    labels = [c for c in classes for _ in range(args.per_class)]
-    images = generate_images(gpt, tok, torch.tensor(labels), args.cfg_scale, args.cfg_interval, args.temperature,
-                             args.top_k, args.top_p, args.seed, args.batch_size)
+    labels, seed, out = rank_share([c for c in classes for _ in range(args.per_class)], args.seed, args.out)
+    images = generate_images(gpt, tok, torch.tensor(labels, dtype=torch.long), args.cfg_scale, args.cfg_interval,
+                             args.temperature, args.top_k, args.top_p, seed, args.batch_size)
     info = {"gpt": str(args.gpt), "tokenizer": str(tok.checkpoint_path), "tokenizer_hash": tok.checkpoint_hash,
             **{k: getattr(args, k) for k in ("cfg_scale", "cfg_interval", "temperature", "top_k", "top_p", "seed",
                                              "batch_size", "precision")},
-            "device": str(device), "cpu_kernels": kernels, "labels": labels}
-    paths = save_samples(args.out, images, labels, gpt.class_names, ncol=args.per_class if args.per_class > 1 else 8,
+            "rank_seed": seed, "device": str(device), "cpu_kernels": kernels, "labels": labels}
+    paths = save_samples(out, images, labels, gpt.class_names, ncol=args.per_class if args.per_class > 1 else 8,
                          info=info)
     print(f"wrote {len(images)} images: {paths['grid']}, {paths['npz']}, {paths['images']}/")
     return 0
