@@ -60,7 +60,7 @@ def codes(tmp_path_factory):
 
 @pytest.mark.slow
 def test_tokenizer_on_shards_resumes_mid_epoch_bit_identical(tmp_path):
-    shards = prepare_shards("sample", tmp_path / "shards", shard_size=100)  # 500 images: 62 steps of 2 x 4 per epoch
+    shards = prepare_shards("sample", tmp_path / "shards", shard_size=100)  # 400 train images: 2 ranks x 2 x accum 2 = 50 steps per epoch
     args = ["--preset", "tiny", "--set", "model.encoder_pretrained=false", "--set", "loss.lpips_weight=0",
             "--set", "model.dec_dropout=0.2", "--set", "train.shuffle_buffer=50", "--set", "train.save_every=2",
             "--set", "train.accum_steps=2", "--data", str(shards), "--steps", "4", "--batch-size", "2", "--device", "cpu"]
