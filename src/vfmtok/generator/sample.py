@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vfmtok.accel.cpu import accelerate
 from vfmtok.generator.generate import generate
 from vfmtok.generator.gpt import GPT
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.images import make_grid, save_png, to_uint8
 from vfmtok.utils.io import atomic_path, write_json
-from vfmtok.utils.linear import packed_linears
 
 
 def check_tokenizer(gpt: GPT, tokenizer: Any) -> None:
@@ -57,8 +57,12 @@ def parse_labels(specs: Sequence[str | int], class_names: Sequence[str] | None, 
 @torch.no_grad()
 def generate_images(gpt: GPT, tokenizer: Any, labels: torch.Tensor, cfg_scale: float = 1.0, cfg_interval: int = -1,
                     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-                    batch_size: int = 32) -> np.ndarray:
-    """uint8 images (N, H, W, 3) for class labels (N,); the same seed and batch_size give the same images."""
+                    batch_size: int = 32, cpu_accel: bool | None = None, compile: bool | str = False) -> np.ndarray:
+    """uint8 images (N, H, W, 3) for class labels (N,); the same seed and batch_size give the same images.
+
+    An fp32 GPT on the CPU samples through `vfmtok.accel.cpu.accelerate` unless cpu_accel is False (None: on unless
+    VFMTOK_CPU_ACCEL=0); compile is passed to `generate` (torch.compile of the decode step, the tool for GPUs).
+    """
     check_tokenizer(gpt, tokenizer)
     labels = torch.as_tensor(labels, dtype=torch.long).flatten()
     bad = labels[(labels < 0) | (labels > gpt.null_class)]
@@ -68,10 +72,11 @@ def generate_images(gpt: GPT, tokenizer: Any, labels: torch.Tensor, cfg_scale: f
     device = gpt.head.weight.device
     gen = torch.Generator(device=device).manual_seed(seed)
     chunks = []
-    with packed_linears(gpt):  # packed once for all batches (generate would repack per call)
+    with accelerate(gpt, enabled=False if compile else cpu_accel):  # swapped in once for all batches
         for start in tqdm(range(0, len(labels), batch_size), desc="sampling", unit="batch", disable=None):
             batch = labels[start: start + batch_size]
-            ids = generate(gpt, batch, cfg_scale, cfg_interval, temperature, top_k, top_p, generator=gen)
+            ids = generate(gpt, batch, cfg_scale, cfg_interval, temperature, top_k, top_p, generator=gen,
+                           compile=compile)
             chunks.append(to_uint8(tokenizer.decode(ids)))
     return np.concatenate(chunks) if chunks else np.zeros((0, tokenizer.image_size, tokenizer.image_size, 3), np.uint8)
 

@@ -14,7 +14,7 @@ from vfmtok.export import DEFAULT_MODEL_NAME, default_generator
 from vfmtok.generator.gpt import GPT
 from vfmtok.generator.sample import generate_images, parse_labels, save_samples
 from vfmtok.train.extract import resolve_device
-from vfmtok.utils import cpu_kernels
+from vfmtok.accel import cpu as cpu_accel
 from vfmtok.utils.errors import VFMTokError
 
 
@@ -73,10 +73,10 @@ def run(args: argparse.Namespace) -> int:
     tok = load_tokenizer_for(gpt, args.tokenizer, device)
     kernels = None
     if device.type == "cpu":
-        why = cpu_kernels.unavailable_reason()
+        why = cpu_accel.unavailable_reason(gpt) if cpu_accel.enabled_by_default() else "VFMTOK_CPU_ACCEL=0"
         kernels = "on" if why is None else f"off: {why}"
         if why is not None:
-            print(f"note: compiled CPU kernels off ({why}); sampling takes the slower torch path", file=sys.stderr)
+            print(f"note: compiled CPU kernels off ({why}); sampling takes the plain torch path", file=sys.stderr)
     n_cls = gpt.config.num_classes
     classes = parse_labels(args.classes, gpt.class_names, n_cls) if args.classes else list(range(n_cls))
     labels, seed, out = rank_share([c for c in classes for _ in range(args.per_class)], args.seed, args.out)
