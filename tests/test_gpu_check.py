@@ -22,5 +22,7 @@ def test_gpu_check_dry_run(tmp_path):
     assert {r["section"] for r in rows} == {"train tokenizer", "train GPT", "sample", "DDP"}
     assert all(r["steps_per_s"] > 0 for r in rows if r["section"].startswith("train"))
     assert [r["ok"] for r in rows if r["section"] == "DDP"] == [True]
+    sampled = [r for r in rows if r["section"] == "sample"]
+    assert len(sampled) == 4 and all(r["images_per_s"] > 0 for r in sampled)  # eager and compiled, two batch sizes
     md = (tmp_path / "gpu_check.md").read_text()
     assert md.count("\n| ") == len(rows) + 1  # header + one line per row
