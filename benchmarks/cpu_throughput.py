@@ -106,7 +106,7 @@ def run(label: str, steps: int, batch: int, work: Path) -> list[dict]:
                      "rate": round(gpt_rate(data, tiny_tok, steps, batch, work)), "unit": "tokens/s"})
     if prep_s is not None:
         rows.append({"label": label, "data": "tar shards", "threads": torch.get_num_threads(),
-                     "what": "prepare-data of the 500-image sample (one-off)", "rate": round(prep_s, 2), "unit": "s"})
+                     "what": "prepare-data of the sample's 400 train images (one-off)", "rate": round(prep_s, 2), "unit": "s"})
     return rows
 
 
