@@ -14,6 +14,7 @@ from vfmtok.utils.errors import VFMTokError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "fetch-weights": ("vfmtok.utils.fetch_cmd", "download the offline-readable VGG16/AlexNet/LPIPS and FID-Inception files"),
+    "prepare-data": ("vfmtok.data.prepare", "write an image folder / zip / LMDB as shuffled tar shards for streaming"),
     "train-tokenizer": ("vfmtok.train.tokenizer", "train a VFMTok (or baseline VQGAN) tokenizer"),
     "encode": ("vfmtok.tokenizer.commands", "encode images to token ids (.npz)"),
     "reconstruct": ("vfmtok.tokenizer.commands", "encode + decode images, write originals | reconstructions"),

@@ -197,20 +197,28 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         """Change the augmentation stream (used by the training loop)."""
         self._epoch = epoch
 
-    def read(self, i: int) -> Image.Image:
-        """The i-th image as PIL RGB, unaugmented."""
+    def read_bytes(self, i: int) -> bytes:
+        """The i-th image file's bytes, as stored."""
         member, _ = self.items[i]
         if self.src.zip_path is not None:
             if self._zip is None:  # one handle per worker process
                 self._zip = zipfile.ZipFile(self.src.zip_path)
-            return load_rgb(self._zip.read(member))
-        return load_rgb(member)
+            return self._zip.read(member)
+        try:
+            return Path(member).read_bytes()
+        except OSError as e:
+            raise VFMTokError(f"cannot read image: {e}") from None
+
+    def read(self, i: int) -> Image.Image:
+        """The i-th image as PIL RGB, unaugmented."""
+        return load_rgb(self.read_bytes(i))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         img = self.read(i)
         label = self.class_to_idx[self.items[i][1]]
         if self.train:
-            rng = random.Random(hash((self.seed, self._epoch, i, torch.initial_seed() if torch.utils.data.get_worker_info() else 0)))
+            # (seed, epoch, index) only: the same crop whichever worker, or resumed run, reads the image.
+            rng = random.Random(hash((self.seed, self._epoch, i)))
             img = random_view(img, self.image_size, rng, self.min_scale, self.hflip)
         else:
             img = center_crop_resize(img, self.image_size)

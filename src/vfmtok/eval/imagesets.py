@@ -58,8 +58,9 @@ def load_npz_images(path: Path) -> np.ndarray:
     return arr
 
 
-def _npz_set(path: Path, resolution: int | None) -> ImageSet:
-    arr = load_npz_images(path)
+def _npz_set(path: Path, resolution: int | None, parts: list[Path] | None = None) -> ImageSet:
+    # parts: the rank_RRR/samples.npz files of a `torchrun ... vfmtok sample` run, read as one set.
+    arr = np.concatenate([load_npz_images(x) for x in parts]) if parts else load_npz_images(path)
 
     def read(i: int) -> np.ndarray:
         a = arr[i]
@@ -93,7 +94,8 @@ def _dataset_set(spec: str, resolution: int, split: str | None) -> ImageSet:
 def open_image_set(spec: str | Path, resolution: int | None, split: str | None = None) -> ImageSet:
     """'sample' | 'imagenette' | 'cifar10' | dataset zip/folder (class sub-folders) | flat folder | .npz.
 
-    A folder written by `vfmtok sample` (holding samples.npz) is read through its .npz. With resolution None
+    A folder written by `vfmtok sample` (holding samples.npz, or rank_*/samples.npz under torchrun) is read through
+    its .npz files. With resolution None
     (samples at their own size) a folder is read as a flat list of images, the first one fixing the size.
     """
     s = str(spec)
@@ -105,6 +107,9 @@ def open_image_set(spec: str | Path, resolution: int | None, split: str | None =
         require(p.exists(), f"image folder not found: {p}")
     if p.is_dir() and (p / "samples.npz").is_file():
         return _npz_set(p / "samples.npz", resolution)
+    ranks = sorted(p.glob("rank_*/samples.npz")) if p.is_dir() else []
+    if ranks:
+        return _npz_set(p, resolution, ranks)
     if p.is_dir() and (resolution is None or not any(c.is_dir() for c in p.iterdir())):
         return _flat_folder(p, resolution)  # samples, with or without sub-folders
     require(resolution is not None, f"give --image-size to read the dataset {s}")

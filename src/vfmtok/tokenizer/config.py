@@ -104,8 +104,10 @@ class TrainConfig:
     log_every: int = 10
     sample_every: int = 0                 # write a reconstruction grid every N steps (0 = only at the end)
     num_workers: int = 0
+    accum_steps: int = 1                  # micro-batches of batch_size per optimiser step (global batch x this)
+    shuffle_buffer: int = 2000            # tar shards only: samples in the streaming shuffle buffer
     seed: int = 0
-    precision: str = "bf16"               # used on GPU; CPU always runs fp32
+    precision: str = "bf16"               # used on GPU (fp16 adds a grad scaler); CPU always runs fp32
     device: str = "auto"
 
     def validate(self) -> None:

@@ -45,11 +45,14 @@ def setup_distributed(device: str = "auto") -> DistInfo:
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
         if dev.type == "cuda":  # one GPU per process: the local rank picks it
+            enable_tf32()
             torch.cuda.set_device(local)
             dev = torch.device("cuda", local)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         return DistInfo(rank, world, local, dev)
+    if dev.type == "cuda":
+        enable_tf32()
     return DistInfo(device=dev)
 
 
@@ -215,28 +218,67 @@ def load_resume_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def rng_state() -> dict[str, Any]:
-    """RNG states as tensors/primitives (weights_only-loadable)."""
-    st = {"torch": torch.get_rng_state()}
+    """This process's RNG states (torch, CUDA, python, numpy) as tensors/primitives (weights_only-loadable)."""
+    st = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    np_st = np.random.get_state()
+    st["numpy"] = (np_st[0], torch.from_numpy(np_st[1].astype(np.int64)), *np_st[2:])
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
 
 
 def set_rng_state(st: dict[str, Any]) -> None:
-    """Restore the torch RNG state saved by rng_state."""
+    """Restore the RNG states saved by rng_state (older checkpoints hold the torch state only)."""
     torch.set_rng_state(st["torch"])
+    if "python" in st:
+        v, internal, gauss = st["python"]
+        random.setstate((v, tuple(internal), gauss))
+    if "numpy" in st:
+        name, keys, *rest = st["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def infinite_loader(loader: torch.utils.data.DataLoader, start_epoch: int = 0):
-    """Yield (epoch, batch) forever, calling sampler/dataset set_epoch for reproducible shuffles."""
-    epoch = start_epoch
-    while True:
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        if hasattr(loader.dataset, "set_epoch"):
-            loader.dataset.set_epoch(epoch)
-        for batch in loader:
-            yield epoch, batch
-        epoch += 1
+def gather_rng_states() -> list[dict[str, Any]]:
+    """Every rank's rng_state(), in rank order (a collective under DDP; a one-element list otherwise)."""
+    mine = rng_state()
+    if not dist.is_initialized():
+        return [mine]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, mine)
+    return out
+
+
+def restore_rank_rng(saved: Any, info: DistInfo, where: str) -> None:
+    """Set this rank's RNG from a checkpoint's per-rank list; the run must resume with the world size it had."""
+    states = saved if isinstance(saved, list) else [saved]  # checkpoints before per-rank states
+    if len(states) != info.world_size:
+        raise VFMTokError(f"--resume: {where} was saved by {len(states)} processes, this run has {info.world_size}; "
+                          "resume with the same number of processes (the data order and RNG streams depend on it)")
+    set_rng_state(states[info.rank])
+
+
+def enable_tf32() -> None:
+    """TF32 matmuls/convolutions on CUDA: fp32 regions (losses, norms, the quantiser) then run on tensor cores too."""
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+@contextlib.contextmanager
+def grad_sync(model: nn.Module, enabled: bool):
+    """Skip the gradient all-reduce (DDP no_sync / FSDP2 requires_gradient_sync) for all but the last micro-batch."""
+    if enabled:
+        yield
+    elif isinstance(model, nn.parallel.DistributedDataParallel):
+        with model.no_sync():
+            yield
+    elif hasattr(model, "set_requires_gradient_sync"):
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        yield

@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -21,6 +21,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from vfmtok.data.codes import CodeDataset
+from vfmtok.data.loaders import EpochStream, shard_folder
+from vfmtok.data.shards import ShardDataset, load_index
 from vfmtok.generator.pairing import check_codes_match, tokenizer_facts
 from vfmtok.generator.gpt import GPT, GPTConfig, preset_config
 from vfmtok.train import common as C
@@ -56,6 +58,9 @@ class GeneratorTrainConfig:
     precision: str = "bf16"  # autocast on GPU; CPU runs fp32
     seed: int = 0
     num_workers: int = 0
+    accum_steps: int = 1  # micro-batches of batch_size per optimiser step (to reach a global batch on fewer GPUs)
+    grad_checkpoint: bool = False  # recompute each block's activations in the backward pass (memory for compute)
+    shuffle_buffer: int = 2000  # --data as tar shards: samples in the streaming shuffle buffer
     fsdp: bool = False
     device: str = "auto"
 
@@ -65,7 +70,7 @@ class GeneratorTrainConfig:
         if self.precision not in ("fp32", "bf16"):
             raise VFMTokError(f"precision must be fp32 or bf16 for training (fp16 would need loss scaling), got '{self.precision}'")
         check_ranges(self, "generator", positive=("steps", "batch_size", "lr", "save_every", "log_every", "keep_last",
-                                                  "grad_clip"),
+                                                  "grad_clip", "accum_steps"),
                      non_negative=("weight_decay", "warmup_steps", "min_lr", "seed", "num_workers"), fraction=("ema_decay",))
         if self.lr_schedule not in ("constant", "cosine"):
             raise VFMTokError(f"lr_schedule must be constant or cosine, got '{self.lr_schedule}'")
@@ -90,11 +95,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     A.add(p, "precision", default=None, choices=["fp32", "bf16"], help="bf16 autocast on GPU (default)")
     A.add(p, "seed", default=None)
     p.add_argument("--fsdp", action="store_true", default=None, help="shard with FSDP2 (torchrun; for big presets)")
+    p.add_argument("--accum-steps", type=A.positive_int, default=None,
+                   help="micro-batches per optimiser step (gradient accumulation)")
+    p.add_argument("--grad-checkpoint", action="store_true", default=None, help="activation checkpointing of every block")
     A.add_all(p, "resume", "config", "set")
 
 
 _FLAGS = ("codes", "data", "tokenizer", "preset", "steps", "batch_size", "lr", "warmup_steps", "ema_decay",
-          "save_every", "log_every", "num_workers", "device", "precision", "seed", "fsdp")
+          "save_every", "log_every", "num_workers", "device", "precision", "seed", "fsdp", "accum_steps", "grad_checkpoint")
 
 
 def _layer(base: GeneratorTrainConfig, args: argparse.Namespace) -> GeneratorTrainConfig:
@@ -109,30 +117,6 @@ def resolve_config(args: argparse.Namespace, data_facts=None) -> GeneratorTrainC
     cfg = _layer(GeneratorTrainConfig(preset=first.preset, model=preset_config(first.preset, **facts)), args)
     cfg.validate()
     return cfg
-
-
-class ResumableSampler(torch.utils.data.Sampler):
-    """Seeded per-epoch permutation split across ranks (drop_last); can skip a prefix once, to resume mid-epoch."""
-
-    def __init__(self, n: int, rank: int, world: int, seed: int):
-        self.n, self.rank, self.world, self.seed = n, rank, world, seed
-        self.epoch, self._skip = 0, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def skip(self, k: int) -> None:
-        """Drop the first k indices of the next epoch iterated."""
-        self._skip = k
-
-    def __len__(self) -> int:
-        return self.n // self.world
-
-    def __iter__(self) -> Iterator[int]:
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100003 + self.epoch))
-        mine = perm[self.rank:: self.world][: len(self)].tolist()
-        start, self._skip = self._skip, 0
-        return iter(mine[start:])
 
 
 class ShardedEMA:
@@ -196,7 +180,13 @@ def _training_data(cfg: GeneratorTrainConfig, device: torch.device, tokenizer: A
             from vfmtok.tokenizer.api import load_tokenizer
 
             tokenizer = load_tokenizer(cfg.tokenizer, device=device)
-        dataset = ImageFolderDataset(resolve_dataset(cfg.data), tokenizer.image_size, split=cfg.split, train=True, seed=cfg.seed)
+        shards = shard_folder(cfg.data, cfg.split)
+        if shards is not None:
+            rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+            dataset = ShardDataset(shards, tokenizer.image_size, cfg.batch_size, rank, world, train=True, seed=cfg.seed,
+                                   shuffle_buffer=cfg.shuffle_buffer)
+        else:
+            dataset = ImageFolderDataset(resolve_dataset(cfg.data), tokenizer.image_size, split=cfg.split, train=True, seed=cfg.seed)
         facts, names, n_cls, where = tokenizer_facts(tokenizer), dataset.class_names, len(dataset.classes), f"tokenizer {cfg.tokenizer}"
     else:
         raise VFMTokError("give --codes (from `vfmtok extract-codes`) or --data with --tokenizer")
@@ -204,6 +194,48 @@ def _training_data(cfg: GeneratorTrainConfig, device: torch.device, tokenizer: A
         raise VFMTokError(f"{where}: the data has {n_cls} classes, GPT num_classes is {cfg.model.num_classes}")
     check_codes_match(facts, cfg.model.vocab_size, cfg.model.num_tokens, cfg.model.token_grid, where)
     return dataset, facts, names, tokenizer
+
+
+def _wrap(raw: GPT, cfg: GeneratorTrainConfig, info: C.DistInfo) -> torch.nn.Module:
+    """Activation checkpointing (optional), then FSDP2, DDP or nothing."""
+    if cfg.grad_checkpoint:
+        from torch.distributed._composable import checkpoint
+
+        for blk in raw.blocks:  # composable: parameter names (and so checkpoints) stay as they are
+            checkpoint(blk)
+    if cfg.fsdp:
+        return _wrap_fsdp(raw, info.device, cfg.precision)
+    if info.world_size > 1:
+        return DDP(raw, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+    return raw
+
+
+def generator_step(model: torch.nn.Module, opt: torch.optim.Optimizer, micro: list, step: int, cfg: GeneratorTrainConfig,
+                   device: torch.device, ema: Any = None, tokenizer: Any = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """One optimiser step over micro-batches [(ids or images, labels)]; returns (mean loss, grad norm, lr)."""
+    lr = C.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr_schedule, cfg.min_lr)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    total = torch.zeros((), device=device)
+    k = len(micro)
+    for i, (x, labels) in enumerate(micro):
+        labels = labels.to(device)
+        if tokenizer is None:
+            ids = x.to(device)
+        else:
+            with torch.no_grad():
+                ids = tokenizer.encode(x.to(device)).to(device)
+        with C.grad_sync(model, i == k - 1):
+            with C.autocast(device, cfg.precision):
+                _, loss = model(labels, ids[:, :-1], targets=ids)
+            (loss / k).backward()
+        total += loss.detach() / k
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    if ema is not None:
+        ema.update(model, step)  # decay warm-up: short runs do not export (almost) the initial weights
+    return total, gnorm, lr
 
 
 def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = False, tokenizer: Any = None) -> Path:
@@ -216,102 +248,86 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
     if cfg.fsdp and not dist.is_initialized():
         raise VFMTokError("--fsdp needs a distributed launch (torchrun --nproc_per_node N ...)")
     dataset, tok_facts, class_names, tokenizer = _training_data(cfg, device, tokenizer)
-    per_rank = len(dataset) // info.world_size
-    if per_rank < cfg.batch_size:
-        raise VFMTokError(f"{len(dataset)} training images is less than one global batch ({cfg.batch_size} x {info.world_size})")
-    sampler = ResumableSampler(len(dataset), info.rank, info.world_size, cfg.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                                         num_workers=cfg.num_workers, persistent_workers=False,
-                                         generator=torch.Generator().manual_seed(cfg.seed))  # keeps the global RNG untouched
-    steps_per_epoch = per_rank // cfg.batch_size
+    stream = EpochStream(dataset, cfg.batch_size, info.rank, info.world_size, cfg.seed, cfg.num_workers)
     log = C.setup_logging(run_dir, info.is_main, "vfmtok.gpt")
 
     # --- model, optimizer, EMA (identical init on every rank) ---
     C.seed_everything(cfg.seed)
     raw = GPT(cfg.model).to(device)
     raw.class_names, raw.tokenizer_info = class_names, tok_facts
-    if cfg.fsdp:
-        model = _wrap_fsdp(raw, device, cfg.precision)
-    elif info.world_size > 1:
-        model = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None)
-    else:
-        model = raw
+    model = _wrap(raw, cfg, info)
     ema = None
     if cfg.ema_decay > 0:
         ema = ShardedEMA(model, cfg.ema_decay) if cfg.fsdp else C.EMA(raw, cfg.ema_decay)
     opt = torch.optim.AdamW(C.param_groups(raw, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
                             fused=device.type == "cuda" and not cfg.fsdp)
-    full = StateDictOptions(full_state_dict=True, cpu_offload=True)
-
     step = 0
     if resume:
-        folder, st = C.load_resume_state(run_dir)
-        saved = from_dict(GPTConfig, st["gpt"], where=f"{folder} gpt")
-        if to_dict(saved) != to_dict(cfg.model):
-            raise VFMTokError(f"--resume: {folder} was trained with another GPT config; use the same preset/--set values")
-        set_state_dict(model, opt, model_state_dict=st["model"], optim_state_dict=st["optimizer"],
-                       options=StateDictOptions(full_state_dict=True))
-        if ema is not None and st.get("ema") is not None:
-            (ema.module if isinstance(ema, C.EMA) else ema).load_state_dict(st["ema"])
-        step = int(st["step"])
-        log.info("resumed from %s at step %d", folder, step)
-    # Dropout / label-dropout streams: distinct per rank; a single process resumes its exact RNG state.
-    if resume and info.world_size == 1:
-        C.set_rng_state(st["rng"])
-    else:
-        C.seed_everything((cfg.seed * 1000 + info.rank) * 1000003 + step)
+        step = _load(run_dir, cfg, model, opt, ema, info, log)
+    else:  # dropout / label-dropout streams: distinct per rank
+        C.seed_everything((cfg.seed * 1000 + info.rank) * 1000003)
     if info.is_main:
         write_json(run_dir / "run_config.json", to_dict(cfg))  # JSON is YAML: `--config` reads it back
         log.info("GPT %s: %.2fM params, %d images, %s", cfg.preset, sum(p.numel() for p in raw.parameters()) / 1e6,
-                 len(dataset), "FSDP" if cfg.fsdp else f"DDP x{info.world_size}" if info.world_size > 1 else "1 process")
+                 getattr(dataset, "num_samples", None) or len(dataset),
+                 "FSDP" if cfg.fsdp else f"DDP x{info.world_size}" if info.world_size > 1 else "1 process")
+    _loop(cfg, model, raw, opt, ema, stream, step, run_dir, info, log, tokenizer if not cfg.codes else None)
+    log.info("done at step %d", cfg.steps)
+    C.cleanup_distributed()
+    return resolve_checkpoint(run_dir)
 
-    def checkpoint(at: int) -> Path | None:
-        # Gathering is collective (FSDP); only rank 0 writes.
-        model_sd, opt_sd = get_state_dict(model, opt, options=full)
-        ema_sd = None
-        if ema is not None:
-            ema_sd = ema.state_dict() if isinstance(ema, ShardedEMA) else {k: v.cpu() for k, v in ema.module.state_dict().items()}
-        folder = None
-        if info.is_main:
-            config = {**raw.export_config(), "step": at, "train": to_dict(cfg)}
-            st = {"step": at, "gpt": to_dict(cfg.model), "model": model_sd, "optimizer": opt_sd, "ema": ema_sd,
-                  "rng": C.rng_state(), "world_size": info.world_size}
-            folder = C.save_checkpoint(run_dir, at, ema_sd if ema_sd is not None else model_sd, config, "gpt", st,
-                                       keep_last=cfg.keep_last)
-            log.info("step %d: saved %s", at, folder)
-        if dist.is_initialized():
-            dist.barrier()
-        return folder
 
-    sampler.skip((step % steps_per_epoch) * cfg.batch_size)
-    batches = C.infinite_loader(loader, start_epoch=step // steps_per_epoch)
-    tokens_per_step = cfg.batch_size * cfg.model.num_tokens * info.world_size
+def _load(run_dir: Path, cfg: GeneratorTrainConfig, model, opt, ema, info: C.DistInfo, log) -> int:
+    """Restore weights, optimiser, EMA and this rank's RNG streams from the newest checkpoint; returns its step."""
+    folder, st = C.load_resume_state(run_dir)
+    saved = from_dict(GPTConfig, st["gpt"], where=f"{folder} gpt")
+    if to_dict(saved) != to_dict(cfg.model):
+        raise VFMTokError(f"--resume: {folder} was trained with another GPT config; use the same preset/--set values")
+    set_state_dict(model, opt, model_state_dict=st["model"], optim_state_dict=st["optimizer"],
+                   options=StateDictOptions(full_state_dict=True))
+    if ema is not None and st.get("ema") is not None:
+        (ema.module if isinstance(ema, C.EMA) else ema).load_state_dict(st["ema"])
+    C.restore_rank_rng(st["rng"], info, str(folder))
+    log.info("resumed from %s at step %d", folder, int(st["step"]))
+    return int(st["step"])
+
+
+def _checkpoint(at: int, cfg: GeneratorTrainConfig, model, raw: GPT, opt, ema, run_dir: Path, info: C.DistInfo, log) -> Path | None:
+    """Gather full weights / optimiser / every rank's RNG (collectives), write on rank 0."""
+    model_sd, opt_sd = get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    ema_sd = None
+    if ema is not None:
+        ema_sd = ema.state_dict() if isinstance(ema, ShardedEMA) else {k: v.cpu() for k, v in ema.module.state_dict().items()}
+    rng = C.gather_rng_states()
+    folder = None
+    if info.is_main:
+        config = {**raw.export_config(), "step": at, "train": to_dict(cfg)}
+        st = {"step": at, "gpt": to_dict(cfg.model), "model": model_sd, "optimizer": opt_sd, "ema": ema_sd,
+              "rng": rng, "world_size": info.world_size}
+        folder = C.save_checkpoint(run_dir, at, ema_sd if ema_sd is not None else model_sd, config, "gpt", st,
+                                   keep_last=cfg.keep_last)
+        log.info("step %d: saved %s", at, folder)
+    if dist.is_initialized():
+        dist.barrier()
+    return folder
+
+
+def _loop(cfg: GeneratorTrainConfig, model, raw: GPT, opt, ema, stream: EpochStream, step: int, run_dir: Path,
+          info: C.DistInfo, log, tokenizer: Any) -> None:
+    """Optimiser steps from `step` to cfg.steps, reading cfg.accum_steps batches each."""
+    device = info.device
+    batches = stream.from_step(step * cfg.accum_steps)
+    tokens_per_step = cfg.batch_size * cfg.accum_steps * cfg.model.num_tokens * info.world_size
     bar = tqdm(total=cfg.steps, initial=step, desc="train-generator", unit="step", dynamic_ncols=True,
                disable=not info.is_main or None)
     model.train()
     metrics_f = C.open_metrics(run_dir, step) if info.is_main else None
     loss_sum, n_sum, t0 = torch.zeros((), device=device), 0, time.perf_counter()
     while step < cfg.steps:
-        _, (x, labels) = next(batches)
-        labels = labels.to(device)
-        if cfg.codes:
-            ids = x.to(device)
-        else:
-            with torch.no_grad():
-                ids = tokenizer.encode(x.to(device)).to(device)
-        lr = C.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr_schedule, cfg.min_lr)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        with C.autocast(device, cfg.precision):
-            _, loss = model(labels, ids[:, :-1], targets=ids)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        if ema is not None:
-            ema.update(model, step)  # decay warm-up: short runs do not export (almost) the initial weights
+        micro = [next(batches)[1] for _ in range(cfg.accum_steps)]
+        loss, gnorm, lr = generator_step(model, opt, micro, step, cfg, device, ema, tokenizer)
         step += 1
-        loss_sum += loss.detach()
+        loss_sum += loss
         n_sum += 1
         if step % cfg.log_every == 0 or step == cfg.steps:
             mean_loss = float(C.all_reduce_mean(loss_sum / n_sum))
@@ -328,13 +344,10 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
             loss_sum, n_sum, t0 = torch.zeros((), device=device), 0, time.perf_counter()
         bar.update(1)
         if step % cfg.save_every == 0 or step == cfg.steps:
-            checkpoint(step)
+            _checkpoint(step, cfg, model, raw, opt, ema, run_dir, info, log)
     bar.close()
     if metrics_f is not None:
         metrics_f.close()
-    log.info("done at step %d", step)
-    C.cleanup_distributed()
-    return resolve_checkpoint(run_dir)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -353,7 +366,8 @@ def run(args: argparse.Namespace) -> int:
 
             loaded["tok"] = load_tokenizer(cfg.tokenizer, device=C.setup_distributed(cfg.device).device)
             t = tokenizer_facts(loaded["tok"])
-            n_cls = len(ImageFolderDataset(resolve_dataset(cfg.data), 8, split=cfg.split).classes)
+            shards = shard_folder(cfg.data, cfg.split)
+            n_cls = len(load_index(shards).classes if shards else ImageFolderDataset(resolve_dataset(cfg.data), 8, split=cfg.split).classes)
         else:
             raise VFMTokError("give --codes (from `vfmtok extract-codes`) or --data with --tokenizer")
         return {"vocab_size": int(t["codebook_size"]), "num_tokens": int(t["num_tokens"]),

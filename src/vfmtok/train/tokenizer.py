@@ -5,15 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from vfmtok.data.imagefolder import ImageFolderDataset
+from vfmtok.data.loaders import EpochStream, shard_folder
+from vfmtok.data.shards import ShardDataset
 from vfmtok.data.sources import resolve_dataset
 from vfmtok.encoders.base import EncoderOutput, drop_frozen_state, frozen_prefixes
 from vfmtok.tokenizer.base import TokenizerBase
@@ -62,8 +64,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _make_dataset(cfg: TokenizerRunConfig, model: TokenizerBase, run_dir: Path, info: C.DistInfo, log):
-    """Plain augmented images, or (for VFMTok) cached frozen-encoder features of augmented views."""
+    """(training set, image set for class names / previews): tar shards, plain augmented images, or (VFMTok) cached
+    frozen-encoder features of augmented views."""
     t = cfg.train
+    shards = shard_folder(str(t.data), t.split)
+    if shards is not None:
+        if t.cache_features and cfg.model.arch == "vfmtok":
+            raise VFMTokError("the feature cache needs an image folder, not tar shards; add --set train.cache_features=false")
+        ds = ShardDataset(shards, cfg.model.image_size, t.batch_size, info.rank, info.world_size, train=True,
+                          seed=t.seed, shuffle_buffer=t.shuffle_buffer, min_scale=t.min_scale)
+        return ds, ds
     base = ImageFolderDataset(resolve_dataset(t.data), cfg.model.image_size, split=t.split, train=True,
                               min_scale=t.min_scale, seed=t.seed)
     if not (t.cache_features and cfg.model.arch == "vfmtok"):
@@ -79,12 +89,122 @@ def _make_dataset(cfg: TokenizerRunConfig, model: TokenizerBase, run_dir: Path, 
     return CachedFeatureDataset(path), base
 
 
+def _preview_images(cfg: TokenizerRunConfig, image_ds, n: int = 8) -> torch.Tensor:
+    """n validation images (the train set when there is no val split), centre-cropped, for reconstruction grids."""
+    t = cfg.train
+    if isinstance(image_ds, ShardDataset):
+        val = shard_folder(str(t.data), "val")
+        src = ShardDataset(val, cfg.model.image_size, 1, train=False) if val and val != image_ds.spec else image_ds
+        return src.first_images(n)
+    ds = ImageFolderDataset(image_ds.path, cfg.model.image_size, split="val")
+    step = max(1, len(ds) // n)
+    return torch.stack([ds[i * step][0] for i in range(min(n, len(ds)))])
+
+
 def _unpack(batch, device):
     if len(batch) == 4:  # cached: image, label, levels, target
         img, _, levels, target = batch
         return img.to(device), EncoderOutput([lv.to(device).float() for lv in levels], target.to(device).float())
     img, _ = batch
     return img.to(device), None
+
+
+@dataclass
+class TokenizerParts:
+    """Everything a tokenizer training step updates, and what a checkpoint must hold to resume it exactly."""
+
+    model: TokenizerBase
+    losses: TokenizerLoss
+    ema: C.EMA
+    opt: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer | None
+    scaler: torch.amp.GradScaler
+    reseed_gen: torch.Generator
+    ddp_model: torch.nn.Module
+    ddp_disc: torch.nn.Module | None
+
+    def train_state(self, step: int) -> dict:
+        """Resume state (rank 0 writes it; RNG states come from every rank, so all ranks call this)."""
+        q = self.model.quantizer
+        st = {"model": self.model.trainable_state_dict(), "ema": self.ema.module.trainable_state_dict(),
+              "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict(), "step": step,
+              "rng": C.gather_rng_states(), "reseed_gen": self.reseed_gen.get_state(),
+              "quant_window": q._recent.cpu(), "quant_window_pos": q._recent_pos}
+        if self.opt_d is not None:
+            st["disc"] = drop_frozen_state(self.losses.disc, self.losses.disc.state_dict())  # not the frozen VGG
+            st["disc_optimizer"] = self.opt_d.state_dict()
+        return st
+
+    def load(self, st: dict, folder: Path, info: C.DistInfo) -> int:
+        """Restore a train_state(); returns its step."""
+        self.model.load_trainable_state_dict(st["model"], source=str(folder))
+        self.ema.module.load_trainable_state_dict(st["ema"], source=str(folder))
+        self.opt.load_state_dict(st["optimizer"])
+        if "scaler" in st:
+            self.scaler.load_state_dict(st["scaler"])
+        if self.opt_d is not None and "disc" in st:
+            load_state_strict(self.losses.disc, st["disc"], str(folder), exclude_prefixes=tuple(frozen_prefixes(self.losses.disc)))
+            self.opt_d.load_state_dict(st["disc_optimizer"])
+        if "reseed_gen" in st:
+            self.reseed_gen.set_state(st["reseed_gen"])
+        if "quant_window" in st:  # the dead-code re-seeding reads it, so it is part of the exact state
+            self.model.quantizer._recent.copy_(st["quant_window"])
+            self.model.quantizer._recent_pos = int(st["quant_window_pos"])
+        C.restore_rank_rng(st["rng"], info, str(folder))
+        return int(st["step"])
+
+
+def build_parts(cfg: TokenizerRunConfig, model: TokenizerBase, info: C.DistInfo) -> TokenizerParts:
+    """Loss, EMA, optimisers, scaler and the DDP wrappers around an already-built tokenizer."""
+    t, device = cfg.train, info.device
+    frozen = (model.encoder,) if hasattr(model, "encoder") else ()
+    losses = TokenizerLoss(cfg.loss, cfg.model.image_size).to(device)
+    ema = C.EMA(model, t.ema_decay, shared=frozen)
+    opt = torch.optim.AdamW(C.param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas))
+    opt_d = None
+    if losses.disc is not None:
+        d_params = [p for p in losses.disc.parameters() if p.requires_grad]
+        opt_d = torch.optim.AdamW(d_params, lr=t.disc_lr, betas=tuple(t.betas), weight_decay=0.0)
+    # fp16 needs loss scaling; bf16 and fp32 do not (the scaler is then a pass-through).
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and t.precision == "fp16")
+    ddp_model = DDP(model, find_unused_parameters=True) if info.world_size > 1 else model
+    ddp_disc = DDP(losses.disc, find_unused_parameters=True) if losses.disc is not None and info.world_size > 1 else None
+    return TokenizerParts(model, losses, ema, opt, opt_d, scaler, torch.Generator().manual_seed(t.seed + 1), ddp_model, ddp_disc)
+
+
+def tokenizer_step(p: TokenizerParts, micro: list, step: int, cfg: TokenizerRunConfig, device: torch.device) -> tuple[dict, object]:
+    """One optimiser step over micro-batches (gradient accumulation), then the discriminator's; returns (logs, last output)."""
+    t = cfg.train
+    lr = C.lr_at(step, t.lr, t.warmup_steps, t.steps, t.lr_schedule)
+    for g in p.opt.param_groups:
+        g["lr"] = lr
+    p.opt.zero_grad(set_to_none=True)
+    k, logs, recons = len(micro), {}, []
+    for i, (images, enc) in enumerate(micro):
+        with C.grad_sync(p.ddp_model, i == k - 1):  # DDP wants the forward inside no_sync too
+            with C.autocast(device, t.precision):
+                out = p.ddp_model(images, enc)
+                loss, logs = p.losses.generator_loss(images, out, step)
+            p.scaler.scale(loss / k).backward()
+        recons.append(out.recon.detach())
+    p.scaler.unscale_(p.opt)
+    logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(p.model.parameters(), t.grad_clip))
+    p.scaler.step(p.opt)
+    if p.losses.gan_active(step):
+        p.opt_d.zero_grad(set_to_none=True)
+        for i, ((images, _), recon) in enumerate(zip(micro, recons)):
+            with C.grad_sync(p.ddp_disc or p.losses.disc, i == k - 1):
+                with C.autocast(device, t.precision):
+                    d_loss, d_logs = p.losses.discriminator_loss(images, recon, disc=p.ddp_disc)
+                p.scaler.scale(d_loss / k).backward()
+            logs.update(d_logs)
+        p.scaler.unscale_(p.opt_d)
+        torch.nn.utils.clip_grad_norm_(p.losses.disc.parameters(), t.grad_clip)
+        p.scaler.step(p.opt_d)
+    p.scaler.update()
+    p.ema.update(p.model, step)
+    logs["lr"] = lr
+    return logs, out
 
 
 def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False) -> Path:
@@ -95,126 +215,86 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
     run_dir = Path(run_dir)
     if run_dir.exists() and (run_dir / "latest.txt").exists() and not resume:
         raise VFMTokError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if t.accum_steps < 1:
+        raise VFMTokError("train.accum_steps must be >= 1")
     log = C.setup_logging(run_dir, info.is_main)
     C.seed_everything(t.seed + info.rank)
     device = info.device
-
     model = build_tokenizer(cfg.model).to(device)
-    frozen = (model.encoder,) if hasattr(model, "encoder") else ()
     dataset, image_ds = _make_dataset(cfg, model, run_dir, info, log)
-    if len(dataset) < t.batch_size * info.world_size:
-        raise VFMTokError(f"dataset has {len(dataset)} images, fewer than one global batch ({t.batch_size * info.world_size})")
-    sampler = DistributedSampler(dataset, shuffle=True, seed=t.seed) if info.world_size > 1 else None
-    loader = DataLoader(dataset, batch_size=t.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
-                        num_workers=t.num_workers, persistent_workers=t.num_workers > 0,
-                        generator=torch.Generator().manual_seed(t.seed))
-    losses = TokenizerLoss(cfg.loss, cfg.model.image_size).to(device)
-    ema = C.EMA(model, t.ema_decay, shared=frozen)
-    opt = torch.optim.AdamW(C.param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas))
-    opt_d = None
-    if losses.disc is not None:
-        d_params = [p for p in losses.disc.parameters() if p.requires_grad]
-        opt_d = torch.optim.AdamW(d_params, lr=t.disc_lr, betas=tuple(t.betas), weight_decay=0.0)
-
+    stream = EpochStream(dataset, t.batch_size, info.rank, info.world_size, t.seed, t.num_workers)
+    p = build_parts(cfg, model, info)
     step = 0
     if resume:
         folder, st = C.load_resume_state(run_dir)
-        model.load_trainable_state_dict(st["model"], source=str(folder))
-        ema.module.load_trainable_state_dict(st["ema"], source=str(folder))
-        opt.load_state_dict(st["optimizer"])
-        if opt_d is not None and "disc" in st:
-            load_state_strict(losses.disc, st["disc"], str(folder), exclude_prefixes=tuple(frozen_prefixes(losses.disc)))
-            opt_d.load_state_dict(st["disc_optimizer"])
-        C.set_rng_state(st["rng"])
-        step = int(st["step"])
+        step = p.load(st, folder, info)
         log.info("resumed from %s at step %d", folder, step)
     if info.is_main:
         write_json(run_dir / "run_config.json", to_dict(cfg))
+    previews = _preview_images(cfg, image_ds) if info.is_main else None
+    folder = _loop(cfg, p, stream, step, run_dir, info, log, image_ds.class_names, previews)
+    if dist.is_initialized():
+        dist.barrier()
+    C.cleanup_distributed()
+    return folder or resolve_checkpoint(run_dir)
 
-    ddp_model = DDP(model, find_unused_parameters=True) if info.world_size > 1 else model
-    ddp_disc = None
-    if losses.disc is not None and info.world_size > 1:
-        ddp_disc = DDP(losses.disc, find_unused_parameters=True)
-    class_names = image_ds.class_names
-    val_ds = ImageFolderDataset(image_ds.path, cfg.model.image_size, split="val")
 
-    def checkpoint(at: int) -> Path:
-        export = ema.module.trainable_state_dict()
+def _loop(cfg, p: TokenizerParts, stream: EpochStream, step: int, run_dir: Path, info: C.DistInfo, log,
+          class_names, previews) -> Path | None:
+    """Steps from `step` to train.steps; checkpoints (collective: every rank's RNG) and logs on rank 0."""
+    t, device, model = cfg.train, info.device, p.model
+
+    def checkpoint(at: int) -> Path | None:
+        st = p.train_state(at)
+        if not info.is_main:
+            return None
         config = {"model": to_dict(cfg.model), "class_names": class_names, "step": at, "train": to_dict(t), "loss": to_dict(cfg.loss)}
-        st = {"model": model.trainable_state_dict(), "ema": export, "optimizer": opt.state_dict(), "step": at, "rng": C.rng_state()}
-        if opt_d is not None:
-            st["disc"] = drop_frozen_state(losses.disc, losses.disc.state_dict())  # not the frozen VGG
-            st["disc_optimizer"] = opt_d.state_dict()
-        return C.save_checkpoint(run_dir, at, export, config, cfg.model.arch, st)
+        return C.save_checkpoint(run_dir, at, st["ema"], config, cfg.model.arch, st)
 
     metrics_f = C.open_metrics(run_dir, step) if info.is_main else None
     bar = tqdm(total=t.steps, initial=step, disable=not info.is_main or None, desc="train-tokenizer", dynamic_ncols=True)
-    batches = C.infinite_loader(loader, start_epoch=step * t.batch_size * info.world_size // max(1, len(dataset)))
-    t0, seen = time.time(), 0
+    batches = stream.from_step(step * t.accum_steps)
+    t0, seen, folder, saved_at = time.time(), 0, None, None
     model.train()
-    gen = torch.Generator().manual_seed(t.seed + 1)
-    folder = None
     while step < t.steps:
-        _, batch = next(batches)
-        images, enc = _unpack(batch, device)
-        lr = C.lr_at(step, t.lr, t.warmup_steps, t.steps, t.lr_schedule)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        with C.autocast(device, t.precision):
-            out = ddp_model(images, enc)
-            loss, logs = losses.generator_loss(images, out, step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-        opt.step()
-        if losses.gan_active(step):
-            with C.autocast(device, t.precision):
-                d_loss, d_logs = losses.discriminator_loss(images, out.recon, disc=ddp_disc)
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            torch.nn.utils.clip_grad_norm_(losses.disc.parameters(), t.grad_clip)
-            opt_d.step()
-            logs.update(d_logs)
-        ema.update(model, step)
+        micro = [_unpack(next(batches)[1], device) for _ in range(t.accum_steps)]
+        logs, out = tokenizer_step(p, micro, step, cfg, device)
         step += 1
-        seen += images.shape[0] * info.world_size
+        seen += sum(m[0].shape[0] for m in micro) * info.world_size
         if info.is_main and (step % t.log_every == 0 or step == t.steps):
             usage = model.quantizer.usage()
             ips = seen / max(1e-9, time.time() - t0)
-            rec = {"step": step, "lr": lr, "grad_norm": float(gnorm), "img_per_s": round(ips, 2), **usage, **logs}
+            rec = {"step": step, "img_per_s": round(ips, 2), **usage, **logs}
             metrics_f.write(json.dumps(rec) + "\n")
             metrics_f.flush()
             log.info(json.dumps(rec))
             bar.set_postfix(loss=f"{logs['total']:.3f}", usage=f"{usage['usage']:.2f}", ips=f"{ips:.1f}")
         # After logging: re-seeding restarts the usage window, which would log as zero usage.
         if t.reseed_dead_every and step % t.reseed_dead_every == 0 and step < t.steps:
-            n = model.quantizer.reseed_dead_codes(out.pre_quant, gen)
+            n = model.quantizer.reseed_dead_codes(out.pre_quant, p.reseed_gen)
             log.info("step %d: re-seeded %d dead codes", step, n)
         bar.update(1)
-        if info.is_main and (step % t.save_every == 0 or step == t.steps):
-            folder = checkpoint(step)
+        if step % t.save_every == 0 or step == t.steps:
+            folder, saved_at = checkpoint(step) or folder, step
         if t.sample_every and info.is_main and step % t.sample_every == 0:
-            write_recon_grid(ema.module, val_ds, run_dir / f"recon_step{step:07d}.png", device)
+            write_recon_grid(p.ema.module, previews, run_dir / f"recon_step{step:07d}.png", device)
     bar.close()
     if metrics_f:
         metrics_f.close()
+    if saved_at != step:  # resumed at the last step: nothing ran
+        folder = checkpoint(step) or folder
     if info.is_main:
-        folder = folder or checkpoint(step)
-        write_recon_grid(ema.module, val_ds, run_dir / "recon.png", device)
+        write_recon_grid(p.ema.module, previews, run_dir / "recon.png", device)
         log.info("done: %s", folder)
-    if dist.is_initialized():
-        dist.barrier()
-    C.cleanup_distributed()
-    return resolve_checkpoint(run_dir)
+    return folder
 
 
 @torch.no_grad()
-def write_recon_grid(model: TokenizerBase, ds: ImageFolderDataset, path: Path, device: torch.device, n: int = 8) -> Path:
-    """PNG of (original | reconstruction) pairs for n images spread over the (validation) set."""
+def write_recon_grid(model: TokenizerBase, images: torch.Tensor, path: Path, device: torch.device) -> Path:
+    """PNG of (original | reconstruction) pairs for a batch of images."""
     was = model.training
     model.eval()
-    step = max(1, len(ds) // n)
-    x = torch.stack([ds[i * step][0] for i in range(min(n, len(ds)))]).to(device)
+    x = images.to(device)
     recon = model.decode(model.encode(x))
     model.train(was)
     return save_pairs_grid(path, x, recon)
