@@ -20,10 +20,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract-codes": ("vfmtok.train.extract", "tokenize a dataset into a memory-mapped code shard"),
     "train-generator": ("vfmtok.train.generator", "train the class-conditional GPT on codes"),
     "sample": ("vfmtok.generator.sample_cmd", "sample images from a trained GPT + tokenizer"),
+    "sample-npz": ("vfmtok.official.sample_npz", "N samples into one ADM .npz (official protocol by default; torchrun for several ranks)"),
     "export": ("vfmtok.export", "bundle a tokenizer + GPT pair into one portable folder (the default model for sample)"),
     "eval-tokenizer": ("vfmtok.eval.commands", "rFID, PSNR, SSIM, LPIPS, codebook usage of a tokenizer"),
     "eval-generator": ("vfmtok.eval.commands", "gFID, precision, recall of generated samples"),
     "probe": ("vfmtok.eval.probe", "linear probing on frozen tokenizer features"),
+    "import-official": ("vfmtok.official.command", "convert the official VFMTok tokenizer / LlamaGen GPT .pt files into checkpoint folders"),
+    "push-to-hub": ("vfmtok.hub_cmd", "upload a checkpoint folder (with its README.md model card) to the Hugging Face Hub"),
     "demo": ("vfmtok.demo", "the end-to-end demo on the embedded sample"),
 }
 

@@ -19,9 +19,11 @@ from vfmtok.eval.imagesets import ImageSet, iter_batches, open_image_set, subset
 from vfmtok.eval.inception import InceptionExtractor, get_extractor, inception_score
 from vfmtok.eval.options import add_arguments, options, prepare  # noqa: F401 (the CLI and the demo use them here)
 from vfmtok.eval.prdc import precision_recall
+from vfmtok.eval.protocol import for_protocol, get_protocol, make_labels, pil_resize, protocol_record, resized_set
 from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, print_result
 from vfmtok.generator.pairing import gpt_tokenizer_path
 from vfmtok.utils.errors import VFMTokError, require
+from vfmtok.utils.hub import parse_hub_id
 from vfmtok.utils.images import to_uint8
 from vfmtok.utils.io import atomic_path, file_sha256
 from vfmtok.utils.weights import find_weight
@@ -46,7 +48,7 @@ def tokenizer_path(args: argparse.Namespace) -> Path:
 def load_tokenizer(path: Path, device: str):
     """The tokenizer loader (`vfmtok.tokenizer.api.load_tokenizer`), with a one-line error for a missing checkpoint."""
     path = Path(path)
-    require(path.exists(), f"tokenizer checkpoint not found: {path}")
+    require(path.exists() or parse_hub_id(str(path)) is not None, f"tokenizer checkpoint not found: {path}")
     from vfmtok.tokenizer.api import load_tokenizer as _load
 
     return _load(path, device=device)
@@ -55,7 +57,7 @@ def load_tokenizer(path: Path, device: str):
 def load_generator(path: Path, device: str):
     """GPT.from_pretrained on `device`, with a one-line error for a missing checkpoint."""
     path = Path(path)
-    require(path.exists(), f"generator checkpoint not found: {path}")
+    require(path.exists() or parse_hub_id(str(path)) is not None, f"generator checkpoint not found: {path}")
     from vfmtok.generator.gpt import GPT
 
     return GPT.from_pretrained(path).to(device).eval()
@@ -176,8 +178,10 @@ def eval_tokenizer(args: argparse.Namespace) -> dict:
     """Reconstruct a validation set: rFID (vs the same images), rIS, PSNR, SSIM, LPIPS, codebook usage/perplexity."""
     prepare(args)
     tok = load_tokenizer(tokenizer_path(args), args.device)
-    res = int(tok.image_size)
-    images = open_image_set(args.data, res, split=args.split)
+    protocol = get_protocol(getattr(args, "protocol", "vfmtok"))
+    images = open_image_set(args.data, int(tok.image_size), split=args.split)
+    res = protocol.size or int(tok.image_size)  # the resolution every metric sees
+    scored = images if res == tok.image_size else resized_set(images, res)
     idx = subset_indices(len(images), args.num_images, args.seed)
     require(len(idx) >= 2, f"need at least 2 images for FID statistics, {args.data} gives {len(idx)}")
     ext = get_extractor(args.device)
@@ -185,7 +189,7 @@ def eval_tokenizer(args: argparse.Namespace) -> dict:
     lpips_net, lpips_note = (None, "LPIPS skipped (--no-lpips)") if args.no_lpips else make_lpips(args.device)
     torch.manual_seed(args.seed)
 
-    real_inc, real_2nd, cached = reference_stats(images, idx, ext, second, args.batch_size, not args.no_cache, "real images")
+    real_inc, real_2nd, cached = reference_stats(scored, idx, ext, second, args.batch_size, not args.no_cache, "real images")
     rec = FeatureSink(ext, second)
     usage = CodeUsage(tok.codebook_size)
     psnrs, ssims, lps = [], [], []
@@ -196,6 +200,9 @@ def eval_tokenizer(args: argparse.Namespace) -> dict:
             ids = tok.encode(x)
             rec_u8 = to_uint8(tok.decode(ids))
         usage.update(ids)
+        if res != tok.image_size:  # official: both uint8 images PIL-resized before scoring
+            u8, rec_u8 = pil_resize(u8, res), pil_resize(rec_u8, res)
+            x = uint8_to_signed(u8).to(args.device)
         ref01, rec01 = uint8_to_unit(u8), uint8_to_unit(rec_u8)
         psnrs.append(psnr(ref01, rec01))
         ssims.append(ssim(ref01, rec01))
@@ -231,8 +238,9 @@ def eval_tokenizer(args: argparse.Namespace) -> dict:
         checkpoints={"tokenizer": checkpoint_record(tok.checkpoint_path)},
         data={**images.description, "num_available": len(images)},
         feature_networks=[ext.info] + ([second.info] if second else []) + ([_lpips_info()] if lpips_net else []),
-        notes=notes, device=str(args.device), args=args,
-        tokenizer={"codebook_size": int(tok.codebook_size), "num_tokens": int(tok.num_tokens), "image_size": res})
+        notes=notes, device=str(args.device), args=args, protocol=protocol_record(protocol),
+        tokenizer={"codebook_size": int(tok.codebook_size), "num_tokens": int(tok.num_tokens),
+                   "image_size": int(tok.image_size)})
     header = ["tokenizer", "codebook", "tokens", "images", "res", "rFID↓", "rIS↑", "PSNR↑", "SSIM↑", "LPIPS↓",
               "usage", "perplexity"]
     row = [Path(tok.checkpoint_path).name, tok.codebook_size, tok.num_tokens, len(idx), res, metrics["rFID"], metrics["rIS"],
@@ -306,6 +314,8 @@ def eval_generator(args: argparse.Namespace) -> dict:
     """gFID / IS / precision / recall (+ FD on a second encoder) of samples against a reference, per CFG scale."""
     prepare(args)
     require((args.samples is None) != (args.gpt is None), "give either --samples or --gpt (with --tokenizer), not both")
+    protocol = get_protocol(getattr(args, "protocol", "vfmtok"))
+    label_kind = getattr(args, "labels", None) or protocol.labels
     runs: list[dict] = []  # each: cfg, iterator factory, count
     checkpoints: dict = {}
     if args.samples is not None:
@@ -317,11 +327,12 @@ def eval_generator(args: argparse.Namespace) -> dict:
         data_desc = {**samples.description, "num_available": len(samples)}
     else:
         gpt = load_generator(args.gpt, args.device)
-        tok = load_tokenizer(gpt_tokenizer_path(gpt, args.tokenizer), args.device)
+        tok = for_protocol(load_tokenizer(gpt_tokenizer_path(gpt, args.tokenizer), args.device), protocol)
         num_classes = int(gpt.config.num_classes)
         per_class = args.images_per_class if args.num_images is None else args.num_images // num_classes
         require(per_class >= 1, f"--num-images {args.num_images} is less than one image per class ({num_classes} classes)")
-        labels = torch.arange(num_classes).repeat_interleave(per_class)
+        n = per_class * num_classes if label_kind == "balanced" or args.num_images is None else args.num_images
+        labels = make_labels(num_classes, n, label_kind, args.seed)
         res = int(tok.image_size)
         require(args.image_size in (None, res), f"--image-size {args.image_size} differs from the tokenizer's {res}")
         checkpoints = {"generator": checkpoint_record(args.gpt), "tokenizer": checkpoint_record(tok.checkpoint_path)}
@@ -375,11 +386,12 @@ def eval_generator(args: argparse.Namespace) -> dict:
         notes.append(second_note)
     sampling = None if args.samples is not None else {
         "cfg_scales": list(args.cfg_scales), "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-        "labels": "balanced", "images_per_class": data_desc["images_per_class"]}
+        "labels": label_kind, "images_per_class": data_desc["images_per_class"] if label_kind == "balanced" else None}
     record = make_record(
         "eval-generator", metrics={"runs": results}, num_images=results[0]["num_images"], resolution=res, seed=args.seed,
         checkpoints=checkpoints, data={"samples": data_desc, "reference": ref.description}, cfg=sampling,
-        feature_networks=[ext.info] + ([second.info] if second else []), notes=notes, device=str(args.device), args=args)
+        feature_networks=[ext.info] + ([second.info] if second else []), notes=notes, device=str(args.device), args=args,
+        protocol=protocol_record(protocol, None if args.samples is not None else label_kind))
     header = ["cfg", "images", "gFID↓", "IS↑", "precision↑", "recall↑"] + ([f"FD-{args.second_encoder}↓"] if second_col else [])
     print_result(markdown_table(header, rows), notes, args.out, record)
     return record

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vfmtok.eval.protocol import LABEL_KINDS, PROTOCOLS
 from vfmtok.utils import args as A
 from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import require
@@ -43,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         A.add(parser, "data")
         A.add(parser, "split", default="val")
         parser.add_argument("--no-lpips", action="store_true")
+        parser.add_argument("--protocol", default="vfmtok", choices=list(PROTOCOLS),
+                            help="official: reconstruct at the tokenizer's size, score both at 256 (PIL bicubic)")
     else:
         A.add(parser, "gpt", type=Path, help="GPT checkpoint or run folder (samples --images-per-class of each class)")
         A.add(parser, "tokenizer", type=Path, help=A.GPT_TOKENIZER_HELP)
@@ -56,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                             help="one result per scale, e.g. 1.0 2.0")
         A.add_all(parser, "temperature", "top_k", "top_p")
         parser.add_argument("--image-size", type=A.positive_int, default=None, help="evaluation resolution (default: the samples')")
+        parser.add_argument("--protocol", default="vfmtok", choices=list(PROTOCOLS),
+                            help="official: decode at the tokenizer's size (336), bicubic resize to 256, random labels")
+        parser.add_argument("--labels", default=None, choices=list(LABEL_KINDS),
+                            help="balanced (images-per-class of each) or random (uniform draws); default: the protocol's")
         parser.add_argument("--save-samples", type=Path, default=None, help="also write generated samples as .npz (arr_0)")
         parser.add_argument("--save-ref-stats", type=Path, default=None, help="write the reference statistics .npz")
     add_common_arguments(parser)

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import torch
 
 from vfmtok.utils.errors import VFMTokError
+from vfmtok.utils.io import resolve_checkpoint
 
 
 def tokenizer_facts(tok: Any) -> dict[str, Any]:
@@ -42,10 +43,8 @@ def check_tokenizer(gpt: Any, tokenizer: Any) -> None:
 
 def gpt_tokenizer_path(gpt: Any, path: str | Path | None = None) -> Path:
     """The tokenizer given, else the one recorded in the GPT's config; a one-line error when neither exists."""
-    if path is not None:
-        if not Path(path).exists():
-            raise VFMTokError(f"tokenizer checkpoint not found: {path}")
-        return Path(path)
+    if path is not None:  # a folder or a Hub id; one-line errors for anything else
+        return resolve_checkpoint(path)
     recorded = gpt.recorded_tokenizer()
     if recorded is None:
         raise VFMTokError("the GPT records no tokenizer; pass --tokenizer")
