@@ -53,12 +53,12 @@ def _settings_key(args: argparse.Namespace, labels: torch.Tensor) -> str:
 
 def _load_models(args: argparse.Namespace, device: torch.device, protocol):
     from vfmtok.generator.gpt import GPT
-    from vfmtok.generator.sample_cmd import load_tokenizer_for
+    from vfmtok.generator.pairing import load_gpt_tokenizer
 
     gpt = GPT.from_pretrained(args.gpt, device=device)
     if device.type == "cuda" and args.precision != "fp32":
         gpt = gpt.to(torch.bfloat16 if args.precision == "bf16" else torch.float16)
-    return gpt, for_protocol(load_tokenizer_for(gpt, args.tokenizer, device), protocol)
+    return gpt, for_protocol(load_gpt_tokenizer(gpt, args.tokenizer, device), protocol)
 
 
 def _rank_part(args, gpt, tok, labels: torch.Tensor, rank: int, world: int, key: str) -> Path:
