@@ -60,7 +60,8 @@ def test_sample_uses_the_bundled_model_by_default(pair, tmp_path, monkeypatch, c
     info = json.loads((tmp_path / "s" / "sample_info.json").read_text())
     assert info["labels"] == [1, 1] and info["gpt"].endswith("generator")
     gpt = GPT.from_pretrained(bundle / "generator")  # what this machine's kernels say about it, recorded as it is
-    why = cpu_accel.unavailable_reason(gpt) if cpu_accel.enabled_by_default() else "VFMTOK_CPU_ACCEL=0"
+    why = (cpu_accel.unavailable_reason(gpt) if cpu_accel.enabled_by_default()
+           else "turned off (--no-cpu-accel or VFMTOK_CPU_ACCEL=0)")
     assert info["cpu_kernels"] == ("on" if why is None else f"off: {why}")
     assert info["device"] == "cpu" and info["tokenizer_hash"] == load_tokenizer(bundle / "tokenizer").checkpoint_hash
     assert main(["sample", "--class", "golf ball", "--per-class", "2", "--out", str(tmp_path / "plain"), "--device", "cpu",

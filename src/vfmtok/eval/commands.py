@@ -19,8 +19,7 @@ from vfmtok.eval.imagesets import ImageSet, iter_batches, open_image_set, subset
 from vfmtok.eval.inception import InceptionExtractor, get_extractor, inception_score
 from vfmtok.eval.options import add_arguments, options, prepare  # noqa: F401 (the CLI and the demo use them here)
 from vfmtok.eval.prdc import precision_recall
-from vfmtok.eval.protocol import (for_protocol, get_protocol, make_labels, pil_resize, protocol_record,
-                                  resized_set)
+from vfmtok.eval.protocol import for_protocol, get_protocol, make_labels, pil_resize, protocol_record, resized_set
 from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, print_result
 from vfmtok.generator.pairing import gpt_tokenizer_path
 from vfmtok.utils.errors import VFMTokError, require

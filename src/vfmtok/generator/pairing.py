@@ -43,8 +43,8 @@ def check_tokenizer(gpt: Any, tokenizer: Any) -> None:
 
 def gpt_tokenizer_path(gpt: Any, path: str | Path | None = None) -> Path:
     """The tokenizer given, else the one recorded in the GPT's config; a one-line error when neither exists."""
-    if path is not None:  # a folder or a Hub id; one-line errors for anything else
-        return resolve_checkpoint(path)
+    if path is not None:  # a local folder (the loader checks it) or a Hub id; one-line errors for anything else
+        return Path(path) if Path(path).exists() else resolve_checkpoint(path)
     recorded = gpt.recorded_tokenizer()
     if recorded is None:
         raise VFMTokError("the GPT records no tokenizer; pass --tokenizer")
