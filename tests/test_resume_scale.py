@@ -144,3 +144,16 @@ def test_sampling_under_torchrun_shares_the_labels_over_ranks(tmp_path, monkeypa
 
     both = open_image_set(out, None)  # eval-generator --samples reads the ranks' files as one set
     assert len(both) == 9 and np.array_equal(both.read(5), got[1]["arr_0"][0])
+
+
+@pytest.mark.slow
+def test_fsdp2_with_accumulation_and_checkpointing_matches_ddp(codes, tmp_path):
+    from safetensors.torch import load_file
+
+    args = ["--codes", str(codes), "--preset", "GPT-nano", "--batch-size", "2", "--accum-steps", "2", "--steps", "2",
+            "--save-every", "2", "--device", "cpu", "--set", "model.resid_dropout=0", "--set", "model.ffn_dropout=0",
+            "--set", "model.token_dropout=0", "--set", "model.class_dropout_prob=0"]
+    _torchrun("train-generator", [*args, "--out", str(tmp_path / "ddp")])
+    _torchrun("train-generator", [*args, "--out", str(tmp_path / "fsdp"), "--fsdp", "--grad-checkpoint"])
+    a, b = (load_file(tmp_path / r / "checkpoints/step_0000002/model.safetensors") for r in ("ddp", "fsdp"))
+    assert sorted(a) == sorted(b) and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
