@@ -122,3 +122,16 @@ def test_activation_checkpointing_gives_the_same_gradients():
         grads.append((names, [p.grad.clone() for p in model.parameters()]))
     assert grads[0][0] == grads[1][0]  # parameter names (checkpoint keys) unchanged
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[0][1], grads[1][1]))
+
+
+@pytest.mark.slow
+def test_fsdp2_with_accumulation_and_checkpointing_matches_ddp(codes, tmp_path):
+    from safetensors.torch import load_file
+
+    args = ["--codes", str(codes), "--preset", "GPT-nano", "--batch-size", "2", "--accum-steps", "2", "--steps", "2",
+            "--save-every", "2", "--device", "cpu", "--set", "model.resid_dropout=0", "--set", "model.ffn_dropout=0",
+            "--set", "model.token_dropout=0", "--set", "model.class_dropout_prob=0"]
+    _torchrun("train-generator", [*args, "--out", str(tmp_path / "ddp")])
+    _torchrun("train-generator", [*args, "--out", str(tmp_path / "fsdp"), "--fsdp", "--grad-checkpoint"])
+    a, b = (load_file(tmp_path / r / "checkpoints/step_0000002/model.safetensors") for r in ("ddp", "fsdp"))
+    assert sorted(a) == sorted(b) and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5

@@ -66,7 +66,8 @@ class EpochStream:
                                                       num_workers=num_workers, generator=gen)
             self.batches_per_epoch = len(dataset) // world // batch_size
         if self.batches_per_epoch < 1:
-            raise VFMTokError(f"the training set is smaller than one global batch ({batch_size} x {world})")
+            n = getattr(dataset, "num_samples", None) or len(dataset)
+            raise VFMTokError(f"{n} training samples is less than one global batch ({batch_size} x {world})")
         self.batch_size = batch_size
 
     def from_step(self, step: int) -> Iterator[tuple[int, Any]]:
