@@ -37,13 +37,13 @@ def default_generator() -> Path:
 def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Path | None = None,
                 dtype: str = "fp16", info: dict | None = None) -> Path:
     """Write the pair into `out` (built under a temporary name, swapped in when complete); weights stored as `dtype`."""
-    from vfmtok.generator.gpt import GPT
+    from vfmtok.generator.checkpoint import load_generator
     from vfmtok.generator.sample import check_tokenizer
     from vfmtok.tokenizer.api import load_tokenizer
 
     if dtype not in DTYPES:
         raise VFMTokError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype}")
-    gpt = GPT.from_pretrained(gpt_path)
+    gpt = load_generator(gpt_path)
     tok_path = tokenizer_path or gpt.recorded_tokenizer()
     if tok_path is None:
         raise VFMTokError("the GPT records no tokenizer; pass --tokenizer")
@@ -81,7 +81,7 @@ def _shown(path: Path) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `vfmtok export`."""
-    p.add_argument("--gpt", required=True, help="GPT checkpoint folder or run folder")
+    p.add_argument("--gpt", required=True, help="generator (GPT or RAR) checkpoint folder or run folder")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the one recorded in the GPT's config)")
     p.add_argument("--out", default=None, help=f"output folder (default: the bundled model, {DEFAULT_MODEL_NAME})")
     p.add_argument("--dtype", default="fp16", choices=list(DTYPES), help="storage dtype of the weights")

@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument("--split", default="val")
         parser.add_argument("--no-lpips", action="store_true")
     else:
-        parser.add_argument("--gpt", type=Path, default=None, help="generator checkpoint folder (samples K per class)")
+        parser.add_argument("--gpt", type=Path, default=None, help="generator (GPT or RAR) checkpoint folder (samples K per class)")
         parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer checkpoint folder (default: the one recorded in the GPT's config)")
         parser.add_argument("--samples", default=None, help="samples to score instead: .npz (arr_0 uint8 NHWC) or a folder")
         parser.add_argument("--ref", required=True,
@@ -69,6 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument("--ref-num-images", type=int, default=None, help="use at most this many reference images")
         parser.add_argument("--images-per-class", type=int, default=50)
         parser.add_argument("--cfg-scales", type=float, nargs="+", default=[1.0], help="one result per scale, e.g. 1.0 2.0")
+        parser.add_argument("--cfg-power", type=float, default=None,
+                            help="RAR's CFG schedule: scale ramps 1 -> s as 1 + (s-1)(1-cos(pi (t/N)^pow))/2 (default: constant)")
         parser.add_argument("--temperature", type=float, default=1.0)
         parser.add_argument("--top-k", type=int, default=0)
         parser.add_argument("--top-p", type=float, default=1.0)
@@ -104,12 +106,12 @@ def load_tokenizer(path: Path, device: str):
 
 
 def load_generator(path: Path, device: str):
-    """GPT.from_pretrained on `device`, with a one-line error for a missing checkpoint."""
+    """A GPT or RAR (`vfmtok.generator.checkpoint.load_generator`) on `device`; one-line error when missing."""
     path = Path(path)
     require(path.exists(), f"generator checkpoint not found: {path}")
-    from vfmtok.generator.gpt import GPT
+    from vfmtok.generator.checkpoint import load_generator as _load
 
-    return GPT.from_pretrained(path).to(device).eval()
+    return _load(path, device=device)
 
 
 def generate(gpt, tokenizer, labels: torch.Tensor, **kwargs) -> np.ndarray:
@@ -357,7 +359,8 @@ def _sample_batches(args, gpt, tok, cfg: float, labels: torch.Tensor):
     step = args.batch_size * GENERATE_CHUNK_BATCHES
     for chunk, s in enumerate(range(0, len(labels), step)):
         arr = generate(gpt, tok, labels[s:s + step], cfg_scale=cfg, temperature=args.temperature,
-                       top_k=args.top_k, top_p=args.top_p, seed=args.seed + chunk, batch_size=args.batch_size)
+                       top_k=args.top_k, top_p=args.top_p, seed=args.seed + chunk, batch_size=args.batch_size,
+                       cfg_power=args.cfg_power)
         yield torch.from_numpy(np.ascontiguousarray(arr))
 
 

@@ -13,14 +13,13 @@ from tqdm import tqdm
 
 from vfmtok.accel.cpu import accelerate
 from vfmtok.generator.generate import generate
-from vfmtok.generator.gpt import GPT
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.images import make_grid, save_png, to_uint8
 from vfmtok.utils.io import atomic_path, write_json
 
 
-def check_tokenizer(gpt: GPT, tokenizer: Any) -> None:
-    """Refuse a tokenizer whose ids do not mean what the GPT was trained on."""
+def check_tokenizer(gpt: Any, tokenizer: Any) -> None:
+    """Refuse a tokenizer whose ids do not mean what the generator (GPT or RAR) was trained on."""
     c = gpt.config
     if tokenizer.codebook_size != c.vocab_size:
         raise VFMTokError(f"tokenizer codebook size {tokenizer.codebook_size} != GPT vocab_size {c.vocab_size}")
@@ -55,9 +54,10 @@ def parse_labels(specs: Sequence[str | int], class_names: Sequence[str] | None, 
 
 
 @torch.no_grad()
-def generate_images(gpt: GPT, tokenizer: Any, labels: torch.Tensor, cfg_scale: float = 1.0, cfg_interval: int = -1,
+def generate_images(gpt: Any, tokenizer: Any, labels: torch.Tensor, cfg_scale: float = 1.0, cfg_interval: int = -1,
                     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-                    batch_size: int = 32, cpu_accel: bool | None = None, compile: bool | str = False) -> np.ndarray:
+                    batch_size: int = 32, cpu_accel: bool | None = None, compile: bool | str = False,
+                    cfg_power: float | None = None) -> np.ndarray:
     """uint8 images (N, H, W, 3) for class labels (N,); the same seed and batch_size give the same images.
 
     An fp32 GPT on the CPU samples through `vfmtok.accel.cpu.accelerate` unless cpu_accel is False (None: on unless
@@ -76,7 +76,7 @@ def generate_images(gpt: GPT, tokenizer: Any, labels: torch.Tensor, cfg_scale: f
         for start in tqdm(range(0, len(labels), batch_size), desc="sampling", unit="batch", disable=None):
             batch = labels[start: start + batch_size]
             ids = generate(gpt, batch, cfg_scale, cfg_interval, temperature, top_k, top_p, generator=gen,
-                           compile=compile)
+                           compile=compile, cfg_power=cfg_power)
             chunks.append(to_uint8(tokenizer.decode(ids)))
     return np.concatenate(chunks) if chunks else np.zeros((0, tokenizer.image_size, tokenizer.image_size, 3), np.uint8)
 

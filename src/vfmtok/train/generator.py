@@ -20,7 +20,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from vfmtok.data.codes import CodeDataset, check_codes_match, tokenizer_facts
-from vfmtok.generator.gpt import GPT, GPTConfig, preset_config
+from vfmtok.generator.gpt import GPT, GPTConfig
+from vfmtok.generator.rar import RARConfig
+from vfmtok.train import generator_arch as A
 from vfmtok.train import common as C
 from vfmtok.utils.config import apply_overrides, from_dict, to_dict
 from vfmtok.utils.errors import VFMTokError
@@ -32,7 +34,12 @@ class GeneratorTrainConfig:
     """A generator training run (saved resolved as run_config.json, reusable with --config)."""
 
     preset: str = "GPT-B"
+    arch: str = "gpt"  # "gpt" trains `model`, "rar" trains `rar` (the preset decides; see generator_arch)
     model: GPTConfig = field(default_factory=GPTConfig)
+    rar: RARConfig = field(default_factory=RARConfig)
+    permute_anneal: tuple[float, float] = (0.5, 0.75)  # RAR: permutation probability 1 -> 0 between these fractions
+    topk_codes: int = 1  # on-the-fly data: also train on the 2nd..k-th nearest code sequences (VFMTok-RAR uses 2)
+    warmup_frac: float = 0.0  # used when warmup_steps is 0
     codes: str = ""  # codes folder from extract-codes, or:
     data: str = ""  # images (ImageFolder path/zip, 'sample', 'imagenette') tokenized on the fly with:
     tokenizer: str = ""
@@ -63,7 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="or: images to tokenize on the fly (needs --tokenizer)")
     p.add_argument("--tokenizer", default=None, help="tokenizer checkpoint/run folder for --data")
     p.add_argument("--out", required=True, help="run folder (checkpoints, train.log, run_config.json)")
-    p.add_argument("--preset", default=None, help="GPT-nano, GPT-tiny, GPT-B, GPT-L, GPT-XL, GPT-XXL, GPT-2B, GPT-3B")
+    p.add_argument("--preset", default=None, help="GPT-nano, GPT-tiny, GPT-B, GPT-L, GPT-XL, GPT-XXL, GPT-2B, GPT-3B, "
+                   "RAR-nano, RAR-tiny, RAR-B, RAR-L, RAR-XL, RAR-XL-4096, RAR-XXL")
+    p.add_argument("--arch", default=None, choices=list(A.ARCHS), help="generator architecture (default: the preset's; "
+                   "rar alone means RAR-B with the reference RAR recipe)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="per-process batch size")
     p.add_argument("--lr", type=float, default=None)
@@ -98,9 +108,12 @@ def _layer(base: GeneratorTrainConfig, args: argparse.Namespace) -> GeneratorTra
 def resolve_config(args: argparse.Namespace, data_facts=None) -> GeneratorTrainConfig:
     """Preset architecture + the data's vocab/tokens/grid/classes, then YAML, flags and --set on top."""
     first = _layer(GeneratorTrainConfig(), args)  # where the data is and which preset
+    given = getattr(args, "preset", None) is not None or first.preset != GeneratorTrainConfig.preset
+    preset, arch = A.choose_preset(first.preset, getattr(args, "arch", None), given)
     facts = data_facts(first) if data_facts else {}
-    cfg = _layer(GeneratorTrainConfig(preset=first.preset, model=preset_config(first.preset, **facts)), args)
-    cfg.model.validate()
+    cfg = _layer(GeneratorTrainConfig(**A.base_fields(preset, arch, facts)), args)
+    cfg.preset, cfg.arch = A.choose_preset(cfg.preset, arch, True)
+    A.model_config(cfg).validate()
     if cfg.precision not in ("fp32", "bf16"):
         raise VFMTokError(f"precision must be fp32 or bf16 for training (fp16 would need loss scaling), got '{cfg.precision}'")
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.save_every < 1 or cfg.log_every < 1:
@@ -197,9 +210,10 @@ def _training_data(cfg: GeneratorTrainConfig, device: torch.device, tokenizer: A
         facts, names, n_cls, where = tokenizer_facts(tokenizer), dataset.class_names, len(dataset.classes), f"tokenizer {cfg.tokenizer}"
     else:
         raise VFMTokError("give --codes (from `vfmtok extract-codes`) or --data with --tokenizer")
-    if n_cls != cfg.model.num_classes:
-        raise VFMTokError(f"{where}: the data has {n_cls} classes, GPT num_classes is {cfg.model.num_classes}")
-    check_codes_match(facts, cfg.model.vocab_size, cfg.model.num_tokens, cfg.model.token_grid, where)
+    m = A.model_config(cfg)
+    if n_cls != m.num_classes:
+        raise VFMTokError(f"{where}: the data has {n_cls} classes, {cfg.arch.upper()} num_classes is {m.num_classes}")
+    check_codes_match(facts, m.vocab_size, m.num_tokens, m.token_grid, where)
     return dataset, facts, names, tokenizer
 
 
@@ -224,7 +238,7 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
 
     # --- model, optimizer, EMA (identical init on every rank) ---
     C.seed_everything(cfg.seed)
-    raw = GPT(cfg.model).to(device)
+    raw = A.build_model(cfg).to(device)
     raw.class_names, raw.tokenizer_info = class_names, tok_facts
     if cfg.fsdp:
         model = _wrap_fsdp(raw, device, cfg.precision)
@@ -242,9 +256,9 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
     step = 0
     if resume:
         folder, st = C.load_resume_state(run_dir)
-        saved = from_dict(GPTConfig, st["gpt"], where=f"{folder} gpt")
-        if to_dict(saved) != to_dict(cfg.model):
-            raise VFMTokError(f"--resume: {folder} was trained with another GPT config; use the same preset/--set values")
+        saved = from_dict(type(A.model_config(cfg)), st["gpt"], where=f"{folder} gpt")
+        if to_dict(saved) != to_dict(A.model_config(cfg)):
+            raise VFMTokError(f"--resume: {folder} was trained with another model config; use the same preset/--set values")
         set_state_dict(model, opt, model_state_dict=st["model"], optim_state_dict=st["optimizer"],
                        options=StateDictOptions(full_state_dict=True))
         if ema is not None and st.get("ema") is not None:
@@ -270,9 +284,9 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
         folder = None
         if info.is_main:
             config = {**raw.export_config(), "step": at, "train": to_dict(cfg)}
-            st = {"step": at, "gpt": to_dict(cfg.model), "model": model_sd, "optimizer": opt_sd, "ema": ema_sd,
+            st = {"step": at, "gpt": to_dict(A.model_config(cfg)), "model": model_sd, "optimizer": opt_sd, "ema": ema_sd,
                   "rng": C.rng_state(), "world_size": info.world_size}
-            folder = C.save_checkpoint(run_dir, at, ema_sd if ema_sd is not None else model_sd, config, "gpt", st,
+            folder = C.save_checkpoint(run_dir, at, ema_sd if ema_sd is not None else model_sd, config, raw.model_type, st,
                                        keep_last=cfg.keep_last)
             log.info("step %d: saved %s", at, folder)
         if dist.is_initialized():
@@ -281,7 +295,7 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
 
     sampler.skip((step % steps_per_epoch) * cfg.batch_size)
     batches = C.infinite_loader(loader, start_epoch=step // steps_per_epoch)
-    tokens_per_step = cfg.batch_size * cfg.model.num_tokens * info.world_size
+    tokens_per_step = cfg.batch_size * cfg.topk_codes * A.model_config(cfg).num_tokens * info.world_size
     bar = tqdm(total=cfg.steps, initial=step, desc="train-generator", unit="step", dynamic_ncols=True,
                disable=not info.is_main or None)
     model.train()
@@ -293,12 +307,13 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
             ids = x.to(device)
         else:
             with torch.no_grad():
-                ids = tokenizer.encode(x.to(device)).to(device)
-        lr = C.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr_schedule, cfg.min_lr)
+                ids = A.encode_batch(tokenizer, x.to(device), cfg.topk_codes).to(device)
+            labels = labels.repeat_interleave(cfg.topk_codes)
+        lr = C.lr_at(step, cfg.lr, A.effective_warmup(cfg), cfg.steps, cfg.lr_schedule, cfg.min_lr)
         for g in opt.param_groups:
             g["lr"] = lr
         with C.autocast(device, cfg.precision):
-            _, loss = model(labels, ids[:, :-1], targets=ids)
+            loss = A.training_loss(model, cfg, labels, ids, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
