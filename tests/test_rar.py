@@ -242,3 +242,51 @@ def test_on_the_fly_top2_augmentation(images, tmp_path):
     train_generator(cfg, tmp_path / "run", tokenizer=TopkFake())
     assert TopkFake.topk_calls - before == 2
     assert math.isfinite(float((tmp_path / "run" / "train.log").read_text().split("step 2 loss ")[1].split()[0]))
+
+
+def official_rar_state(dim=32, layers=2, head_dim=16, mlp=64, vocab=20, classes=3, n=16, seed=0):
+    """A state dict with the official RAR key names and shapes (1d-tokenizer modeling/rar.py), random values."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    sd = {"cls_token": r(1, 1, dim), "embeddings.weight": r(vocab + 1 + classes + 1, dim),
+          "pos_embed": r(1, n + 1024, dim), "target_aware_pos_embed": r(1, n + 1024, dim),
+          "timesteps_embeddings": r(1, n + 100, dim), "lm_head.weight": r(vocab, dim), "lm_head.bias": r(vocab),
+          "adaln_before_head.adaLN_modulation.1.weight": r(2 * dim, dim),
+          "adaln_before_head.adaLN_modulation.1.bias": r(2 * dim)}
+    for i in range(layers):
+        shapes = {"norm1": (dim,), "norm2": (dim,), "attn.qkv": (3 * dim, dim), "attn.q_norm": (head_dim,),
+                  "attn.k_norm": (head_dim,), "attn.proj": (dim, dim), "mlp.fc1": (mlp, dim), "mlp.fc2": (dim, mlp),
+                  "adaLN_modulation.1": (6 * dim, dim)}
+        for name, shape in shapes.items():
+            sd[f"blocks.{i}.{name}.weight"] = r(*shape)
+            sd[f"blocks.{i}.{name}.bias"] = r(shape[0])
+    return sd
+
+
+def test_import_official_rar_state(tmp_path):
+    from vfmtok.generator.rar_import import import_rar, import_rar_state
+
+    sd = official_rar_state()
+    cfg, state = import_rar_state({f"module.{k}": v for k, v in sd.items()})
+    assert (cfg.dim, cfg.n_layer, cfg.n_head, cfg.mlp_dim, cfg.vocab_size, cfg.num_classes, cfg.num_tokens) == \
+        (32, 2, 2, 64, 20, 3, 16)
+    assert (cfg.pos_slack, cfg.step_slack, cfg.token_grid) == (1024, 100, (4, 4))
+    m = RAR(cfg)
+    m.load_state_dict(state, strict=True)
+    emb = sd["embeddings.weight"]
+    assert torch.equal(m.tok_emb.weight, emb[:20]) and torch.equal(m.class_emb.weight, emb[21:])  # mask row 20 dropped
+    assert torch.equal(m.blocks[1].modulation.weight, sd["blocks.1.adaLN_modulation.1.weight"])
+    assert torch.equal(m.blocks[0].fc2.bias, sd["blocks.0.mlp.fc2.bias"])
+    assert torch.equal(m.final_modulation.bias, sd["adaln_before_head.adaLN_modulation.1.bias"])
+    assert torch.equal(m.target_pos_embed, sd["target_aware_pos_embed"][0]) and torch.equal(m.head.bias, sd["lm_head.bias"])
+    torch.save(sd, tmp_path / "rar_x.bin")
+    import_rar(tmp_path / "rar_x.bin", tmp_path / "out")
+    back = load_generator(tmp_path / "out")
+    labels, ids = torch.tensor([1]), torch.randint(0, 20, (1, 15))
+    assert torch.equal(back(labels, ids)[0], m.eval()(labels, ids)[0])
+    with pytest.raises(VFMTokError, match="keys an official RAR does not have"):
+        import_rar_state({**sd, "extra.weight": torch.zeros(1)})
+    with pytest.raises(VFMTokError, match="looks like a LlamaGen GPT"):
+        import_rar_state({"tok_embeddings.weight": torch.zeros(4, 2), "cls_embedding.embedding_table.weight": torch.zeros(2, 2)})
+    with pytest.raises(VFMTokError, match="not a square grid"):
+        import_rar_state(sd, num_tokens=15)
