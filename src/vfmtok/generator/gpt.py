@@ -167,6 +167,18 @@ class KVCache(nn.Module):
         return F.scaled_dot_product_attention(q, self.k[:b], self.v[:b], attn_mask=mask)
 
 
+def install_caches(attns: list[nn.Module], cache_class: type[nn.Module], max_batch: int, max_seq: int, n_head: int,
+                   head_dim: int, dtype: torch.dtype, device: torch.device) -> bool:
+    """Give each attention module (attribute kv_cache) a fresh cache; False when the present ones already fit."""
+    old = attns[0].kv_cache
+    if type(old) is cache_class and old.max_batch >= max_batch and old.max_seq == max_seq \
+            and old.dtype == dtype and next(old.buffers()).device == device:
+        return False
+    for a in attns:
+        a.kv_cache = cache_class(max_batch, max_seq, n_head, head_dim, dtype, device)
+    return True
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with fused qkv, RoPE and an optional KV cache; no biases."""
 
@@ -267,15 +279,9 @@ class GPT(GeneratorIO, nn.Module):
         """Preallocate per-layer KV caches (seq rounded up to a multiple of 8) and the causal mask; reused when big enough."""
         max_seq = find_multiple(max_seq, 8)
         dtype = dtype or self.head.weight.dtype
-        device = self.head.weight.device
-        old = self.blocks[0].attention.kv_cache
-        if type(old) is self.cache_class and old.max_batch >= max_batch and old.max_seq == max_seq \
-                and old.dtype == dtype and next(old.buffers()).device == device:
-            return
-        for b in self.blocks:
-            b.attention.kv_cache = self.cache_class(max_batch, max_seq, self.config.n_head, self.config.head_dim,
-                                                    dtype, device)
-        self.causal_mask = torch.ones(max_seq, max_seq, dtype=torch.bool, device=device).tril()
+        if install_caches([b.attention for b in self.blocks], self.cache_class, max_batch, max_seq,
+                          self.config.n_head, self.config.head_dim, dtype, self.head.weight.device):
+            self.causal_mask = torch.ones(max_seq, max_seq, dtype=torch.bool, device=self.head.weight.device).tril()
 
     def clear_caches(self) -> None:
         """Free the KV caches."""

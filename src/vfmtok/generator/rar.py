@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vfmtok.generator.checkpoint import GeneratorIO
-from vfmtok.generator.gpt import KVCache, find_multiple
+from vfmtok.generator.gpt import KVCache, find_multiple, install_caches
 from vfmtok.utils.errors import VFMTokError, require
 
 
@@ -195,16 +195,11 @@ class RAR(GeneratorIO, nn.Module):
     def setup_caches(self, max_batch: int, max_seq: int, dtype: torch.dtype | None = None) -> None:
         """KV caches for max_seq inputs (class + tokens) plus the cls token, rounded up to a multiple of 8."""
         seq = find_multiple(max_seq + 1, 8)
-        dtype = dtype or self.head.weight.dtype
-        device = self.head.weight.device
-        old = self.blocks[0].attn.kv_cache
-        if type(old) is self.cache_class and old.max_batch >= max_batch and old.max_seq == seq \
-                and old.dtype == dtype and next(old.buffers()).device == device:
-            return
-        for b in self.blocks:
-            b.attn.kv_cache = self.cache_class(max_batch, seq, self.config.n_head, self.config.head_dim, dtype, device)
-        self.causal_mask = torch.ones(seq, seq, dtype=torch.bool, device=device).tril()
-        self.cond_cache = torch.zeros(max_batch, self.config.dim, dtype=dtype, device=device)
+        dtype, device = dtype or self.head.weight.dtype, self.head.weight.device
+        if install_caches([b.attn for b in self.blocks], self.cache_class, max_batch, seq, self.config.n_head,
+                          self.config.head_dim, dtype, device):
+            self.causal_mask = torch.ones(seq, seq, dtype=torch.bool, device=device).tril()
+            self.cond_cache = torch.zeros(max_batch, self.config.dim, dtype=dtype, device=device)
 
     def clear_caches(self) -> None:
         """Free the KV caches."""
