@@ -290,3 +290,30 @@ def test_import_official_rar_state(tmp_path):
         import_rar_state({"tok_embeddings.weight": torch.zeros(4, 2), "cls_embedding.embedding_table.weight": torch.zeros(2, 2)})
     with pytest.raises(VFMTokError, match="not a square grid"):
         import_rar_state(sd, num_tokens=15)
+
+
+def test_train_config_picks_architecture_and_rar_recipe():
+    import argparse
+
+    from vfmtok.train.generator import add_arguments, resolve_config
+
+    def resolve(*argv):
+        p = argparse.ArgumentParser()
+        add_arguments(p)
+        return resolve_config(p.parse_args(["--out", "x", *argv]))
+
+    cfg = resolve("--arch", "rar", "--steps", "1000")
+    assert (cfg.preset, cfg.arch, cfg.rar.dim, cfg.rar.n_layer) == ("RAR-B", "rar", 768, 24)
+    assert (cfg.lr, tuple(cfg.betas), cfg.weight_decay, cfg.lr_schedule, cfg.min_lr) == (4e-4, (0.9, 0.96), 0.03, "cosine", 1e-5)
+    assert A.effective_warmup(cfg) == 250 and cfg.ema_decay == 0.0 and tuple(cfg.permute_anneal) == (0.5, 0.75)
+    assert isinstance(A.build_model(resolve("--preset", "RAR-nano")), RAR)
+    mine = resolve("--preset", "RAR-L", "--lr", "1e-3", "--set", "permute_anneal=[0.2,0.4]")
+    assert mine.lr == 1e-3 and mine.rar.dim == 1024 and tuple(mine.permute_anneal) == (0.2, 0.4)
+    gpt = resolve()
+    assert (gpt.preset, gpt.arch, gpt.lr, tuple(gpt.betas)) == ("GPT-B", "gpt", 1e-4, (0.9, 0.95))
+    with pytest.raises(VFMTokError, match="permute_anneal"):
+        resolve("--arch", "rar", "--set", "permute_anneal=[0.8,0.2]")
+    with pytest.raises(VFMTokError, match="extract-codes --topk"):
+        resolve("--arch", "rar", "--codes", "c", "--set", "topk_codes=2")
+    with pytest.raises(VFMTokError, match="is a RAR preset, not GPT"):
+        resolve("--arch", "gpt", "--preset", "RAR-B")

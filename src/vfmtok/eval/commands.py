@@ -360,7 +360,7 @@ def _sample_batches(args, gpt, tok, cfg: float, labels: torch.Tensor):
     for chunk, s in enumerate(range(0, len(labels), step)):
         arr = generate(gpt, tok, labels[s:s + step], cfg_scale=cfg, temperature=args.temperature,
                        top_k=args.top_k, top_p=args.top_p, seed=args.seed + chunk, batch_size=args.batch_size,
-                       cfg_power=args.cfg_power)
+                       cfg_power=getattr(args, "cfg_power", None))
         yield torch.from_numpy(np.ascontiguousarray(arr))
 
 

@@ -113,7 +113,7 @@ def resolve_config(args: argparse.Namespace, data_facts=None) -> GeneratorTrainC
     facts = data_facts(first) if data_facts else {}
     cfg = _layer(GeneratorTrainConfig(**A.base_fields(preset, arch, facts)), args)
     cfg.preset, cfg.arch = A.choose_preset(cfg.preset, arch, True)
-    A.model_config(cfg).validate()
+    A.validate(cfg)
     if cfg.precision not in ("fp32", "bf16"):
         raise VFMTokError(f"precision must be fp32 or bf16 for training (fp16 would need loss scaling), got '{cfg.precision}'")
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.save_every < 1 or cfg.log_every < 1:
@@ -295,7 +295,7 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
 
     sampler.skip((step % steps_per_epoch) * cfg.batch_size)
     batches = C.infinite_loader(loader, start_epoch=step // steps_per_epoch)
-    tokens_per_step = cfg.batch_size * cfg.topk_codes * A.model_config(cfg).num_tokens * info.world_size
+    tokens_per_step = cfg.batch_size * cfg.topk_codes * A.model_config(cfg).num_tokens * info.world_size  # k rows/image
     bar = tqdm(total=cfg.steps, initial=step, desc="train-generator", unit="step", dynamic_ncols=True,
                disable=not info.is_main or None)
     model.train()

@@ -56,6 +56,16 @@ def model_config(cfg: Any):
     return cfg.rar if cfg.arch == "rar" else cfg.model
 
 
+def validate(cfg: Any) -> None:
+    """One-line errors for the architecture config and the RAR / top-k training fields."""
+    model_config(cfg).validate()
+    a, b = cfg.permute_anneal
+    if not 0.0 <= a <= b <= 1.0:
+        raise VFMTokError(f"permute_anneal must be two fractions 0 <= start <= end <= 1, got {tuple(cfg.permute_anneal)}")
+    if cfg.topk_codes < 1 or (cfg.topk_codes > 1 and cfg.codes):
+        raise VFMTokError("topk_codes must be >= 1, and > 1 only with --data (for codes use `extract-codes --topk`)")
+
+
 def build_model(cfg: Any) -> nn.Module:
     """A freshly initialised GPT or RAR for a training config."""
     return RAR(cfg.rar) if cfg.arch == "rar" else GPT(cfg.model)
@@ -66,7 +76,7 @@ def permute_ratio(step: int, total_steps: int, anneal: tuple[float, float]) -> f
     start, end = anneal[0] * total_steps, anneal[1] * total_steps
     if step < start:
         return 1.0
-    if step >= end:
+    if step >= end:  # also start == end: a hard switch
         return 0.0
     return 1.0 - (step - start) / (end - start)
 
