@@ -11,6 +11,7 @@ from vfmtok.export import export_pair
 from vfmtok.generator.gpt import GPT, create_gpt
 from vfmtok.generator.sample import generate_images
 from vfmtok.tokenizer.api import build_tiny_tokenizer, load_tokenizer
+from vfmtok.accel import cpu_kernels
 from vfmtok.utils.errors import VFMTokError
 
 
@@ -56,7 +57,9 @@ def test_sample_uses_the_bundled_model_by_default(pair, tmp_path, monkeypatch, c
     assert main(["sample", "--class", "golf ball", "--per-class", "2", "--out", str(tmp_path / "s"), "--device", "cpu"]) == 0
     info = json.loads((tmp_path / "s" / "sample_info.json").read_text())
     assert info["labels"] == [1, 1] and info["gpt"].endswith("generator")
-    assert info["cpu_kernels"] == "on" or info["cpu_kernels"].startswith("off: ")  # recorded either way
+    why = cpu_kernels.unavailable_reason()  # what this machine's kernels say, recorded as it is
+    assert info["cpu_kernels"] == ("on" if why is None else f"off: {why}")
+    assert info["device"] == "cpu" and info["tokenizer_hash"] == load_tokenizer(bundle / "tokenizer").checkpoint_hash
 
 
 def test_export_refuses_a_mismatched_tokenizer(pair, tmp_path):

@@ -220,7 +220,7 @@ def test_end_to_end_codes_train_sample_decode(images, tmp_path, monkeypatch, cap
     imgs = generate_images(rar, FakeTokenizer(), labels, cfg_scale=3.0, cfg_power=1.0, seed=1)
     ids = generate(rar, labels, cfg_scale=3.0, cfg_power=1.0, generator=torch.Generator().manual_seed(1))
     assert np.array_equal(imgs, to_uint8(FakeTokenizer().decode(ids)))
-    monkeypatch.setattr("vfmtok.generator.sample_cmd.load_tokenizer_for", lambda gpt, path, device: FakeTokenizer())
+    monkeypatch.setattr("vfmtok.generator.sample_cmd.load_gpt_tokenizer", lambda gpt, path, device: FakeTokenizer())
     out = tmp_path / "s"
     assert main(["sample", "--gpt", str(run), "--per-class", "1", "--cfg-scale", "2", "--cfg-power", "2.75",
                  "--out", str(out), "--device", "cpu"]) == 0

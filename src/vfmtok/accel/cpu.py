@@ -76,12 +76,12 @@ class FusedRMSNorm(nn.Module):
 
     def __init__(self, base: RMSNorm):
         super().__init__()
-        self.base = base
+        self.weight, self.eps, self.plain = base.weight, base.eps, base.forward
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _inference(x, self.base.weight):
-            return ck.rms_norm(x, self.base.weight, self.base.eps)
-        return self.base(x)
+        if _inference(x, self.weight):
+            return ck.rms_norm(x, self.weight, self.eps)
+        return self.plain(x)
 
 
 class FusedFeedForward(nn.Module):
@@ -89,12 +89,11 @@ class FusedFeedForward(nn.Module):
 
     def __init__(self, base: FeedForward):
         super().__init__()
-        self.base = base
+        self.w1, self.w3, self.w2, self.drop = base.w1, base.w3, base.w2, base.drop
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.base
-        a, g = b.w1(x), b.w3(x)
-        return b.drop(b.w2(ck.silu_mul(a, g) if _inference(a) else F.silu(a) * g))
+        a, g = self.w1(x), self.w3(x)
+        return self.drop(self.w2(ck.silu_mul(a, g) if _inference(a) else F.silu(a) * g))
 
 
 class BlockedKVCache(nn.Module):

@@ -14,12 +14,16 @@ from tqdm import tqdm
 
 from vfmtok.eval.fid import EncoderFeatures, FeatureStats, load_cached_stats, save_cached_stats, source_fingerprint
 from vfmtok.eval.image_metrics import (PSNR_DESCRIPTION, SSIM_DESCRIPTION, SSIM_PAPER_NOTE, CodeUsage, psnr, ssim,
-                                       to_uint8, uint8_to_signed, uint8_to_unit)
+                                       uint8_to_signed, uint8_to_unit)
 from vfmtok.eval.imagesets import ImageSet, iter_batches, open_image_set, subset_indices
 from vfmtok.eval.inception import InceptionExtractor, get_extractor, inception_score
 from vfmtok.eval.prdc import precision_recall
-from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, write_results
+from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, print_result
+from vfmtok.generator.pairing import gpt_tokenizer_path
+from vfmtok.utils import args as A
+from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError, require
+from vfmtok.utils.images import to_uint8
 from vfmtok.utils.io import atomic_path, file_sha256
 from vfmtok.utils.weights import find_weight
 
@@ -30,18 +34,18 @@ GENERATE_CHUNK_BATCHES = 8  # labels handed to the generator per call (in batche
 # ------------------------------------------------------------------------------------------------- arguments
 def add_run_arguments(p: argparse.ArgumentParser, num_images_help: str) -> None:
     """Options every evaluation command (eval-tokenizer, eval-generator, probe) shares."""
-    p.add_argument("--out", type=Path, default=None, help="results JSON path (a Markdown table is written beside it, .md)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--num-images", "--limit", dest="num_images", type=int, default=None, help=num_images_help)
-    p.add_argument("--seed", type=int, default=0)
+    A.add(p, "out", type=Path, required=False, default=None,
+          help="results JSON path (a Markdown table is written beside it, .md)")
+    A.add_all(p, "batch_size", "device")
+    A.add(p, "num_images", "--num-images", "--limit", help=num_images_help)
+    A.add(p, "seed")
 
 
 def add_tokenizer_argument(p: argparse.ArgumentParser) -> None:
     """The tokenizer, positionally or with --tokenizer (see tokenizer_path)."""
     p.add_argument("checkpoint", type=Path, nargs="?", default=None,
                    help="tokenizer checkpoint folder or run folder (or use --tokenizer)")
-    p.add_argument("--tokenizer", type=Path, default=None, help="same as the positional checkpoint")
+    A.add(p, "tokenizer", type=Path, help="same as the positional checkpoint")
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,25 +60,24 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     """Arguments of `eval-tokenizer` or `eval-generator`."""
     if command == "eval-tokenizer":
         add_tokenizer_argument(parser)
-        parser.add_argument("--data", default="sample", help="'sample' | 'imagenette' | 'cifar10' | class-folder tree | zip")
-        parser.add_argument("--split", default="val")
+        A.add(parser, "data")
+        A.add(parser, "split", default="val")
         parser.add_argument("--no-lpips", action="store_true")
     else:
-        parser.add_argument("--gpt", type=Path, default=None, help="generator (GPT or RAR) checkpoint folder (samples K per class)")
-        parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer checkpoint folder (default: the one recorded in the GPT's config)")
+        A.add(parser, "gpt", type=Path, help="GPT or RAR checkpoint or run folder (samples --images-per-class of each class)")
+        A.add(parser, "tokenizer", type=Path, help=A.GPT_TOKENIZER_HELP)
         parser.add_argument("--samples", default=None, help="samples to score instead: .npz (arr_0 uint8 NHWC) or a folder")
         parser.add_argument("--ref", required=True,
                             help="reference: dataset ('imagenette', folder, zip) or statistics .npz (ours or ADM's)")
         parser.add_argument("--ref-split", default="val")
-        parser.add_argument("--ref-num-images", type=int, default=None, help="use at most this many reference images")
-        parser.add_argument("--images-per-class", type=int, default=50)
-        parser.add_argument("--cfg-scales", type=float, nargs="+", default=[1.0], help="one result per scale, e.g. 1.0 2.0")
-        parser.add_argument("--cfg-power", type=float, default=None,
-                            help="RAR's CFG schedule: scale ramps 1 -> s as 1 + (s-1)(1-cos(pi (t/N)^pow))/2 (default: constant)")
-        parser.add_argument("--temperature", type=float, default=1.0)
-        parser.add_argument("--top-k", type=int, default=0)
-        parser.add_argument("--top-p", type=float, default=1.0)
-        parser.add_argument("--image-size", type=int, default=None, help="evaluation resolution (default: the samples')")
+        A.add(parser, "num_images", "--ref-num-images", help="use at most this many reference images")
+        A.add(parser, "per_class", "--images-per-class", default=50)
+        parser.add_argument("--cfg-scales", type=A.non_negative_float, nargs="+", default=[1.0],
+                            help="one result per scale, e.g. 1.0 2.0")
+        parser.add_argument("--cfg-power", type=A.non_negative_float, default=None,
+                            help="RAR's CFG schedule: the scale ramps 1 -> s as 1 + (s-1)(1-cos(pi (t/N)^pow))/2")
+        A.add_all(parser, "temperature", "top_k", "top_p")
+        parser.add_argument("--image-size", type=A.positive_int, default=None, help="evaluation resolution (default: the samples')")
         parser.add_argument("--save-samples", type=Path, default=None, help="also write generated samples as .npz (arr_0)")
         parser.add_argument("--save-ref-stats", type=Path, default=None, help="write the reference statistics .npz")
     add_common_arguments(parser)
@@ -82,10 +85,27 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch on args.command."""
+    (eval_tokenizer if args.command == "eval-tokenizer" else eval_generator)(args)
+    return 0
+
+
+def prepare(args: argparse.Namespace) -> None:
+    """Checks every evaluation command shares; resolves --device ('auto') to the device that runs."""
     require(args.batch_size > 0, f"--batch-size must be positive, got {args.batch_size}")
-    if args.command == "eval-tokenizer":
-        return eval_tokenizer(args)
-    return eval_generator(args)
+    args.device = str(resolve_device(args.device))
+
+
+def options(command: str, **values) -> argparse.Namespace:
+    """The options of `command` ('eval-tokenizer' / 'eval-generator') with their CLI defaults and `values` on top.
+
+    For library callers (the demo): `eval_tokenizer(options("eval-tokenizer", checkpoint=path, num_images=100))`.
+    """
+    p = argparse.ArgumentParser()
+    add_arguments(p, command)
+    ns = {a.dest: a.default for a in p._actions if a.dest != "help"}
+    unknown = sorted(set(values) - set(ns))
+    require(not unknown, f"unknown {command} option(s): {', '.join(unknown)}")
+    return argparse.Namespace(**{**ns, **values, "command": command})
 
 
 # ------------------------------------------------------------------------------------------------- loaders
@@ -124,7 +144,7 @@ def generate(gpt, tokenizer, labels: torch.Tensor, **kwargs) -> np.ndarray:
 def make_lpips(device: str):
     """LPIPS(VGG) on device, or (None, reason) when the module is not available."""
     try:
-        from vfmtok.eval.lpips import LPIPS
+        from vfmtok.encoders.lpips import LPIPS
     except ImportError as e:
         return None, f"LPIPS unavailable: {e}"
     try:
@@ -224,18 +244,10 @@ def _fd(a: FeatureStats | None, b: FeatureStats | None) -> float | None:
     return None if a is None or b is None else a.distance(b)
 
 
-def _print_result(table: str, notes: list[str], out: Path | None, record: dict) -> None:
-    print(table, end="")
-    for n in notes:
-        print(f"  note: {n}")
-    if out is not None:
-        js, md = write_results(out, record, table)
-        print(f"wrote {js} and {md}")
-
-
 # ------------------------------------------------------------------------------------------------- eval-tokenizer
-def eval_tokenizer(args: argparse.Namespace) -> int:
+def eval_tokenizer(args: argparse.Namespace) -> dict:
     """Reconstruct a validation set: rFID (vs the same images), rIS, PSNR, SSIM, LPIPS, codebook usage/perplexity."""
+    prepare(args)
     tok = load_tokenizer(tokenizer_path(args), args.device)
     res = int(tok.image_size)
     images = open_image_set(args.data, res, split=args.split)
@@ -255,7 +267,7 @@ def eval_tokenizer(args: argparse.Namespace) -> int:
         x = uint8_to_signed(u8).to(args.device)
         with torch.inference_mode():
             ids = tok.encode(x)
-            rec_u8 = to_uint8(tok.decode(ids)).cpu()
+            rec_u8 = to_uint8(tok.decode(ids))
         usage.update(ids)
         ref01, rec01 = uint8_to_unit(u8), uint8_to_unit(rec_u8)
         psnrs.append(psnr(ref01, rec01))
@@ -301,8 +313,8 @@ def eval_tokenizer(args: argparse.Namespace) -> int:
     if f"FD_{args.second_encoder}" in metrics:
         header.append(f"FD-{args.second_encoder}↓")
         row.append(metrics[f"FD_{args.second_encoder}"])
-    _print_result(markdown_table(header, [row]), notes, args.out, record)
-    return 0
+    print_result(markdown_table(header, [row]), notes, args.out, record)
+    return record
 
 
 # ------------------------------------------------------------------------------------------------- eval-generator
@@ -364,8 +376,9 @@ def _sample_batches(args, gpt, tok, cfg: float, labels: torch.Tensor):
         yield torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def eval_generator(args: argparse.Namespace) -> int:
+def eval_generator(args: argparse.Namespace) -> dict:
     """gFID / IS / precision / recall (+ FD on a second encoder) of samples against a reference, per CFG scale."""
+    prepare(args)
     require((args.samples is None) != (args.gpt is None), "give either --samples or --gpt (with --tokenizer), not both")
     runs: list[dict] = []  # each: cfg, iterator factory, count
     checkpoints: dict = {}
@@ -378,9 +391,7 @@ def eval_generator(args: argparse.Namespace) -> int:
         data_desc = {**samples.description, "num_available": len(samples)}
     else:
         gpt = load_generator(args.gpt, args.device)
-        recorded = gpt.recorded_tokenizer()
-        require(args.tokenizer is not None or recorded, "--gpt needs --tokenizer (none is recorded in the GPT's config)")
-        tok = load_tokenizer(args.tokenizer or recorded, args.device)
+        tok = load_tokenizer(gpt_tokenizer_path(gpt, args.tokenizer), args.device)
         num_classes = int(gpt.config.num_classes)
         per_class = args.images_per_class if args.num_images is None else args.num_images // num_classes
         require(per_class >= 1, f"--num-images {args.num_images} is less than one image per class ({num_classes} classes)")
@@ -444,8 +455,8 @@ def eval_generator(args: argparse.Namespace) -> int:
         checkpoints=checkpoints, data={"samples": data_desc, "reference": ref.description}, cfg=sampling,
         feature_networks=[ext.info] + ([second.info] if second else []), notes=notes, device=str(args.device), args=args)
     header = ["cfg", "images", "gFID↓", "IS↑", "precision↑", "recall↑"] + ([f"FD-{args.second_encoder}↓"] if second_col else [])
-    _print_result(markdown_table(header, rows), notes, args.out, record)
-    return 0
+    print_result(markdown_table(header, rows), notes, args.out, record)
+    return record
 
 
 def _save_samples(path: Path, cfg: float, several: bool, arr: np.ndarray) -> None:

@@ -7,6 +7,7 @@ the threshold. The decode step (`decode_step`) compiles with fullgraph=True (`ge
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -79,15 +80,10 @@ def decode_step(model: GPT, idx: torch.Tensor, input_pos: torch.Tensor) -> torch
     return model(None, idx, input_pos=input_pos)[0][:, -1]
 
 
-_COMPILED: dict[str, Callable] = {}
-
-
+@functools.cache
 def compiled_decode_step(mode: str | None = None) -> Callable:
-    """`decode_step` under torch.compile(fullgraph=True); mode None picks 'reduce-overhead' (CUDA graphs) on GPUs."""
-    key = str(mode)
-    if key not in _COMPILED:
-        _COMPILED[key] = torch.compile(decode_step, fullgraph=True, mode=mode, dynamic=False)
-    return _COMPILED[key]
+    """`decode_step` under torch.compile(fullgraph=True, dynamic=False), one compiled function per mode."""
+    return torch.compile(decode_step, fullgraph=True, mode=mode, dynamic=False)
 
 
 def cfg_scale_at(t: int, num_tokens: int, cfg_scale: float, cfg_power: float | None = None) -> float:
@@ -137,14 +133,14 @@ def generate(model: GPT, labels: torch.Tensor, cfg_scale: float = 1.0, cfg_inter
                 logits = model(cond, torch.cat([prev, prev]) if guided else prev, last_only=True)[0][:, -1]
             elif t == 0:  # prefill: the class token
                 logits = model(cond, input_pos=torch.zeros(1, dtype=torch.long, device=device))[0][:, -1]
-            else:
-                prev = ids[:, t - 1: t]
-                logits = step(model, torch.cat([prev, prev]) if guided else prev,
+            else:  # the last ids as a fresh contiguous (rows, 1) tensor: one compiled graph serves every step
+                logits = step(model, torch.cat([last, last]) if guided else last,
                               torch.full((1,), t, dtype=torch.long, device=device))
             if guided:
                 logits = guided_logits(logits, cfg_scale_at(t, N, cfg_scale, cfg_power)) \
                     if cfg_applies(t, cfg_interval) else logits[:B]
-            ids[:, t] = sample_next(logits, temperature, top_k, top_p, generator)
+            last = sample_next(logits, temperature, top_k, top_p, generator)[:, None]
+            ids[:, t] = last[:, 0]
     finally:
         model.train(was_training)
     return ids

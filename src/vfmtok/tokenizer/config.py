@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from vfmtok.utils.config import check_ranges
 from vfmtok.utils.errors import VFMTokError
 
 
@@ -97,6 +98,19 @@ class TrainConfig:
     seed: int = 0
     precision: str = "bf16"               # used on GPU; CPU always runs fp32
     device: str = "auto"
+
+    def validate(self) -> None:
+        """One-line errors for values no run can use (e.g. --set train.steps=-5)."""
+        check_ranges(self, "train", positive=("steps", "batch_size", "lr", "disc_lr", "save_every", "log_every",
+                                              "cache_views", "grad_clip", "min_scale"),
+                     non_negative=("warmup_steps", "weight_decay", "reseed_dead_every", "sample_every", "num_workers",
+                                   "seed"), fraction=("ema_decay",))
+        if self.min_scale > 1:
+            raise VFMTokError(f"train.min_scale must be in (0, 1], got {self.min_scale}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise VFMTokError(f"train.lr_schedule must be constant or cosine, got '{self.lr_schedule}'")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise VFMTokError(f"train.precision must be fp32, bf16 or fp16, got '{self.precision}'")
 
 
 @dataclass

@@ -34,7 +34,7 @@ class TokenizerLoss(nn.Module):
             raise VFMTokError(f"pixel_loss must be l1 or l2, got '{cfg.pixel_loss}'")
         self.lpips = None
         if cfg.lpips_weight > 0:
-            from vfmtok.eval.lpips import LPIPS
+            from vfmtok.encoders.lpips import LPIPS
 
             self.lpips = LPIPS(net=cfg.lpips_net)
         self.disc = build_discriminator(cfg.disc, image_size, cfg.disc_ch, cfg.disc_layers) if cfg.gan_weight > 0 else None

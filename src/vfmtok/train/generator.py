@@ -6,6 +6,7 @@ Single process on CPU, DDP under torchrun, FSDP2 (`--fsdp`, each transformer blo
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import time
@@ -19,12 +20,14 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from vfmtok.data.codes import CodeDataset, check_codes_match, tokenizer_facts
+from vfmtok.data.codes import CodeDataset
+from vfmtok.generator.pairing import check_codes_match, tokenizer_facts
 from vfmtok.generator.gpt import GPT, GPTConfig
 from vfmtok.generator.rar import RARConfig
-from vfmtok.train import generator_arch as A
+from vfmtok.train import generator_arch as G
 from vfmtok.train import common as C
-from vfmtok.utils.config import apply_overrides, from_dict, to_dict
+from vfmtok.utils import args as A
+from vfmtok.utils.config import apply_overrides, check_ranges, from_dict, to_dict
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.io import resolve_checkpoint, write_json
 
@@ -63,33 +66,41 @@ class GeneratorTrainConfig:
     fsdp: bool = False
     device: str = "auto"
 
+    def validate(self) -> None:
+        """One-line errors for values no run can use (e.g. --set steps=-5)."""
+        G.validate(self)
+        if self.precision not in ("fp32", "bf16"):
+            raise VFMTokError(f"precision must be fp32 or bf16 for training (fp16 would need loss scaling), got '{self.precision}'")
+        check_ranges(self, "generator", positive=("steps", "batch_size", "lr", "save_every", "log_every", "keep_last",
+                                                  "grad_clip"),
+                     non_negative=("weight_decay", "warmup_steps", "min_lr", "seed", "num_workers"), fraction=("ema_decay", "warmup_frac"))
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise VFMTokError(f"lr_schedule must be constant or cosine, got '{self.lr_schedule}'")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `vfmtok train-generator`."""
     p.add_argument("--codes", default=None, help="codes folder written by `vfmtok extract-codes`")
-    p.add_argument("--data", default=None, help="or: images to tokenize on the fly (needs --tokenizer)")
-    p.add_argument("--tokenizer", default=None, help="tokenizer checkpoint/run folder for --data")
-    p.add_argument("--out", required=True, help="run folder (checkpoints, train.log, run_config.json)")
+    A.add(p, "data", default=None, help="or: images to tokenize on the fly (needs --tokenizer)")
+    A.add(p, "tokenizer", help="tokenizer checkpoint/run folder for --data")
+    A.add(p, "out", help="run folder (checkpoints, train.log, run_config.json)")
     p.add_argument("--preset", default=None, help="GPT-nano, GPT-tiny, GPT-B, GPT-L, GPT-XL, GPT-XXL, GPT-2B, GPT-3B, "
                    "RAR-nano, RAR-tiny, RAR-B, RAR-L, RAR-XL, RAR-XL-4096, RAR-XXL")
-    p.add_argument("--arch", default=None, choices=list(A.ARCHS), help="generator architecture (default: the preset's; "
+    p.add_argument("--arch", default=None, choices=list(G.ARCHS), help="generator architecture (default: the preset's; "
                    "rar alone means RAR-B with the reference RAR recipe)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="per-process batch size")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--warmup-steps", type=int, default=None)
-    p.add_argument("--ema-decay", type=float, default=None, help="0 disables EMA")
-    p.add_argument("--save-every", type=int, default=None)
-    p.add_argument("--log-every", type=int, default=None)
-    p.add_argument("--num-workers", type=int, default=None)
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="bf16 autocast on GPU (default)")
-    p.add_argument("--seed", type=int, default=None)
+    A.add(p, "steps")
+    A.add(p, "batch_size", default=None, help="per-process batch size")
+    A.add(p, "lr")
+    p.add_argument("--warmup-steps", type=A.non_negative_int, default=None)
+    p.add_argument("--ema-decay", type=A.decay, default=None, help="0 disables EMA")
+    p.add_argument("--save-every", type=A.positive_int, default=None)
+    p.add_argument("--log-every", type=A.positive_int, default=None)
+    A.add(p, "num_workers", default=None)
+    A.add(p, "device", default=None, help=f"{A.DEVICE_CHOICES} (default auto)")
+    A.add(p, "precision", default=None, choices=["fp32", "bf16"], help="bf16 autocast on GPU (default)")
+    A.add(p, "seed", default=None)
     p.add_argument("--fsdp", action="store_true", default=None, help="shard with FSDP2 (torchrun; for big presets)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--config", default=None, help="YAML with config fields (e.g. a previous run's run_config.json)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field, e.g. --set model.rope=1d --set weight_decay=0.1")
+    A.add_all(p, "resume", "config", "set")
 
 
 _FLAGS = ("codes", "data", "tokenizer", "preset", "steps", "batch_size", "lr", "warmup_steps", "ema_decay",
@@ -97,27 +108,19 @@ _FLAGS = ("codes", "data", "tokenizer", "preset", "steps", "batch_size", "lr", "
 
 
 def _layer(base: GeneratorTrainConfig, args: argparse.Namespace) -> GeneratorTrainConfig:
-    """base -> YAML -> command-line flags -> --set."""
-    cfg = apply_overrides(base, None, args.config)
-    for name in _FLAGS:
-        if getattr(args, name, None) is not None:
-            setattr(cfg, name, getattr(args, name))
-    return apply_overrides(cfg, args.overrides)
+    """base -> YAML (--config) -> --set -> explicit flags (the tokenizer trainer's order too)."""
+    return apply_overrides(base, args.overrides, args.config, {name: getattr(args, name, None) for name in _FLAGS})
 
 
 def resolve_config(args: argparse.Namespace, data_facts=None) -> GeneratorTrainConfig:
-    """Preset architecture + the data's vocab/tokens/grid/classes, then YAML, flags and --set on top."""
+    """Preset architecture + the data's vocab/tokens/grid/classes, then YAML, --set and flags on top; validated."""
     first = _layer(GeneratorTrainConfig(), args)  # where the data is and which preset
     given = getattr(args, "preset", None) is not None or first.preset != GeneratorTrainConfig.preset
-    preset, arch = A.choose_preset(first.preset, getattr(args, "arch", None), given)
+    preset, arch = G.choose_preset(first.preset, getattr(args, "arch", None), given)
     facts = data_facts(first) if data_facts else {}
-    cfg = _layer(GeneratorTrainConfig(**A.base_fields(preset, arch, facts)), args)
-    cfg.preset, cfg.arch = A.choose_preset(cfg.preset, arch, True)
-    A.validate(cfg)
-    if cfg.precision not in ("fp32", "bf16"):
-        raise VFMTokError(f"precision must be fp32 or bf16 for training (fp16 would need loss scaling), got '{cfg.precision}'")
-    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.save_every < 1 or cfg.log_every < 1:
-        raise VFMTokError("steps, batch_size, save_every and log_every must be >= 1")
+    cfg = _layer(GeneratorTrainConfig(**G.base_fields(preset, arch, facts)), args)
+    cfg.preset, cfg.arch = G.choose_preset(cfg.preset, arch, True)
+    cfg.validate()
     return cfg
 
 
@@ -210,7 +213,7 @@ def _training_data(cfg: GeneratorTrainConfig, device: torch.device, tokenizer: A
         facts, names, n_cls, where = tokenizer_facts(tokenizer), dataset.class_names, len(dataset.classes), f"tokenizer {cfg.tokenizer}"
     else:
         raise VFMTokError("give --codes (from `vfmtok extract-codes`) or --data with --tokenizer")
-    m = A.model_config(cfg)
+    m = G.model_config(cfg)
     if n_cls != m.num_classes:
         raise VFMTokError(f"{where}: the data has {n_cls} classes, {cfg.arch.upper()} num_classes is {m.num_classes}")
     check_codes_match(facts, m.vocab_size, m.num_tokens, m.token_grid, where)
@@ -219,6 +222,7 @@ def _training_data(cfg: GeneratorTrainConfig, device: torch.device, tokenizer: A
 
 def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = False, tokenizer: Any = None) -> Path:
     """Train; returns the newest checkpoint folder (model.safetensors holds EMA weights when EMA is on)."""
+    cfg.validate()
     info = C.setup_distributed(cfg.device)
     device, run_dir = info.device, Path(run_dir)
     if (run_dir / "latest.txt").exists() and not resume:
@@ -238,7 +242,7 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
 
     # --- model, optimizer, EMA (identical init on every rank) ---
     C.seed_everything(cfg.seed)
-    raw = A.build_model(cfg).to(device)
+    raw = G.build_model(cfg).to(device)
     raw.class_names, raw.tokenizer_info = class_names, tok_facts
     if cfg.fsdp:
         model = _wrap_fsdp(raw, device, cfg.precision)
@@ -256,8 +260,8 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
     step = 0
     if resume:
         folder, st = C.load_resume_state(run_dir)
-        saved = from_dict(type(A.model_config(cfg)), st["gpt"], where=f"{folder} gpt")
-        if to_dict(saved) != to_dict(A.model_config(cfg)):
+        saved = from_dict(type(G.model_config(cfg)), st["gpt"], where=f"{folder} gpt")
+        if to_dict(saved) != to_dict(G.model_config(cfg)):
             raise VFMTokError(f"--resume: {folder} was trained with another model config; use the same preset/--set values")
         set_state_dict(model, opt, model_state_dict=st["model"], optim_state_dict=st["optimizer"],
                        options=StateDictOptions(full_state_dict=True))
@@ -284,7 +288,7 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
         folder = None
         if info.is_main:
             config = {**raw.export_config(), "step": at, "train": to_dict(cfg)}
-            st = {"step": at, "gpt": to_dict(A.model_config(cfg)), "model": model_sd, "optimizer": opt_sd, "ema": ema_sd,
+            st = {"step": at, "gpt": to_dict(G.model_config(cfg)), "model": model_sd, "optimizer": opt_sd, "ema": ema_sd,
                   "rng": C.rng_state(), "world_size": info.world_size}
             folder = C.save_checkpoint(run_dir, at, ema_sd if ema_sd is not None else model_sd, config, raw.model_type, st,
                                        keep_last=cfg.keep_last)
@@ -295,10 +299,11 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
 
     sampler.skip((step % steps_per_epoch) * cfg.batch_size)
     batches = C.infinite_loader(loader, start_epoch=step // steps_per_epoch)
-    tokens_per_step = cfg.batch_size * cfg.topk_codes * A.model_config(cfg).num_tokens * info.world_size  # k rows/image
+    tokens_per_step = cfg.batch_size * cfg.topk_codes * G.model_config(cfg).num_tokens * info.world_size  # k rows/image
     bar = tqdm(total=cfg.steps, initial=step, desc="train-generator", unit="step", dynamic_ncols=True,
                disable=not info.is_main or None)
     model.train()
+    metrics_f = C.open_metrics(run_dir, step) if info.is_main else None
     loss_sum, n_sum, t0 = torch.zeros((), device=device), 0, time.perf_counter()
     while step < cfg.steps:
         _, (x, labels) = next(batches)
@@ -307,13 +312,13 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
             ids = x.to(device)
         else:
             with torch.no_grad():
-                ids = A.encode_batch(tokenizer, x.to(device), cfg.topk_codes).to(device)
+                ids = G.encode_batch(tokenizer, x.to(device), cfg.topk_codes).to(device)
             labels = labels.repeat_interleave(cfg.topk_codes)
-        lr = C.lr_at(step, cfg.lr, A.effective_warmup(cfg), cfg.steps, cfg.lr_schedule, cfg.min_lr)
+        lr = C.lr_at(step, cfg.lr, G.effective_warmup(cfg), cfg.steps, cfg.lr_schedule, cfg.min_lr)
         for g in opt.param_groups:
             g["lr"] = lr
         with C.autocast(device, cfg.precision):
-            loss = A.training_loss(model, cfg, labels, ids, step)
+            loss = G.training_loss(model, cfg, labels, ids, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -330,12 +335,18 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
             if not math.isfinite(mean_loss):
                 raise VFMTokError(f"step {step}: loss is {mean_loss}; lower --lr or check the codes")
             log.info("step %d loss %.4f lr %.3g grad_norm %.3f tokens/s %.0f", step, mean_loss, lr, gn, tps)
+            if metrics_f is not None:  # one JSON line per log interval, as the tokenizer trainer writes
+                metrics_f.write(json.dumps({"step": step, "loss": mean_loss, "lr": lr, "grad_norm": gn,
+                                            "tokens_per_s": round(tps, 1)}) + "\n")
+                metrics_f.flush()
             bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tps:.0f}")
             loss_sum, n_sum, t0 = torch.zeros((), device=device), 0, time.perf_counter()
         bar.update(1)
         if step % cfg.save_every == 0 or step == cfg.steps:
             checkpoint(step)
     bar.close()
+    if metrics_f is not None:
+        metrics_f.close()
     log.info("done at step %d", step)
     C.cleanup_distributed()
     return resolve_checkpoint(run_dir)
