@@ -200,6 +200,7 @@ def images(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("imgs"), per_class=4)
 
 
+@pytest.mark.slow
 def test_end_to_end_codes_train_sample_decode(images, tmp_path, monkeypatch, capsys):
     codes = extract_codes(TopkFake(), ImageFolderDataset(images, 16), tmp_path / "codes", batch_size=5, topk=2)
     index = json.loads((codes / "index.json").read_text())
@@ -215,6 +216,9 @@ def test_end_to_end_codes_train_sample_decode(images, tmp_path, monkeypatch, cap
     assert resolved["arch"] == "rar" and resolved["lr"] == 4e-4 and resolved["betas"] == [0.9, 0.96]
     assert resolved["weight_decay"] == 0.03 and resolved["lr_schedule"] == "cosine" and resolved["min_lr"] == 1e-5
     assert "step 4 loss" in (run / "train.log").read_text()
+    assert main(["train-generator", "--codes", str(codes), "--out", str(run), "--preset", "RAR-nano", "--steps", "6",
+                 "--batch-size", "4", "--device", "cpu", "--resume"]) == 0
+    assert (run / "latest.txt").read_text().strip() == "step_0000006" and "resumed from" in (run / "train.log").read_text()
     rar = load_generator(run)
     labels = torch.tensor([0, 1, 2])
     imgs = generate_images(rar, FakeTokenizer(), labels, cfg_scale=3.0, cfg_power=1.0, seed=1)
