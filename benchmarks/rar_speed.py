@@ -12,7 +12,9 @@ accel kernels (`vfmtok.accel`) are not used, so both models run the same torch c
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -89,15 +91,16 @@ def main() -> None:
             row["image_s_compiled"] = full_timing(model, args.batch, compile=True)
         rows[name] = row
         del model
-    info = {"command": "python benchmarks/rar_speed.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()
-                                                                    if k != "out"),
+    info = {"command": " ".join(["python", "benchmarks/rar_speed.py", *sys.argv[1:]]),
+            "load_average_1min_after": round(os.getloadavg()[0], 1),  # the CPU may be shared with other jobs
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
             "threads": torch.get_num_threads(), "torch": torch.__version__, "batch": args.batch, "dtype": args.dtype,
             "models": rows}
     out = Path(args.out)
     write_json(out / "rar_speed.json", info)
     lines = [f"# RAR-B vs GPT-B sampling, batch {args.batch}, {args.dtype}, {info['device']} "
-             f"({info['threads']} threads)", "", f"`{info['command']}`", "",
+             f"({info['threads']} threads)", "", f"`{info['command']}` (plain eager torch, random weights; "
+             f"1-min load average {info['load_average_1min_after']} when it finished)", "",
              "| model | params | prefill s | decode step s | 256 tokens s (prefill + 255 x step, extrapolated) |"
              + (" whole image s (eager) | whole image s (compiled) |" if args.full else ""),
              "|---|---|---|---|---|" + ("---|---|" if args.full else "")]
