@@ -369,10 +369,12 @@ def load_reference(args, res: int, ext: InceptionExtractor, second: EncoderFeatu
 def _sample_batches(args, gpt, tok, cfg: float, labels: torch.Tensor):
     """Generated uint8 batches for one CFG scale (seed advances per chunk, identical across scales)."""
     step = args.batch_size * GENERATE_CHUNK_BATCHES
+    power = getattr(args, "cfg_power", None)
+    schedule = {} if power is None else {"cfg_power": power}  # RAR's CFG schedule only when asked for
     for chunk, s in enumerate(range(0, len(labels), step)):
         arr = generate(gpt, tok, labels[s:s + step], cfg_scale=cfg, temperature=args.temperature,
                        top_k=args.top_k, top_p=args.top_p, seed=args.seed + chunk, batch_size=args.batch_size,
-                       cfg_power=getattr(args, "cfg_power", None))
+                       **schedule)
         yield torch.from_numpy(np.ascontiguousarray(arr))
 
 
