@@ -7,7 +7,9 @@ in runs/reproduce_imagenette/ (--runs) (every stage resumes; re-running skips wh
 Per tokenizer variant (same token count 64, codebook 1024 x 12, image size, batch and steps):
   train -> eval-tokenizer (rFID / PSNR / SSIM / LPIPS / usage on val) -> linear probe (train -> val).
 For the main pair (vfmtok, vqgan): extract codes -> train the same GPT preset -> gFID / precision / recall at
-several checkpoints without CFG, and with CFG at the last one.
+several checkpoints without CFG, and with CFG at the last one. `--generators gpt rar` adds a RAR-tiny arm on the
+same codes with the same budget (steps, batch, lr, warm-up, EMA) and the same evaluation (RAR's CFG schedule at the
+last checkpoint); its permutation probability anneals 1 -> 0 between 50% and 75% of the steps.
 """
 
 from __future__ import annotations
@@ -74,6 +76,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--tok-lr", type=float, default=4e-4)
     ap.add_argument("--gpt-preset", default="GPT-tiny")
+    ap.add_argument("--rar-preset", default="RAR-tiny")
+    ap.add_argument("--generators", nargs="+", default=["gpt"], choices=["gpt", "rar"],
+                    help="generator arms trained on each main tokenizer's codes")
+    ap.add_argument("--cfg-power", type=float, default=1.0, help="RAR's CFG schedule power for the RAR arm's CFG eval")
     ap.add_argument("--gpt-steps", type=int, default=600)
     ap.add_argument("--gpt-evals", type=int, default=3, help="gFID at this many evenly spaced checkpoints")
     ap.add_argument("--gpt-batch", type=int, default=32)
@@ -116,33 +122,69 @@ def main() -> None:
         codes = runs / name / "codes"
         cli(["extract-codes", "--tokenizer", str(tok), "--data", args.data, "--split", "train", "--out", str(codes),
              "--limit-per-class", str(args.codes_per_class)])
-        gpt_run = runs / name / "generator"
-        curve = r.setdefault("gfid_curve", {})
-        marks = [round(args.gpt_steps * (i + 1) / args.gpt_evals) for i in range(args.gpt_evals)]
-        for k, s in enumerate(marks):
-            want = [1.0] + ([args.cfg] if k == len(marks) - 1 else [])  # CFG at the last checkpoint only
-            have = {m.get("cfg_scale") for m in curve.get(str(s), [])}
-            scales = [c for c in want if c not in have]
-            if not scales:
-                continue
-            latest = gpt_run / "latest.txt"
-            done = latest.is_file() and int(latest.read_text().strip().split("_")[-1]) >= s
-            if not done:
-                cli(["train-generator", "--codes", str(codes), "--preset", args.gpt_preset, "--steps", str(s),
-                     "--batch-size", str(args.gpt_batch), "--lr", "1e-3", "--warmup-steps", "100", "--ema-decay", "0.999",
-                     "--save-every", str(s), "--out", str(gpt_run), "--device", args.device]
-                    + (["--resume"] if latest.is_file() else []))
-            ge = runs / name / f"eval_generator_step{s}{'' if 1.0 in scales else '_cfg'}.json"
-            # The checkpoint of this mark, not the run's latest (a longer run may have gone past it).
-            cli(["eval-generator", "--gpt", str(gpt_run / "checkpoints" / f"step_{s:07d}"), "--tokenizer", str(tok),
-                 "--ref", args.data, "--ref-split", "val", "--ref-num-images", str(args.eval_images),
-                 "--images-per-class", str(args.eval_images // 10), "--cfg-scales", *map(str, scales), "--out", str(ge)])
-            curve[str(s)] = curve.get(str(s), []) + metrics_of(ge)["runs"]
-            save_variant(r_path, r, runs, results)
+        if "gpt" in args.generators:
+            gpt_arm(name, tok, codes, r, r_path, args, runs, results)
+        if "rar" in args.generators:
+            rar_arm(name, tok, codes, r, r_path, args, runs, results)
     write_results(runs, results)
     print(f"wrote {results / 'results.json'} and {results / 'results.md'}")
     if args.export:
         export_best(runs)
+
+
+def gpt_arm(name: str, tok: Path, codes: Path, r: dict, r_path: Path, args, runs: Path, results: Path) -> None:
+    """GPT on one tokenizer's codes, trained up to each evaluation mark in turn (resumed), gFID at every mark."""
+    gpt_run = runs / name / "generator"
+    curve = r.setdefault("gfid_curve", {})
+    marks = [round(args.gpt_steps * (i + 1) / args.gpt_evals) for i in range(args.gpt_evals)]
+    for k, s in enumerate(marks):
+        want = [1.0] + ([args.cfg] if k == len(marks) - 1 else [])  # CFG at the last checkpoint only
+        have = {m.get("cfg_scale") for m in curve.get(str(s), [])}
+        scales = [c for c in want if c not in have]
+        if not scales:
+            continue
+        latest = gpt_run / "latest.txt"
+        done = latest.is_file() and int(latest.read_text().strip().split("_")[-1]) >= s
+        if not done:
+            cli(["train-generator", "--codes", str(codes), "--preset", args.gpt_preset, "--steps", str(s),
+                 "--batch-size", str(args.gpt_batch), "--lr", "1e-3", "--warmup-steps", "100", "--ema-decay", "0.999",
+                 "--save-every", str(s), "--out", str(gpt_run), "--device", args.device]
+                + (["--resume"] if latest.is_file() else []))
+        ge = runs / name / f"eval_generator_step{s}{'' if 1.0 in scales else '_cfg'}.json"
+        curve[str(s)] = curve.get(str(s), []) + eval_mark(gpt_run, s, tok, scales, ge, args)
+        save_variant(r_path, r, runs, results)
+
+
+def eval_mark(run: Path, step: int, tok: Path, scales: list[float], out: Path, args, extra: list[str] = ()) -> list:
+    """eval-generator runs (one per CFG scale) of the checkpoint of this mark, not the run's latest."""
+    cli(["eval-generator", "--gpt", str(run / "checkpoints" / f"step_{step:07d}"), "--tokenizer", str(tok),
+         "--ref", args.data, "--ref-split", "val", "--ref-num-images", str(args.eval_images),
+         "--images-per-class", str(args.eval_images // 10), "--cfg-scales", *map(str, scales), *extra, "--out", str(out)])
+    return metrics_of(out)["runs"]
+
+
+def rar_arm(name: str, tok: Path, codes: Path, r: dict, r_path: Path, args, runs: Path, results: Path) -> None:
+    """RAR-tiny on the same codes and budget as the GPT arm; one run (its r schedule spans all steps), eval per mark."""
+    if args.gpt_steps % args.gpt_evals:
+        raise SystemExit("the RAR arm needs --gpt-steps divisible by --gpt-evals (one run, a checkpoint per mark)")
+    every = args.gpt_steps // args.gpt_evals
+    run = runs / name / "generator_rar"
+    latest = run / "latest.txt"
+    if not (latest.is_file() and int(latest.read_text().strip().split("_")[-1]) >= args.gpt_steps):
+        cli(["train-generator", "--codes", str(codes), "--preset", args.rar_preset, "--steps", str(args.gpt_steps),
+             "--batch-size", str(args.gpt_batch), "--lr", "1e-3", "--warmup-steps", "100", "--ema-decay", "0.999",
+             "--save-every", str(every), "--set", "lr_schedule=constant", "--set", f"keep_last={args.gpt_evals}",
+             "--out", str(run), "--device", args.device] + (["--resume"] if latest.is_file() else []))
+    curve = r.setdefault("gfid_curve_rar", {})
+    for k in range(args.gpt_evals):
+        s = every * (k + 1)
+        want = [1.0] + ([args.cfg] if k == args.gpt_evals - 1 else [])
+        scales = [c for c in want if c not in {m.get("cfg_scale") for m in curve.get(str(s), [])}]
+        if not scales:
+            continue
+        ge = runs / name / f"eval_generator_rar_step{s}{'' if 1.0 in scales else '_cfg'}.json"
+        curve[str(s)] = curve.get(str(s), []) + eval_mark(run, s, tok, scales, ge, args, ["--cfg-power", str(args.cfg_power)])
+        save_variant(r_path, r, runs, results)
 
 
 def export_best(runs: Path) -> None:
@@ -190,15 +232,18 @@ def write_results(runs: Path, results: Path = RESULTS) -> None:
         lines.append(f"| {name} | {f(rc.get('rFID'), 2)} | {f(rc.get('PSNR'), 2)} | {f(rc.get('SSIM'))} | {f(rc.get('LPIPS'))} | "
                      f"{f(rc.get('codebook_usage'))} | {f(rc.get('perplexity'), 1)} | {f(_probe(pb, 'tokens_mean'))} | {f(_probe(pb, 'cls'))} | "
                      f"{f(r.get('tokenizer_train_seconds'), 0)} |")
-    lines += ["", "## Generator: gFID / precision / recall vs training steps (same GPT preset)", "",
-              "| tokenizer | GPT steps | CFG | gFID | precision | recall |", "|---|---|---|---|---|---|"]
+    lines += ["", "## Generator: gFID / precision / recall vs training steps (same GPT preset; RAR arm: same budget)", "",
+              "| tokenizer | generator | steps | CFG | gFID | precision | recall |", "|---|---|---|---|---|---|---|"]
     series = {}
     for name, r in v.items():
-        for s, evals in sorted(r.get("gfid_curve", {}).items(), key=lambda kv: int(kv[0])):
-            for m in evals:
-                lines.append(f"| {name} | {s} | {m.get('cfg_scale')} | {f(m.get('gFID'), 2)} | {f(m.get('precision'))} | {f(m.get('recall'))} |")
-                if m.get("cfg_scale") == 1.0:
-                    series.setdefault(name, []).append((int(s), m["gFID"]))
+        for key, arm in (("gfid_curve", "GPT"), ("gfid_curve_rar", "RAR")):
+            label = name if arm == "GPT" else f"{name} (RAR)"
+            for s, evals in sorted(r.get(key, {}).items(), key=lambda kv: int(kv[0])):
+                for m in evals:
+                    lines.append(f"| {name} | {arm} | {s} | {m.get('cfg_scale')} | {f(m.get('gFID'), 2)} | "
+                                 f"{f(m.get('precision'))} | {f(m.get('recall'))} |")
+                    if m.get("cfg_scale") == 1.0:
+                        series.setdefault(label, []).append((int(s), m["gFID"]))
     lines += ["", "Plots: `convergence.svg` (gFID), `precision.svg`, `tokenizer_pixel_mse.svg` (tokenizer training)."]
     write_text(results / "results.md", "\n".join(lines) + "\n")
     if series:

@@ -15,4 +15,12 @@ def __getattr__(name: str):
         from vfmtok.generator.gpt import GPT
 
         return GPT
+    if name == "RAR":
+        from vfmtok.generator.rar import RAR
+
+        return RAR
+    if name == "load_generator":
+        from vfmtok.generator.checkpoint import load_generator
+
+        return load_generator
     raise AttributeError(name)

@@ -24,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     A.add(p, "per_class", default=8)
     A.add(p, "device")
     p.add_argument("--quick", action="store_true", help="a tiny smoke run (tests use it)")
+    p.add_argument("--arch", default="gpt", choices=["gpt", "rar"], help="generator: GPT-tiny (LlamaGen) or RAR-tiny")
 
 
 def _stage(name: str) -> None:
@@ -34,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
     """Run every stage and print the report's path."""
     from vfmtok.data.imagefolder import ImageFolderDataset
     from vfmtok.data.sources import resolve_dataset
-    from vfmtok.generator.gpt import preset_config
     from vfmtok.eval.commands import eval_generator, eval_tokenizer
     from vfmtok.eval.options import options
     from vfmtok.generator.sample_cmd import sample
@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from vfmtok.tokenizer.config import get_preset
     from vfmtok.utils.io import resolve_checkpoint
     from vfmtok.train.extract import extract_codes
+    from vfmtok.train import generator_arch
     from vfmtok.train.generator import GeneratorTrainConfig, train_generator
     from vfmtok.train.tokenizer import train_tokenizer
 
@@ -73,14 +74,15 @@ def run(args: argparse.Namespace) -> int:
     codes = extract_codes(tok, train_ds, out / "codes", batch_size=32)
     timings["codes"] = time.time() - t
 
-    _stage("3/6 generator: class-conditional GPT on the codes")
+    _stage(f"3/6 generator: class-conditional {args.arch.upper()} on the codes")
     t = time.time()
     facts = dict(vocab_size=tok.codebook_size, num_tokens=tok.num_tokens, token_grid=tuple(tok.token_grid),
                  num_classes=len(train_ds.classes))
     gsteps = 6 if args.quick else args.generator_steps
-    gcfg = GeneratorTrainConfig(preset="GPT-tiny", model=preset_config("GPT-tiny", **facts), codes=str(codes),
-                                steps=gsteps, batch_size=32, lr=1e-3, warmup_steps=min(50, gsteps // 5),
-                                ema_decay=0.99, save_every=max(1, gsteps // 2), log_every=10, device=args.device)
+    base = generator_arch.base_fields("RAR-tiny" if args.arch == "rar" else "GPT-tiny", args.arch, facts)
+    gcfg = GeneratorTrainConfig(**{**base, **dict(
+        codes=str(codes), steps=gsteps, batch_size=32, lr=1e-3, warmup_steps=min(50, gsteps // 5), ema_decay=0.99,
+        save_every=max(1, gsteps // 2), log_every=10, device=args.device)})
     gpt_run = out / "generator"
     if not _finished(gpt_run, gsteps):
         train_generator(gcfg, gpt_run, resume=(gpt_run / "latest.txt").exists())

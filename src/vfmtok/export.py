@@ -38,12 +38,12 @@ def default_generator() -> Path:
 def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Path | None = None,
                 dtype: str = "fp16", info: dict | None = None) -> Path:
     """Write the pair into `out` (built under a temporary name, swapped in when complete); weights stored as `dtype`."""
-    from vfmtok.generator.gpt import GPT
+    from vfmtok.generator.checkpoint import load_generator
     from vfmtok.generator.pairing import load_gpt_tokenizer
 
     if dtype not in DTYPES:
         raise VFMTokError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype}")
-    gpt = GPT.from_pretrained(gpt_path)
+    gpt = load_generator(gpt_path)
     tok = load_gpt_tokenizer(gpt, tokenizer_path)
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")

@@ -55,12 +55,12 @@ def load_tokenizer(path: Path, device: str):
 
 
 def load_generator(path: Path, device: str):
-    """GPT.from_pretrained on `device`, with a one-line error for a missing checkpoint."""
+    """A GPT or RAR (`vfmtok.generator.checkpoint.load_generator`) on `device`; one-line error when missing."""
     path = Path(path)
     require(path.exists() or parse_hub_id(str(path)) is not None, f"generator checkpoint not found: {path}")
-    from vfmtok.generator.gpt import GPT
+    from vfmtok.generator.checkpoint import load_generator as _load
 
-    return GPT.from_pretrained(path).to(device).eval()
+    return _load(path, device=device)
 
 
 def generate(gpt, tokenizer, labels: torch.Tensor, **kwargs) -> np.ndarray:
@@ -304,9 +304,12 @@ def load_reference(args, res: int, ext: InceptionExtractor, second: EncoderFeatu
 def _sample_batches(args, gpt, tok, cfg: float, labels: torch.Tensor):
     """Generated uint8 batches for one CFG scale (seed advances per chunk, identical across scales)."""
     step = args.batch_size * GENERATE_CHUNK_BATCHES
+    power = getattr(args, "cfg_power", None)
+    schedule = {} if power is None else {"cfg_power": power}  # RAR's CFG schedule only when asked for
     for chunk, s in enumerate(range(0, len(labels), step)):
         arr = generate(gpt, tok, labels[s:s + step], cfg_scale=cfg, temperature=args.temperature,
-                       top_k=args.top_k, top_p=args.top_p, seed=args.seed + chunk, batch_size=args.batch_size)
+                       top_k=args.top_k, top_p=args.top_p, seed=args.seed + chunk, batch_size=args.batch_size,
+                       **schedule)
         yield torch.from_numpy(np.ascontiguousarray(arr))
 
 

@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument("--protocol", default="vfmtok", choices=list(PROTOCOLS),
                             help="official: reconstruct at the tokenizer's size, score both at 256 (PIL bicubic)")
     else:
-        A.add(parser, "gpt", type=Path, help="GPT checkpoint or run folder (samples --images-per-class of each class)")
+        A.add(parser, "gpt", type=Path, help="GPT or RAR checkpoint or run folder (samples --images-per-class of each class)")
         A.add(parser, "tokenizer", type=Path, help=A.GPT_TOKENIZER_HELP)
         parser.add_argument("--samples", default=None, help="samples to score instead: .npz (arr_0 uint8 NHWC) or a folder")
         parser.add_argument("--ref", required=True,
@@ -57,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         A.add(parser, "per_class", "--images-per-class", default=50)
         parser.add_argument("--cfg-scales", type=A.non_negative_float, nargs="+", default=[1.0],
                             help="one result per scale, e.g. 1.0 2.0")
+        parser.add_argument("--cfg-power", type=A.non_negative_float, default=None,
+                            help="RAR's CFG schedule: the scale ramps 1 -> s as 1 + (s-1)(1-cos(pi (t/N)^pow))/2")
         A.add_all(parser, "temperature", "top_k", "top_p")
         parser.add_argument("--image-size", type=A.positive_int, default=None, help="evaluation resolution (default: the samples')")
         parser.add_argument("--protocol", default="vfmtok", choices=list(PROTOCOLS),

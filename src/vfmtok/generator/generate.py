@@ -8,6 +8,7 @@ the threshold. The decode step (`decode_step`) compiles with fullgraph=True (`ge
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable
 
 import torch
@@ -85,6 +86,13 @@ def compiled_decode_step(mode: str | None = None) -> Callable:
     return torch.compile(decode_step, fullgraph=True, mode=mode, dynamic=False)
 
 
+def cfg_scale_at(t: int, num_tokens: int, cfg_scale: float, cfg_power: float | None = None) -> float:
+    """Guidance scale of token t: constant, or RAR's schedule 1 + (s - 1) (1 - cos(pi (t / N)^power)) / 2."""
+    if cfg_power is None:
+        return cfg_scale
+    return 1.0 + (cfg_scale - 1.0) * (1.0 - math.cos(math.pi * (t / num_tokens) ** cfg_power)) / 2.0
+
+
 def cfg_applies(t: int, cfg_interval: int) -> bool:
     """Whether token t is guided: LlamaGen guides tokens 0 .. cfg_interval + 1, or all for cfg_interval < 0."""
     return cfg_interval < 0 or t <= cfg_interval + 1
@@ -93,12 +101,13 @@ def cfg_applies(t: int, cfg_interval: int) -> bool:
 @torch.no_grad()
 def generate(model: GPT, labels: torch.Tensor, cfg_scale: float = 1.0, cfg_interval: int = -1, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
-             use_cache: bool = True, compile: bool | str = False) -> torch.Tensor:
-    """Sample (B, num_tokens) ids for class labels (B,).
+             use_cache: bool = True, compile: bool | str = False, cfg_power: float | None = None) -> torch.Tensor:
+    """Sample (B, num_tokens) ids for class labels (B,) from a GPT or a RAR (raster order).
 
     cfg_scale > 1.0 doubles the batch with the null class (guidance); otherwise one conditional branch runs.
     use_cache=False recomputes the whole prefix every step. compile=True (or a torch.compile mode such as
     'max-autotune') runs each decode step through torch.compile; 'reduce-overhead' is the default on CUDA.
+    cfg_power (RAR) ramps the scale from 1 at token 0 towards cfg_scale at token N (`cfg_scale_at`).
     """
     cfg = model.config
     require(labels.dim() == 1 and labels.numel() > 0, "labels must be a non-empty 1-D tensor of class ids")
@@ -128,7 +137,8 @@ def generate(model: GPT, labels: torch.Tensor, cfg_scale: float = 1.0, cfg_inter
                 logits = step(model, torch.cat([last, last]) if guided else last,
                               torch.full((1,), t, dtype=torch.long, device=device))
             if guided:
-                logits = guided_logits(logits, cfg_scale) if cfg_applies(t, cfg_interval) else logits[:B]
+                logits = guided_logits(logits, cfg_scale_at(t, N, cfg_scale, cfg_power)) \
+                    if cfg_applies(t, cfg_interval) else logits[:B]
             last = sample_next(logits, temperature, top_k, top_p, generator)[:, None]
             ids[:, t] = last[:, 0]
     finally:

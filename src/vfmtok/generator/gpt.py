@@ -7,7 +7,6 @@ written from the design reference (docs/vfmtok-reference.md section 2.1).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vfmtok.utils.config import from_dict, to_dict
 from vfmtok.utils.errors import VFMTokError, require
-from vfmtok.utils.io import cast_floats, load_pretrained, load_state_strict, resolve_checkpoint, save_pretrained
+from vfmtok.generator.checkpoint import GeneratorIO
 
 
 def find_multiple(n: int, k: int) -> int:
@@ -169,6 +167,18 @@ class KVCache(nn.Module):
         return F.scaled_dot_product_attention(q, self.k[:b], self.v[:b], attn_mask=mask)
 
 
+def install_caches(attns: list[nn.Module], cache_class: type[nn.Module], max_batch: int, max_seq: int, n_head: int,
+                   head_dim: int, dtype: torch.dtype, device: torch.device) -> bool:
+    """Give each attention module (attribute kv_cache) a fresh cache; False when the present ones already fit."""
+    old = attns[0].kv_cache
+    if type(old) is cache_class and old.max_batch >= max_batch and old.max_seq == max_seq \
+            and old.dtype == dtype and next(old.buffers()).device == device:
+        return False
+    for a in attns:
+        a.kv_cache = cache_class(max_batch, max_seq, n_head, head_dim, dtype, device)
+    return True
+
+
 class Attention(nn.Module):
     """Multi-head self-attention with fused qkv, RoPE and an optional KV cache; no biases."""
 
@@ -224,8 +234,11 @@ class Block(nn.Module):
         return x + self.feed_forward(self.ffn_norm(x))
 
 
-class GPT(nn.Module):
+class GPT(GeneratorIO, nn.Module):
     """Sequence [class, tok_0 .. tok_{N-2}] -> logits for tok_0 .. tok_{N-1}."""
+
+    model_type = "gpt"  # checkpoints: config.json model_type and its section (save/load in GeneratorIO)
+    config_class = GPTConfig
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -266,15 +279,9 @@ class GPT(nn.Module):
         """Preallocate per-layer KV caches (seq rounded up to a multiple of 8) and the causal mask; reused when big enough."""
         max_seq = find_multiple(max_seq, 8)
         dtype = dtype or self.head.weight.dtype
-        device = self.head.weight.device
-        old = self.blocks[0].attention.kv_cache
-        if type(old) is self.cache_class and old.max_batch >= max_batch and old.max_seq == max_seq \
-                and old.dtype == dtype and next(old.buffers()).device == device:
-            return
-        for b in self.blocks:
-            b.attention.kv_cache = self.cache_class(max_batch, max_seq, self.config.n_head, self.config.head_dim,
-                                                    dtype, device)
-        self.causal_mask = torch.ones(max_seq, max_seq, dtype=torch.bool, device=device).tril()
+        if install_caches([b.attention for b in self.blocks], self.cache_class, max_batch, max_seq,
+                          self.config.n_head, self.config.head_dim, dtype, self.head.weight.device):
+            self.causal_mask = torch.ones(max_seq, max_seq, dtype=torch.bool, device=self.head.weight.device).tril()
 
     def clear_caches(self) -> None:
         """Free the KV caches."""
@@ -311,36 +318,3 @@ class GPT(nn.Module):
         logits = self.head(self.norm(x)).float()
         loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
         return logits, loss
-
-    # --- checkpoints ---
-    def export_config(self) -> dict[str, Any]:
-        """config.json payload: GPTConfig + class names + the tokenizer it was trained on."""
-        return {"gpt": to_dict(self.config), "class_names": self.class_names, "tokenizer": self.tokenizer_info}
-
-    def save_pretrained(self, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
-        """Write model.safetensors (floats stored as `dtype` when given) + config.json (model_type 'gpt')."""
-        return save_pretrained(folder, cast_floats(self.state_dict(), dtype), self.export_config(), "gpt")
-
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> "GPT":
-        """Load from a checkpoint folder or a run folder (its latest checkpoint), in eval mode."""
-        folder = resolve_checkpoint(path)
-        state, config, _ = load_pretrained(folder, "gpt")
-        if not isinstance(config, dict) or "gpt" not in config:
-            raise VFMTokError(f"{folder}/config.json has no 'gpt' section")
-        model = cls(from_dict(GPTConfig, config["gpt"], where=f"{folder}/config.json gpt"))
-        load_state_strict(model, state, str(folder))
-        model.class_names = config.get("class_names")
-        model.tokenizer_info = config.get("tokenizer")
-        model.source = folder
-        return model.to(device).eval()
-
-    def recorded_tokenizer(self) -> Path | None:
-        """The tokenizer recorded at training/export time; a relative path counts from this checkpoint's folder."""
-        path = (self.tokenizer_info or {}).get("checkpoint_path")
-        if not path:
-            return None
-        path = Path(path)
-        if not path.is_absolute() and self.source is not None:
-            path = (self.source / path).resolve()
-        return path

@@ -119,6 +119,10 @@ class VFMTokenizer:
         """(B,3,H,W) in [-1,1] -> (B, N) int64 ids."""
         return self.model.encode(images.to(self.device, torch.float32))
 
+    def encode_topk(self, images: torch.Tensor, k: int) -> torch.Tensor:
+        """(B,3,H,W) in [-1,1] -> (B, k, N) int64: the k nearest code ids per token (VFMTok-RAR's top-2 augmentation)."""
+        return self.model.encode_topk(images.to(self.device, torch.float32), k)
+
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, N) ids -> (B,3,H,W) images in [-1,1]."""
         return self.model.decode(ids.to(self.device))

@@ -87,6 +87,16 @@ class TokenizerBase(nn.Module):
         return self.quantizer.nearest(self.pre_quant(feats).float())
 
     @torch.no_grad()
+    def encode_topk(self, images: torch.Tensor, k: int) -> torch.Tensor:
+        """Images -> (B, k, N) int64: per token the k nearest code ids, nearest first."""
+        self.check_images(images)
+        if not 1 <= k <= self.cfg.codebook_size:
+            raise VFMTokError(f"k must lie in [1, {self.cfg.codebook_size}], got {k}")
+        feats, _ = self.token_features(images)
+        z = self.pre_quant(feats).float()
+        return self.quantizer.nearest_topk(z, k).permute(0, 2, 1).contiguous()
+
+    @torch.no_grad()
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
         """Ids (B, N) -> images (B,3,H,W) clamped to [-1,1]."""
         if ids.dim() != 2 or ids.shape[1] != self.num_tokens:

@@ -39,10 +39,17 @@ class VectorQuantizer(nn.Module):
         """(K, d) unit-norm codes."""
         return F.normalize(self.embedding.weight, dim=-1)
 
+    def _cosine(self, z: torch.Tensor) -> torch.Tensor:
+        """(rows, K) cosine of each row of z (..., d) with every code."""
+        return F.normalize(z, dim=-1).reshape(-1, self.dim) @ self.codebook().t()
+
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """Indices of the max-cosine code for each row of z (..., d)."""
-        zn = F.normalize(z, dim=-1).reshape(-1, self.dim)
-        return (zn @ self.codebook().t()).argmax(dim=-1).view(z.shape[:-1])
+        return self._cosine(z).argmax(dim=-1).view(z.shape[:-1])
+
+    def nearest_topk(self, z: torch.Tensor, k: int) -> torch.Tensor:
+        """(..., k) indices of the k max-cosine codes for each row of z (..., d), nearest first."""
+        return self._cosine(z).topk(k, dim=-1).indices.view(*z.shape[:-1], k)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Ids (...) -> unit-norm codes (..., d)."""

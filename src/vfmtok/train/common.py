@@ -101,11 +101,13 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedu
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices/conv kernels only (dim >= 2), none on biases, norms and gains."""
+    """Weight decay on matrices/conv kernels only (dim >= 2), none on biases, norms and gains, nor on the names a
+    model's `no_weight_decay()` returns."""
     decay, no_decay = [], []
-    for p in model.parameters():
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
+            (decay if p.dim() >= 2 and name not in skip else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

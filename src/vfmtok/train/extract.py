@@ -39,13 +39,18 @@ class ViewDataset(torch.utils.data.Dataset):
 @torch.no_grad()
 def extract_codes(tokenizer: Any, dataset: ImageFolderDataset, out: str | os.PathLike, ten_crop: bool = False,
                   crop_range: float = 1.0, batch_size: int = 32, num_workers: int = 0, shard_size: int = 100_000,
-                  source: dict[str, Any] | None = None, precision: str = "fp32") -> Path:
-    """Encode every image's views with `tokenizer` into `out` (resumes a partial run); returns `out`."""
-    if batch_size < 1 or crop_range < 1.0:
-        raise VFMTokError("need batch_size >= 1 and crop_range >= 1.0")
-    num_views = 10 if ten_crop else 2
+                  source: dict[str, Any] | None = None, precision: str = "fp32", topk: int = 1) -> Path:
+    """Encode every image's views with `tokenizer` into `out` (resumes a partial run); returns `out`.
+
+    topk > 1 also stores the 2nd..k-th nearest-code sequence of every crop as extra views ('center@2', ...).
+    """
+    if batch_size < 1 or crop_range < 1.0 or topk < 1:
+        raise VFMTokError("need batch_size >= 1, crop_range >= 1.0 and topk >= 1")
+    crops = 10 if ten_crop else 2
+    num_views = crops * topk
     views = (["center", "center-flip"] if not ten_crop else
              [f"{c}{f}" for c in ("center", "top-left", "top-right", "bottom-left", "bottom-right") for f in ("", "-flip")])
+    views = [v if j == 0 else f"{v}@{j + 1}" for j in range(topk) for v in views]
     header = {"tokenizer": tokenizer_facts(tokenizer), "class_names": dataset.class_names,
               "num_classes": len(dataset.classes), "views": views,
               "source": {**(source or {}), "ten_crop": ten_crop, "crop_range": crop_range}}
@@ -60,8 +65,10 @@ def extract_codes(tokenizer: Any, dataset: ImageFolderDataset, out: str | os.Pat
         for images, labels in loader:
             B = images.shape[0]
             with autocast(device, precision):
-                ids = tokenizer.encode(images.flatten(0, 1).to(device))
-            ids = ids.reshape(B, num_views, -1).cpu().numpy()
+                flat = images.flatten(0, 1).to(device)
+                ids = tokenizer.encode(flat) if topk == 1 else tokenizer.encode_topk(flat, topk)
+            # (B * crops[, k], N) -> (B, k * crops, N), k-major: the nearest-code views first
+            ids = ids.reshape(B, crops, topk, -1).transpose(1, 2).reshape(B, num_views, -1).cpu().numpy()
             if ids.shape[-1] != tokenizer.num_tokens or ids.min() < 0 or ids.max() >= tokenizer.codebook_size:
                 raise VFMTokError(f"tokenizer returned ids of shape {ids.shape} outside its codebook/num_tokens")
             writer.append(ids.astype(dtype), labels.numpy())
@@ -79,6 +86,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="crop from a crop_range*size square (default 1.1 with --ten-crop, else 1.0)")
     p.add_argument("--limit-per-class", type=A.positive_int, default=None, help="use at most N images per class")
     A.add_all(p, "batch_size", "num_workers")
+    p.add_argument("--topk", type=A.positive_int, default=1,
+                   help="also store the 2nd..k-th nearest code ids as extra views (VFMTok-RAR trains on top-2)")
     p.add_argument("--shard-size", type=A.positive_int, default=100_000, help="images per shard file")
     A.add_all(p, "device", "precision")
 
@@ -93,6 +102,6 @@ def run(args: argparse.Namespace) -> int:
     crop_range = args.crop_range if args.crop_range is not None else (1.1 if args.ten_crop else 1.0)
     source = {"data": str(args.data), "path": str(path), "split": args.split, "limit_per_class": args.limit_per_class}
     out = extract_codes(tok, ds, args.out, args.ten_crop, crop_range, args.batch_size, args.num_workers,
-                        args.shard_size, source, args.precision)
-    print(f"wrote codes for {len(ds)} images x {10 if args.ten_crop else 2} views to {out}")
+                        args.shard_size, source, args.precision, args.topk)
+    print(f"wrote codes for {len(ds)} images x {(10 if args.ten_crop else 2) * args.topk} views to {out}")
     return 0

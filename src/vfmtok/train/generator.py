@@ -24,7 +24,9 @@ from vfmtok.data.codes import CodeDataset
 from vfmtok.data.loaders import EpochStream, shard_folder
 from vfmtok.data.shards import ShardDataset, load_index
 from vfmtok.generator.pairing import check_codes_match, tokenizer_facts
-from vfmtok.generator.gpt import GPT, GPTConfig, preset_config
+from vfmtok.generator.gpt import GPT, GPTConfig
+from vfmtok.generator.rar import RARConfig
+from vfmtok.train import generator_arch as G
 from vfmtok.train import common as C
 from vfmtok.utils import args as A
 from vfmtok.utils.config import apply_overrides, check_ranges, from_dict, to_dict
@@ -37,7 +39,12 @@ class GeneratorTrainConfig:
     """A generator training run (saved resolved as run_config.json, reusable with --config)."""
 
     preset: str = "GPT-B"
+    arch: str = "gpt"  # "gpt" trains `model`, "rar" trains `rar` (the preset decides; see generator_arch)
     model: GPTConfig = field(default_factory=GPTConfig)
+    rar: RARConfig = field(default_factory=RARConfig)
+    permute_anneal: tuple[float, float] = (0.5, 0.75)  # RAR: permutation probability 1 -> 0 between these fractions
+    topk_codes: int = 1  # on-the-fly data: also train on the 2nd..k-th nearest code sequences (VFMTok-RAR uses 2)
+    warmup_frac: float = 0.0  # used when warmup_steps is 0
     codes: str = ""  # codes folder from extract-codes, or:
     data: str = ""  # images (ImageFolder path/zip, 'sample', 'imagenette') tokenized on the fly with:
     tokenizer: str = ""
@@ -66,12 +73,12 @@ class GeneratorTrainConfig:
 
     def validate(self) -> None:
         """One-line errors for values no run can use (e.g. --set steps=-5)."""
-        self.model.validate()
+        G.validate(self)
         if self.precision not in ("fp32", "bf16"):
             raise VFMTokError(f"precision must be fp32 or bf16 for training (fp16 would need loss scaling), got '{self.precision}'")
         check_ranges(self, "generator", positive=("steps", "batch_size", "lr", "save_every", "log_every", "keep_last",
                                                   "grad_clip", "accum_steps"),
-                     non_negative=("weight_decay", "warmup_steps", "min_lr", "seed", "num_workers"), fraction=("ema_decay",))
+                     non_negative=("weight_decay", "warmup_steps", "min_lr", "seed", "num_workers"), fraction=("ema_decay", "warmup_frac"))
         if self.lr_schedule not in ("constant", "cosine"):
             raise VFMTokError(f"lr_schedule must be constant or cosine, got '{self.lr_schedule}'")
 
@@ -82,7 +89,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     A.add(p, "data", default=None, help="or: images to tokenize on the fly (needs --tokenizer)")
     A.add(p, "tokenizer", help="tokenizer checkpoint/run folder for --data")
     A.add(p, "out", help="run folder (checkpoints, train.log, run_config.json)")
-    p.add_argument("--preset", default=None, help="GPT-nano, GPT-tiny, GPT-B, GPT-L, GPT-XL, GPT-XXL, GPT-2B, GPT-3B")
+    p.add_argument("--preset", default=None, help="GPT-nano, GPT-tiny, GPT-B, GPT-L, GPT-XL, GPT-XXL, GPT-2B, GPT-3B, "
+                   "RAR-nano, RAR-tiny, RAR-B, RAR-L, RAR-XL, RAR-XL-4096, RAR-XXL")
+    p.add_argument("--arch", default=None, choices=list(G.ARCHS), help="generator architecture (default: the preset's; "
+                   "rar alone means RAR-B with the reference RAR recipe)")
     A.add(p, "steps")
     A.add(p, "batch_size", default=None, help="per-process batch size")
     A.add(p, "lr")
@@ -113,8 +123,11 @@ def _layer(base: GeneratorTrainConfig, args: argparse.Namespace) -> GeneratorTra
 def resolve_config(args: argparse.Namespace, data_facts=None) -> GeneratorTrainConfig:
     """Preset architecture + the data's vocab/tokens/grid/classes, then YAML, --set and flags on top; validated."""
     first = _layer(GeneratorTrainConfig(), args)  # where the data is and which preset
+    given = getattr(args, "preset", None) is not None or first.preset != GeneratorTrainConfig.preset
+    preset, arch = G.choose_preset(first.preset, getattr(args, "arch", None), given)
     facts = data_facts(first) if data_facts else {}
-    cfg = _layer(GeneratorTrainConfig(preset=first.preset, model=preset_config(first.preset, **facts)), args)
+    cfg = _layer(GeneratorTrainConfig(**G.base_fields(preset, arch, facts)), args)
+    cfg.preset, cfg.arch = G.choose_preset(cfg.preset, arch, True)
     cfg.validate()
     return cfg
 
@@ -190,9 +203,10 @@ def _training_data(cfg: GeneratorTrainConfig, device: torch.device, tokenizer: A
         facts, names, n_cls, where = tokenizer_facts(tokenizer), dataset.class_names, len(dataset.classes), f"tokenizer {cfg.tokenizer}"
     else:
         raise VFMTokError("give --codes (from `vfmtok extract-codes`) or --data with --tokenizer")
-    if n_cls != cfg.model.num_classes:
-        raise VFMTokError(f"{where}: the data has {n_cls} classes, GPT num_classes is {cfg.model.num_classes}")
-    check_codes_match(facts, cfg.model.vocab_size, cfg.model.num_tokens, cfg.model.token_grid, where)
+    m = G.model_config(cfg)
+    if n_cls != m.num_classes:
+        raise VFMTokError(f"{where}: the data has {n_cls} classes, {cfg.arch.upper()} num_classes is {m.num_classes}")
+    check_codes_match(facts, m.vocab_size, m.num_tokens, m.token_grid, where)
     return dataset, facts, names, tokenizer
 
 
@@ -213,7 +227,7 @@ def _wrap(raw: GPT, cfg: GeneratorTrainConfig, info: C.DistInfo) -> torch.nn.Mod
 def generator_step(model: torch.nn.Module, opt: torch.optim.Optimizer, micro: list, step: int, cfg: GeneratorTrainConfig,
                    device: torch.device, ema: Any = None, tokenizer: Any = None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """One optimiser step over micro-batches [(ids or images, labels)]; returns (mean loss, grad norm, lr)."""
-    lr = C.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.lr_schedule, cfg.min_lr)
+    lr = C.lr_at(step, cfg.lr, G.effective_warmup(cfg), cfg.steps, cfg.lr_schedule, cfg.min_lr)
     for g in opt.param_groups:
         g["lr"] = lr
     opt.zero_grad(set_to_none=True)
@@ -225,10 +239,11 @@ def generator_step(model: torch.nn.Module, opt: torch.optim.Optimizer, micro: li
             ids = x.to(device)
         else:
             with torch.no_grad():
-                ids = tokenizer.encode(x.to(device)).to(device)
+                ids = G.encode_batch(tokenizer, x.to(device), cfg.topk_codes).to(device)
+            labels = labels.repeat_interleave(cfg.topk_codes)
         with C.grad_sync(model, i == k - 1):
             with C.autocast(device, cfg.precision):
-                _, loss = model(labels, ids[:, :-1], targets=ids)
+                loss = G.training_loss(model, cfg, labels, ids, step)
             (loss / k).backward()
         total += loss.detach() / k
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -253,7 +268,7 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
 
     # --- model, optimizer, EMA (identical init on every rank) ---
     C.seed_everything(cfg.seed)
-    raw = GPT(cfg.model).to(device)
+    raw = G.build_model(cfg).to(device)
     raw.class_names, raw.tokenizer_info = class_names, tok_facts
     model = _wrap(raw, cfg, info)
     ema = None
@@ -280,9 +295,9 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
 def _load(run_dir: Path, cfg: GeneratorTrainConfig, model, opt, ema, info: C.DistInfo, log) -> int:
     """Restore weights, optimiser, EMA and this rank's RNG streams from the newest checkpoint; returns its step."""
     folder, st = C.load_resume_state(run_dir)
-    saved = from_dict(GPTConfig, st["gpt"], where=f"{folder} gpt")
-    if to_dict(saved) != to_dict(cfg.model):
-        raise VFMTokError(f"--resume: {folder} was trained with another GPT config; use the same preset/--set values")
+    saved = from_dict(type(G.model_config(cfg)), st["gpt"], where=f"{folder} gpt")
+    if to_dict(saved) != to_dict(G.model_config(cfg)):
+        raise VFMTokError(f"--resume: {folder} was trained with another model config; use the same preset/--set values")
     set_state_dict(model, opt, model_state_dict=st["model"], optim_state_dict=st["optimizer"],
                    options=StateDictOptions(full_state_dict=True))
     if ema is not None and st.get("ema") is not None:
@@ -302,9 +317,9 @@ def _checkpoint(at: int, cfg: GeneratorTrainConfig, model, raw: GPT, opt, ema, r
     folder = None
     if info.is_main:
         config = {**raw.export_config(), "step": at, "train": to_dict(cfg)}
-        st = {"step": at, "gpt": to_dict(cfg.model), "model": model_sd, "optimizer": opt_sd, "ema": ema_sd,
+        st = {"step": at, "gpt": to_dict(G.model_config(cfg)), "model": model_sd, "optimizer": opt_sd, "ema": ema_sd,
               "rng": rng, "world_size": info.world_size}
-        folder = C.save_checkpoint(run_dir, at, ema_sd if ema_sd is not None else model_sd, config, "gpt", st,
+        folder = C.save_checkpoint(run_dir, at, ema_sd if ema_sd is not None else model_sd, config, raw.model_type, st,
                                    keep_last=cfg.keep_last)
         log.info("step %d: saved %s", at, folder)
     if dist.is_initialized():
@@ -317,7 +332,8 @@ def _loop(cfg: GeneratorTrainConfig, model, raw: GPT, opt, ema, stream: EpochStr
     """Optimiser steps from `step` to cfg.steps, reading cfg.accum_steps batches each."""
     device = info.device
     batches = stream.from_step(step * cfg.accum_steps)
-    tokens_per_step = cfg.batch_size * cfg.accum_steps * cfg.model.num_tokens * info.world_size
+    tokens_per_step = (cfg.batch_size * cfg.accum_steps * cfg.topk_codes * G.model_config(cfg).num_tokens
+                       * info.world_size)  # k rows per image with top-k code augmentation
     bar = tqdm(total=cfg.steps, initial=step, desc="train-generator", unit="step", dynamic_ncols=True,
                disable=not info.is_main or None)
     model.train()

@@ -1,0 +1,76 @@
+"""Checkpoint I/O every generator architecture shares, and `load_generator`, the one loader the commands use.
+
+A generator folder is `model.safetensors` + `config.json`; config.json's `model_type` ("gpt", "rar") names the
+architecture and its `config[<model_type>]` section holds the architecture dataclass.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from vfmtok.utils.config import from_dict, to_dict
+from vfmtok.utils.errors import VFMTokError
+from vfmtok.utils.io import cast_floats, load_pretrained, load_state_strict, read_json, resolve_checkpoint, save_pretrained
+
+
+class GeneratorIO:
+    """Mixin for nn.Module generators with `config` (a dataclass), `class_names`, `tokenizer_info` and `source`."""
+
+    model_type: ClassVar[str]  # config.json model_type and the name of its architecture section
+    config_class: ClassVar[type]
+
+    def export_config(self) -> dict[str, Any]:
+        """config.json payload: the architecture + class names + the tokenizer it was trained on."""
+        return {self.model_type: to_dict(self.config), "class_names": self.class_names, "tokenizer": self.tokenizer_info}
+
+    def save_pretrained(self, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        """Write model.safetensors (floats stored as `dtype` when given) + config.json."""
+        return save_pretrained(folder, cast_floats(self.state_dict(), dtype), self.export_config(), self.model_type)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu"):
+        """Load from a checkpoint folder or a run folder (its latest checkpoint), in eval mode."""
+        folder = resolve_checkpoint(path)
+        state, config, _ = load_pretrained(folder, cls.model_type)
+        key = cls.model_type
+        if not isinstance(config, dict) or key not in config:
+            raise VFMTokError(f"{folder}/config.json has no '{key}' section")
+        model = cls(from_dict(cls.config_class, config[key], where=f"{folder}/config.json {key}"))
+        load_state_strict(model, state, str(folder))
+        model.class_names = config.get("class_names")
+        model.tokenizer_info = config.get("tokenizer")
+        model.source = folder
+        return model.to(device).eval()
+
+    def recorded_tokenizer(self) -> Path | None:
+        """The tokenizer recorded at training/export time; a relative path counts from this checkpoint's folder."""
+        path = (self.tokenizer_info or {}).get("checkpoint_path")
+        if not path:
+            return None
+        path = Path(path)
+        if not path.is_absolute() and self.source is not None:
+            path = (self.source / path).resolve()
+        return path
+
+
+def generator_classes() -> dict[str, type]:
+    """model_type -> generator class (imported here so that each model module stays independent)."""
+    from vfmtok.generator.gpt import GPT
+    from vfmtok.generator.rar import RAR
+
+    return {GPT.model_type: GPT, RAR.model_type: RAR}
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """A GPT or RAR from a checkpoint or run folder, by the model_type its config.json records; eval mode."""
+    folder = resolve_checkpoint(path)
+    meta = read_json(folder / "config.json")
+    mtype = meta.get("model_type") if isinstance(meta, dict) else None
+    classes = generator_classes()
+    if mtype not in classes:
+        raise VFMTokError(f"{folder} holds a '{mtype}' checkpoint, not a generator ({', '.join(classes)})")
+    return classes[mtype].from_pretrained(folder, device=device)
