@@ -12,29 +12,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vfmtok.utils.classnames import display_name
 from vfmtok.utils.errors import VFMTokError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
-# Human-readable names for the ImageNet classes that Imagenette uses.
-IMAGENETTE_NAMES = {
-    "n01440764": "tench",
-    "n02102040": "English springer",
-    "n02979186": "cassette player",
-    "n03000684": "chain saw",
-    "n03028079": "church",
-    "n03394916": "French horn",
-    "n03417042": "garbage truck",
-    "n03425413": "gas pump",
-    "n03445777": "golf ball",
-    "n03888605": "parachute",
-    "n03888257": "parachute",  # the wnid Imagenette2 actually uses
-}
-
-
 def class_display_name(folder_name: str) -> str:
-    """'n03445777' -> 'golf ball'; other names pass through."""
-    return IMAGENETTE_NAMES.get(folder_name, folder_name)
+    """'n03445777' -> 'golf ball' (any ImageNet-1k wnid); other names pass through."""
+    return display_name(folder_name)
 
 
 @dataclass
