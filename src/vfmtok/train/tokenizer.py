@@ -127,6 +127,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
             opt_d.load_state_dict(st["disc_optimizer"])
         C.set_rng_state(st["rng"])
         step = int(st["step"])
+        C.trim_metrics(run_dir, step)
         log.info("resumed from %s at step %d", folder, step)
     if info.is_main:
         write_json(run_dir / "run_config.json", to_dict(cfg))
