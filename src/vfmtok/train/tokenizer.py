@@ -62,11 +62,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _make_dataset(cfg: TokenizerRunConfig, model: TokenizerBase, run_dir: Path, info: C.DistInfo, log):
+def _image_dataset(cfg: TokenizerRunConfig) -> ImageFolderDataset:
+    """The augmented training images (listed before the run folder is touched: bad data leaves nothing behind)."""
+    t = cfg.train
+    return ImageFolderDataset(resolve_dataset(t.data), cfg.model.image_size, split=t.split, train=True,
+                              min_scale=t.min_scale, seed=t.seed)
+
+
+def _make_dataset(cfg: TokenizerRunConfig, model: TokenizerBase, run_dir: Path, info: C.DistInfo, log,
+                  base: ImageFolderDataset):
     """Plain augmented images, or (for VFMTok) cached frozen-encoder features of augmented views."""
     t = cfg.train
-    base = ImageFolderDataset(resolve_dataset(t.data), cfg.model.image_size, split=t.split, train=True,
-                              min_scale=t.min_scale, seed=t.seed)
     if not (t.cache_features and cfg.model.arch == "vfmtok"):
         return base, base
     from vfmtok.encoders.cache import CachedFeatureDataset, build_feature_cache
@@ -95,13 +101,14 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
     run_dir = Path(run_dir)
     if run_dir.exists() and (run_dir / "latest.txt").exists() and not resume:
         raise VFMTokError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    images = _image_dataset(cfg)
     log = C.setup_logging(run_dir, info.is_main)
     C.seed_everything(t.seed + info.rank)
     device = info.device
 
     model = build_tokenizer(cfg.model).to(device)
     frozen = (model.encoder,) if hasattr(model, "encoder") else ()
-    dataset, image_ds = _make_dataset(cfg, model, run_dir, info, log)
+    dataset, image_ds = _make_dataset(cfg, model, run_dir, info, log, images)
     if len(dataset) < t.batch_size * info.world_size:
         raise VFMTokError(f"dataset has {len(dataset)} images, fewer than one global batch ({t.batch_size * info.world_size})")
     sampler = DistributedSampler(dataset, shuffle=True, seed=t.seed) if info.world_size > 1 else None
