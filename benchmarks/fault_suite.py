@@ -65,7 +65,7 @@ def make_fixtures(work: Path) -> dict[str, Path]:
 
     data = work / "data"
     rng = np.random.default_rng(0)
-    for split, n in (("train", 16), ("val", 8)):
+    for split, n in (("train", 16), ("val", 8)) if not (data / "val").is_dir() else ():
         for c, name in enumerate(("red", "blue")):
             d = data / split / name
             d.mkdir(parents=True, exist_ok=True)
@@ -73,7 +73,9 @@ def make_fixtures(work: Path) -> dict[str, Path]:
                 arr = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
                 arr[..., 0 if c == 0 else 2] = 230
                 Image.fromarray(arr).save(d / f"{i:03d}.png")
-    fx = {"data": data, "tokenizer": build_tiny_tokenizer(work / "tokenizer", class_names=["red", "blue"])}
+    tok = work / "tokenizer"
+    fx = {"data": data, "tokenizer": tok if (tok / "config.json").is_file() else
+          build_tiny_tokenizer(tok, class_names=["red", "blue"])}
     log = work / "fixtures.log"
     fx["codes"] = work / "codes"
     if not (fx["codes"] / "index.json").is_file():
@@ -315,7 +317,7 @@ def run_command(sc: Scenario, fx: dict[str, Path], work: Path, kills: int, rng: 
         row.trials += 1
         out = work / "trials" / sc.name / f"t{row.trials:03d}"
         shutil.rmtree(out, ignore_errors=True)
-        n_kill = min(rng.randint(1, 4), kills - row.kills)
+        n_kill = min(rng.randint(2, 5), kills - row.kills)
         expect_step = []
         for _ in range(n_kill):
             resume = sc.resumable and latest_step(out) is not None
@@ -373,11 +375,13 @@ def finish(sc: Scenario, fx, out: Path, ref: Path, log: Path, row: Row, expect_s
 # --- report ----------------------------------------------------------------------------------------------------
 
 
-def write_results(rows: list[Row], args: argparse.Namespace, seconds: float, prefix: Path) -> None:
+def write_results(rows: list[Row], args: argparse.Namespace, seconds: float, prefix: Path,
+                  commands: list[str] | None = None) -> None:
     """JSON record and a Markdown table."""
     from vfmtok.utils.io import write_json, write_text
 
-    record = {"command": " ".join(["python benchmarks/fault_suite.py", *sys.argv[1:]]), "seed": args.seed,
+    command = "; ".join(commands) if commands else " ".join(["python benchmarks/fault_suite.py", *sys.argv[1:]])
+    record = {"command": command, "seed": args.seed,
               "kills_per_command": args.kills, "seconds": round(seconds), "threads": 1,
               "rows": [vars(r) for r in rows]}
     write_json(prefix.with_suffix(".json"), record)
@@ -393,6 +397,16 @@ def write_results(rows: list[Row], args: argparse.Namespace, seconds: float, pre
     write_text(prefix.with_suffix(".md"), "\n".join(lines) + "\n")
 
 
+def merge(paths: list[Path], prefix: Path) -> int:
+    """One table from several records (one per command, run as parallel processes)."""
+    recs = [json.loads(p.read_text()) for p in paths]
+    rows = [Row(**r) for rec in recs for r in rec["rows"]]
+    args = argparse.Namespace(seed=[r["seed"] for r in recs], kills=recs[0]["kills_per_command"])
+    write_results(rows, args, max(r["seconds"] for r in recs), prefix,
+                  commands=[r["command"] for r in recs])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kills", type=int, default=20, help="SIGKILLs per command")
@@ -400,7 +414,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--commands", nargs="+", default=list(ALL_COMMANDS), choices=list(ALL_COMMANDS))
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one, removed)")
     ap.add_argument("--results", type=Path, default=RESULTS / "fault_suite", help="path prefix of the .json/.md")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="instead of running: combine the JSON records of runs made in parallel into one table")
     args = ap.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.results)
     work = args.work or Path(tempfile.mkdtemp(prefix="vfmtok-faults-"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
