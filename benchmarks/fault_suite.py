@@ -57,7 +57,7 @@ def run_to_end(argv: list[str], log: Path) -> tuple[int, float]:
 # --- fixtures: a tiny dataset, a tiny tokenizer, codes and a GPT --------------------------------------------------
 
 
-def make_fixtures(work: Path) -> dict[str, Path]:
+def make_fixtures(work: Path, need_gpt: bool = True) -> dict[str, Path]:
     """Synthetic 2-class image folder, an untrained tiny tokenizer, its codes and a short-trained GPT."""
     from PIL import Image
 
@@ -83,7 +83,7 @@ def make_fixtures(work: Path) -> dict[str, Path]:
                             str(fx["codes"]), "--device", "cpu"], log)
         assert rc == 0, f"extract-codes fixture failed, see {log}"
     gpt = work / "gpt"
-    if not (gpt / "latest.txt").is_file():
+    if need_gpt and not (gpt / "latest.txt").is_file():
         rc, _ = run_to_end(GEN_ARGS(fx, gpt), log)
         assert rc == 0, f"train-generator fixture failed, see {log}"
     fx["gpt"] = gpt
@@ -296,8 +296,9 @@ class Row:
     problems: list[str] = field(default_factory=list)
 
 
-def run_command(sc: Scenario, fx: dict[str, Path], work: Path, kills: int, rng: random.Random) -> Row:
-    """The reference run, then trials of kill / rerun until `kills` kills happened."""
+def run_command(sc: Scenario, fx: dict[str, Path], work: Path, kills: int, rng: random.Random,
+                report=lambda row: None) -> Row:
+    """The reference run, then trials of kill / rerun until `kills` kills happened; `report(row)` after each trial."""
     row = Row(sc.name)
     ref = work / "ref" / sc.name
     log = work / f"{sc.name}.log"
@@ -334,6 +335,7 @@ def run_command(sc: Scenario, fx: dict[str, Path], work: Path, kills: int, rng: 
             row.files_checked += n
             row.problems += [f"trial {row.trials} after kill: {p}" for p in probs]
         finish(sc, fx, out, ref, log, row, expect_step, rng, duration)
+        report(row)
         print(f"{sc.name}: {row.kills}/{kills} kills, {len(row.problems)} problems, {time.time() - t0:.0f} s", flush=True)
     return row
 
@@ -421,17 +423,18 @@ def main(argv: list[str] | None = None) -> int:
         return merge(args.merge, args.results)
     work = args.work or Path(tempfile.mkdtemp(prefix="vfmtok-faults-"))
     work.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
+    t0, rows = time.time(), []
     try:
-        fx = make_fixtures(work)
+        fx = make_fixtures(work, need_gpt=bool({"sample", "eval-generator"} & set(args.commands)))
         rng = random.Random(args.seed)
         all_sc = scenarios()
-        rows = []
         for name in ALL_COMMANDS:
             if name in args.commands:
                 if name == "eval-generator" and not (work / "ref" / "sample" / "samples.npz").is_file():
                     run_command(all_sc["sample"], fx, work, 0, rng)  # its input: the reference samples
-                rows.append(run_command(all_sc[name], fx, work, args.kills, rng))
+                # Results so far are written after every trial: a suite stopped early still leaves its table.
+                rows.append(run_command(all_sc[name], fx, work, args.kills, rng,
+                                        lambda r: write_results([*rows, r], args, time.time() - t0, args.results)))
         write_results(rows, args, time.time() - t0, args.results)
     finally:
         if args.work is None:
