@@ -38,6 +38,13 @@ def check_files(out: Path) -> tuple[int, list[str]]:
                     [z[k] for k in z.files]
             elif p.suffix == ".pt":
                 torch.load(p, map_location="cpu", weights_only=True)
+            elif p.suffix == ".tar":
+                import tarfile
+
+                with tarfile.open(p) as t:
+                    for m in t.getmembers():
+                        if m.isfile():
+                            t.extractfile(m).read()
             elif p.suffix == ".png":
                 from PIL import Image
 
@@ -90,6 +97,15 @@ def compare(name: str, ref: Path, out: Path) -> list[str]:
             for key in ("codes", "labels"):
                 if not np.array_equal(np.load(ref / s[key]), np.load(out / s[key])):
                     return [f"{s[key]} differs from the uninterrupted run"]
+    elif name == "prepare-data":
+        import tarfile
+
+        for s in json.loads((ref / "index.json").read_text())["shards"]:
+            with tarfile.open(ref / s["name"]) as x, tarfile.open(out / s["name"]) as y:
+                a = {m.name: x.extractfile(m).read() for m in x.getmembers() if m.isfile()}
+                b = {m.name: y.extractfile(m).read() for m in y.getmembers() if m.isfile()}
+            if a != b:
+                return [f"{s['name']} differs from the uninterrupted run"]
     elif name == "sample":
         with np.load(ref / "samples.npz") as x, np.load(out / "samples.npz") as y:
             if not np.array_equal(x["arr_0"], y["arr_0"]):

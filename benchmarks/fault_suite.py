@@ -33,8 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from fault_checks import check_files, compare, fingerprint, latest_step, resumed_steps  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 TEMP_PATTERNS = ("**/.*.tmp", "**/*.partial", "**/.*.partial", "**/*.tmp")
-# prepare-data joins this list when the command exists (another branch adds it).
-ALL_COMMANDS = ("train-tokenizer", "extract-codes", "train-generator", "sample", "eval-generator")
+ALL_COMMANDS = ("prepare-data", "train-tokenizer", "extract-codes", "train-generator", "sample", "eval-generator")
 
 
 def _env() -> dict[str, str]:
@@ -130,7 +129,11 @@ def scenarios() -> dict[str, Scenario]:
                 "--ref", str(fx["data"]), "--ref-split", "val", "--device", "cpu", "--no-cache",
                 "--out", str(out / "eval.json")]
 
+    def prep(fx, out, resume):
+        return ["prepare-data", str(fx["data"]), "--out", str(out), "--shard-size", "4"]
+
     return {
+        "prepare-data": Scenario("prepare-data", prep, False, ("index.json",)),
         "train-tokenizer": Scenario("train-tokenizer", tok, True, ("latest.txt", "recon.png")),
         "extract-codes": Scenario("extract-codes", ext, False, ("index.json",)),
         "train-generator": Scenario("train-generator", gen, True, ("latest.txt",)),
@@ -326,8 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         fx = make_fixtures(work, need_gpt=bool({"sample", "eval-generator"} & set(args.commands)))
         rng = random.Random(args.seed)
         all_sc = scenarios()
+        from vfmtok.cli import COMMANDS
+
         for name in ALL_COMMANDS:
-            if name in args.commands:
+            if name in args.commands and name not in COMMANDS:
+                print(f"skipping {name}: this vfmtok has no such command", flush=True)
+            elif name in args.commands:
                 if name == "eval-generator" and not (work / "ref" / "sample" / "samples.npz").is_file():
                     run_command(all_sc["sample"], fx, work, 0, rng)  # its input: the reference samples
                 # Results so far are written after every trial: a suite stopped early still leaves its table.
