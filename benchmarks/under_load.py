@@ -3,6 +3,7 @@
 Each measurement is a fresh process running `--steps` training steps of the demo's tokenizer (batch 16, 64 px; the
 encoder's features computed once, as the demo's feature cache does), alone and next to 1 and 3 CPU-bound processes
 (busy Python loops). "before": one torch thread per core, OpenMP's default waiting (what the CLI did);
+"passive": one thread per core but OMP_WAIT_POLICY=PASSIVE (the wait policy alone);
 "after": `vfmtok.utils.threads` (the free cores, OMP_WAIT_POLICY=PASSIVE), what `vfmtok` commands do now.
 Writes benchmarks/results/under_load.{json,md}.
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+ARMS = ("before", "passive", "after")
 
 
 def worker(steps: int, arm: str) -> dict:
@@ -28,7 +30,7 @@ def worker(steps: int, arm: str) -> dict:
     sys.path.insert(0, str(ROOT / "src"))
     from vfmtok.utils import threads
 
-    if arm == "after":
+    if arm in ("passive", "after"):
         threads.prepare_environment()  # the CLI does this first thing, before torch loads
     import torch
 
@@ -96,7 +98,7 @@ def write(rows: list[dict], args: argparse.Namespace) -> None:
     write_json(RESULTS / "under_load.json", record)
     alone = {r["arm"]: r["images_per_s"] for r in rows if r["other_processes"] == 0}
     lines = ["# The demo's tokenizer stage under CPU load", "", f"`{record['command']}` on {cores} cores. "
-             "Other processes: busy loops started next to it. Fair share = the cores this process gets if the "
+             "Other processes: busy loops started next to it (at the benchmark's own priority). Fair share = the cores this process gets if the "
              "scheduler splits them evenly, min(1, cores / (1 + others)) of the machine; 'vs alone' should not be "
              "much below the fair share's speed-up ratio. The 1-min load average shows what else the machine ran.", "",
              "| arm | other processes | threads | OMP_WAIT_POLICY | images/s | vs alone | load avg at start |",
@@ -112,8 +114,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--loads", type=int, nargs="+", default=[0, 1, 3])
-    ap.add_argument("--arms", nargs="+", default=["before", "after"], choices=["before", "after"])
-    ap.add_argument("--worker", choices=["before", "after"], default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--worker", choices=list(ARMS), default=None, help=argparse.SUPPRESS)
     ap.add_argument("--burn", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.burn:
@@ -126,7 +128,7 @@ def main() -> int:
         for arm in args.arms:  # side by side: the two arms of one load run back to back
             rows.append(measure(arm, load, args.steps))
             print(json.dumps(rows[-1]), flush=True)
-    write(rows, args)
+            write(rows, args)  # after every row: a run stopped early keeps what it measured
     return 0
 
 

@@ -1,8 +1,9 @@
 """CPU thread counts that behave when several processes share the cores (`--threads`, default: the free cores).
 
 A torch process with one OpenMP thread per core, next to other busy processes, spends most of its time waiting at
-barriers for threads the scheduler has parked; with as many threads as cores are free, and OpenMP waiting that
-sleeps instead of spinning, it degrades in proportion to its share of the machine.
+barriers for threads the scheduler has parked; OpenMP waiting that sleeps instead of spinning, and no more threads
+than cores are free (counting busy threads of equal or higher priority: niced background jobs hardly compete),
+keep it near its share of the machine (benchmarks/under_load.py).
 """
 
 from __future__ import annotations
@@ -40,22 +41,43 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def busy_elsewhere(samples: int = 5, interval: float = 0.02) -> int:
-    """Threads other processes are running right now (median of /proc/stat procs_running, minus this one)."""
+def _runnable_rivals(me: int, my_nice: int) -> int | None:
+    """Runnable threads of other processes at this process's priority or higher (None without /proc)."""
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
+    except OSError:
+        return None
+    n = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # A nicer (lower-priority) thread takes almost no CPU from this one under CFS: only peers count.
+            if fields[0] == "R" and int(fields[16]) <= my_nice:
+                n += 1
+    return n
+
+
+def busy_elsewhere(samples: int = 3, interval: float = 0.02) -> int:
+    """Threads other processes run right now at this process's priority or higher (median of a few looks)."""
+    me, my_nice = os.getpid(), os.getpriority(os.PRIO_PROCESS, 0)
     counts = []
     for i in range(samples):
-        try:
-            with open("/proc/stat") as f:
-                line = next((ln for ln in f if ln.startswith("procs_running")), None)
-        except OSError:
+        c = _runnable_rivals(me, my_nice)
+        if c is None:
             return 0
-        if line is None:
-            return 0
-        counts.append(int(line.split()[1]))
+        counts.append(c)
         if i + 1 < samples:
             time.sleep(interval)
     counts.sort()
-    return max(0, counts[len(counts) // 2] - 1)
+    return counts[len(counts) // 2]
 
 
 def default_threads() -> int:
