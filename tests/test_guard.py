@@ -41,7 +41,7 @@ def test_lock_held_by_another_live_process_refuses_the_cli(tmp_path, capsys):
         (run / LOCK_NAME).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "command": "x"}))
         rc = main(["train-generator", "--codes", str(tmp_path / "none"), "--out", str(run)])
         err = capsys.readouterr().err
-        assert rc == 2 and f"pid {holder.pid}" in err and len(err.strip().splitlines()) == 1
+        assert rc == 2 and f"pid {holder.pid}" in err and len(err.strip().splitlines()) == 1, err
     finally:
         holder.kill()
         holder.wait()
