@@ -1,6 +1,8 @@
 # Two entry points: `make demo` and `make test`. Both create .venv and install when missing.
 PY := .venv/bin/python
-STAMP := .venv/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+# The library asks for torch>=2.4 (pyproject.toml); this machine is tested with exactly this pair.
+TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+STAMP := .venv/.installed-$(shell echo "$(TORCH_PIN)" | cat pyproject.toml - | sha1sum | cut -c1-12)
 WEIGHTS := .venv/vfmtok-weights/.complete
 
 .PHONY: install weights demo test bench reproduce small-model clean
@@ -10,6 +12,7 @@ install: $(STAMP) $(WEIGHTS)
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+	$(PY) -m pip install -q $(TORCH_PIN)
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 

@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vfmtok.data.codes import CodeDataset, check_codes_match, read_index, tokenizer_facts
+from vfmtok.data.codes import CodeDataset, read_index
+from vfmtok.generator.pairing import check_codes_match, tokenizer_facts
 from vfmtok.data.imagefolder import ImageFolderDataset, center_crop_resize, to_tensor
-from vfmtok.train.extract import extract_codes, make_views
+from vfmtok.data.imagefolder import make_views
+from vfmtok.train.extract import extract_codes
 from vfmtok.utils.errors import VFMTokError
 
 

@@ -1,4 +1,4 @@
-"""vfmtok.utils.cpu_kernels: the compiled decode kernels equal their torch definitions, and are used only where they apply.
+"""vfmtok.accel.cpu_kernels: the compiled decode kernels equal their torch definitions and check their arguments.
 
 y = x W^T through packed panels; softmax(q K^T / sqrt(D)) V through the blocked cache with an online softmax.
 """
@@ -8,8 +8,7 @@ import math
 import pytest
 import torch
 
-import vfmtok.utils.cpu_kernels as ck
-import vfmtok.utils.linear as lin
+import vfmtok.accel.cpu_kernels as ck
 
 pytestmark = pytest.mark.skipif(not ck.available(), reason=f"compiled CPU kernels unavailable: {ck.unavailable_reason()}")
 
@@ -92,68 +91,29 @@ def test_decode_attention_writes_the_new_position_first(length):
     torch.testing.assert_close(out, ck.decode_attention(q, full, length, d**-0.5))
 
 
-def test_packed_linears_switches_layers_on_and_off(monkeypatch):
-    monkeypatch.setattr(lin, "PACKED_MIN_MACS", 0)
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(lin.Linear(64, 96), torch.nn.GELU(), lin.Linear(96, 32, bias=False))
-    x, big = torch.randn(4, 64), torch.randn(lin.PACKED_ROWS[1] + 1, 64)
-    with torch.no_grad():
-        ref, ref_big = net(x), net(big)
-        with lin.packed_linears(net) as n:
-            assert n == 2 and all("_packed" in m.__dict__ for m in (net[0], net[2]))
-            with lin.packed_linears(net) as inner:  # nested: nothing repacked, nothing freed early
-                assert inner == 0
-            assert "_packed" in net[0].__dict__
-            torch.testing.assert_close(net(x), ref, rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(net(big), ref_big, rtol=1e-5, atol=1e-5)  # too many rows: linear()
-            net[0].weight.mul_(2)  # changed in place: the stale panels must not be used
-            assert not torch.allclose(net(x), ref, atol=1e-3)
-            net[0].weight.div_(2)
-        assert not any("_packed" in m.__dict__ for m in net.modules())  # the extra copy is freed
+def test_wrappers_check_bounds_with_explicit_errors():
+    """Raw pointers go to C only after checks that `python -O` keeps (ValueError, not assert)."""
+    w = ck.pack_weight(torch.randn(40, 16))
+    with pytest.raises(ValueError, match="do not fit"):
+        ck.packed_linear(torch.randn(3, 17), w, 40)  # K mismatch
+    with pytest.raises(ValueError, match="do not fit"):
+        ck.packed_linear(torch.randn(3, 16), w, 80)  # more outputs than panels
+    with pytest.raises(ValueError, match="fp32 CPU"):
+        ck.packed_linear(torch.randn(3, 16).double(), w, 40)
+    kv = torch.zeros(4, 2, 2, 16 * 16)
+    with pytest.raises(ValueError, match="length"):
+        ck.decode_attention(torch.randn(4, 16), kv, 33, 0.25)  # past the 32 cached positions
+    with pytest.raises(ValueError, match="does not fit"):
+        ck.decode_attention(torch.randn(3, 16), kv, 5, 0.25)  # rows mismatch
+    with pytest.raises(ValueError, match="R x D"):
+        ck.decode_attention(torch.randn(4, 16), kv, 5, 0.25, torch.randn(4, 8), torch.randn(4, 8))
+    with pytest.raises(ValueError, match="weight of 8"):
+        ck.rms_norm(torch.randn(2, 8), torch.randn(7), 1e-5)
+    with pytest.raises(ValueError, match="same-shape"):
+        ck.silu_mul(torch.randn(2, 8), torch.randn(2, 9))
 
 
-def test_packed_path_is_taken_and_gradients_bypass_it(monkeypatch):
-    monkeypatch.setattr(lin, "PACKED_MIN_MACS", 0)
-    calls = []
-    real = ck.packed_linear
-    monkeypatch.setattr(ck, "packed_linear", lambda *a: calls.append(1) or real(*a))
-    m = lin.Linear(16, 8)
-    x = torch.randn(3, 16, requires_grad=True)
-    with lin.packed_linears(m):
-        with torch.no_grad():
-            m(x)
-        assert len(calls) == 1
-        m(x).sum().backward()  # autograd needs the real weight: the packed kernel is skipped
-        assert len(calls) == 1 and m.weight.grad is not None
-        m.weight.grad = None
-        m(x.detach()).sum().backward()  # also when only the weight wants a gradient
-        assert len(calls) == 1 and m.weight.grad is not None
-        with ck.enabled(False), torch.no_grad():
-            m(x)
-        with torch.no_grad():
-            m(x[:1])  # one row: a GEMV, left to linear()
-        assert len(calls) == 1
-
-
-def test_gpt_sampling_same_ids_with_and_without_kernels():
-    from vfmtok.generator.generate import generate
-    from vfmtok.generator.gpt import create_gpt
-
-    torch.manual_seed(0)
-    gpt = create_gpt("GPT-nano", vocab_size=50, num_tokens=12, token_grid=(3, 4), num_classes=5).eval()
-    torch.nn.init.normal_(gpt.head.weight, std=0.5)
-    labels = torch.tensor([0, 3, 4])
-    ids = generate(gpt, labels, temperature=0)  # greedy: equal logits up to rounding give equal ids
-    assert gpt.blocks[0].attention.kv_cache.layout == "blocks"
-    with ck.enabled(False):
-        ids_torch = generate(gpt, labels, temperature=0)
-        assert gpt.blocks[0].attention.kv_cache.layout == "keys_last"  # caches rebuilt for the torch path
-    assert torch.equal(ids, ids_torch)
-    logits_full, _ = gpt(labels, ids[:, :-1])
-    assert torch.equal(logits_full.argmax(-1), ids)  # and greedy decoding agrees with the full forward pass
-
-
-def test_build_failure_is_reported_and_falls_back(tmp_path, monkeypatch):
+def test_build_failure_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(ck, "_lib", None)
     monkeypatch.setattr(ck, "_reason", None)
     monkeypatch.setenv("VFMTOK_CACHE", str(tmp_path))
@@ -162,6 +122,3 @@ def test_build_failure_is_reported_and_falls_back(tmp_path, monkeypatch):
     assert "could not build cpu_kernels.c" in ck.unavailable_reason()
     assert not list((tmp_path / "kernels").glob("*"))  # no half-written library left behind
     assert not ck.attention_supported("cpu", torch.float32, 64)
-    m = lin.Linear(16, 8)
-    with lin.packed_linears(m) as n:
-        assert n == 0

@@ -2,7 +2,7 @@
 
 import torch
 
-from vfmtok.tokenizer.deform_attn import MSDeformAttn, ms_deform_attn_sample
+from vfmtok.tokenizer.deform_attn import MSDeformAttn, _sampled, ms_deform_attn_sample
 
 
 def bilinear_zero_pad(img: torch.Tensor, x: float, y: float) -> torch.Tensor:
@@ -67,13 +67,14 @@ def test_matches_naive_reference_equal_level_sizes():
 
 
 def test_equal_size_fast_path_equals_loop_path():
-    shapes = [(4, 4)] * 2
-    value, loc, weights = _random_case(shapes, seed=2)
-    fast = ms_deform_attn_sample(value, shapes, loc, weights)
-    # Force the per-level path by splitting into two calls with one level each.
-    a = ms_deform_attn_sample(value[:, :16], shapes[:1], loc[:, :, :, :1], weights[:, :, :, :1])
-    b = ms_deform_attn_sample(value[:, 16:], shapes[1:], loc[:, :, :, 1:], weights[:, :, :, 1:])
-    assert torch.allclose(fast, a + b, atol=1e-12)
+    shapes = [(4, 4), (4, 4), (4, 4)]
+    value, loc, _ = _random_case(shapes, seed=2)
+    grids = 2.0 * loc - 1.0
+    one_call = _sampled(value, shapes, grids, same_size=True)  # what ms_deform_attn_sample takes for these shapes
+    per_level = _sampled(value, shapes, grids, same_size=False)  # the loop the unequal sizes take, forced
+    assert one_call.shape == per_level.shape == (2, 2, 3, 3, 5, 3)
+    assert torch.allclose(one_call, per_level, atol=1e-12)
+    assert per_level.abs().sum() > 0 and not torch.allclose(per_level[:, :, 0], per_level[:, :, 1])  # levels differ
 
 
 def test_init_offsets_and_uniform_weights():

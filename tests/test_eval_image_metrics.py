@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from vfmtok.eval.image_metrics import CodeUsage, psnr, ssim, to_uint8, uint8_to_signed, uint8_to_unit
+from vfmtok.eval.image_metrics import CodeUsage, psnr, ssim, uint8_to_signed, uint8_to_unit
+from vfmtok.utils.images import to_uint8
 
 
 def _ssim_scipy(x: np.ndarray, y: np.ndarray) -> float:
@@ -47,6 +48,19 @@ def test_uint8_roundtrip():
     assert torch.equal(to_uint8(uint8_to_signed(u8)), u8)
     assert torch.allclose(uint8_to_unit(u8), u8.permute(0, 3, 1, 2).double() / 255)
     assert to_uint8(torch.tensor([-3.0, -1.0, 0.0, 1.0, 2.0]).view(1, 1, 1, 5))[0, 0, :, 0].tolist() == [0, 0, 128, 255, 255]
+
+
+def test_to_uint8_rounds_to_nearest_and_saturates():
+    x = torch.rand(4, 3, 9, 7, generator=torch.Generator().manual_seed(0)) * 2.4 - 1.2
+    u8 = to_uint8(x)
+    assert u8.dtype == torch.uint8 and u8.shape == (4, 9, 7, 3) and u8.device.type == "cpu"
+    exact = ((x.double() + 1) * 127.5).clamp(0, 255).permute(0, 2, 3, 1)
+    assert float((u8.double() - exact).abs().max()) <= 0.5 + 1e-4  # nearest level, not truncation (error up to 1)
+    inside = (exact > 0.5) & (exact < 254.5)
+    ref = torch.floor(exact + 0.5)  # naive reference: round half up
+    close_to_half = ((exact - exact.floor()) - 0.5).abs() < 1e-3  # float32 noise decides these
+    assert torch.equal(u8.double()[inside & ~close_to_half], ref[inside & ~close_to_half])
+    assert int(u8[(exact <= 0.0)].max()) == 0 and int(u8[(exact >= 255.0)].min()) == 255
 
 
 def test_code_usage_and_perplexity():

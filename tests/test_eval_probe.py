@@ -7,6 +7,7 @@ import torch
 
 import vfmtok.eval.probe as P
 from vfmtok.cli import main
+from vfmtok.eval.imagesets import open_image_set, subset_indices
 from vfmtok.eval.probe import train_linear_probe
 
 from test_eval_commands import FakeTokenizer
@@ -43,8 +44,15 @@ def test_probe_command(tmp_path, monkeypatch, with_cls):
     rec = json.loads(out.read_text())
     keys = sorted(rec["metrics"])
     assert keys == (["cls", "tokens_mean"] if with_cls else ["tokens_mean"])
+    # The command reports what the probe gives on the subsets it names: recompute from the same seeded subsets.
+    tok = FakeTokenizer(ck, with_cls=with_cls)
+    tr, va = open_image_set("sample", tok.image_size, split="train"), open_image_set("sample", tok.image_size, split="val")
+    f_tr, y_tr = P.extract_features(tok, tr, subset_indices(len(tr), 60, 0), 32, "cpu", "train")
+    f_va, y_va = P.extract_features(tok, va, subset_indices(len(va), 60, 1), 32, "cpu", "val")
     for k in keys:
-        assert 0.0 <= rec["metrics"][k]["top1_val"] <= 1.0
+        want = train_linear_probe(f_tr[k], y_tr, f_va[k], y_va, 10, weight_decay=1e-3, max_iter=30)
+        assert rec["metrics"][k]["top1_val"] == want["top1_val"] and rec["metrics"][k]["top1_train"] == want["top1_train"]
+        assert want["top1_train"] > 0.1  # the colour statistics separate the training images better than chance
     assert rec["metrics"]["tokens_mean"]["dim"] == 6 and rec["data"]["num_train"] == 60 and rec["data"]["num_val"] == 60
     assert len(rec["data"]["classes"]) == 10
     assert any("no CLS token" in n for n in rec["notes"]) != with_cls

@@ -47,7 +47,7 @@ def test_checker_flags_torn_files_and_incomplete_checkpoints(suite, tmp_path):
 def test_finished_run_keeps_its_last_checkpoint_and_trims_metrics(tmp_path):
     import torch
 
-    from vfmtok.train.common import save_checkpoint, trim_metrics
+    from vfmtok.train.common import open_metrics, save_checkpoint
 
     run = tmp_path / "run"
     first = save_checkpoint(run, 4, {"w": torch.ones(2)}, {}, "gpt", {"step": 4})
@@ -55,7 +55,7 @@ def test_finished_run_keeps_its_last_checkpoint_and_trims_metrics(tmp_path):
     save_checkpoint(run, 4, {"w": torch.zeros(2)}, {}, "gpt", {"step": 4})  # a resumed, finished run re-saving
     assert (first / "model.safetensors").stat().st_mtime_ns == before
     (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s}) + "\n" for s in range(1, 7)) + '{"step": 7, "lo')
-    trim_metrics(run, 4)
+    open_metrics(run, 4).close()
     assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
 
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-import vfmtok.encoders.cache as cache_mod
+import vfmtok.data.feature_cache as cache_mod
 from vfmtok.data.imagefolder import ImageFolderDataset, center_crop_resize, to_tensor
 from vfmtok.data.sources import resolve_dataset
 from vfmtok.encoders import create_encoder
-from vfmtok.encoders.cache import CachedFeatureDataset, build_feature_cache, check_compatible
+from vfmtok.data.feature_cache import CachedFeatureDataset, build_feature_cache, check_compatible
 from vfmtok.utils.errors import VFMTokError
 
 SIZE = 64

@@ -25,7 +25,7 @@ def greedy_reference(m, labels, scale=1.0, interval=-1):
     for t in range(m.config.num_tokens):
         cond = m(labels, ids[:, :t])[0][:, -1]
         logits = cond
-        if scale != 1.0 and (interval < 0 or t < interval):
+        if scale > 1.0 and (interval < 0 or t <= interval + 1):  # LlamaGen: tokens 0 .. interval + 1 are guided
             uncond = m(null, ids[:, :t])[0][:, -1]
             logits = uncond + scale * (cond - uncond)
         ids[:, t] = logits.argmax(-1)
@@ -51,9 +51,21 @@ def test_cfg_scale_one_equals_conditional_path(gpt):
     logits = torch.randn(6, 40)
     assert torch.allclose(guided_logits(logits, 1.0), logits[:3], atol=1e-6)
     plain = generate(gpt, labels, cfg_scale=1.0, generator=torch.Generator().manual_seed(5))
-    # Doubled batch with guidance switched off from token 0: same ids as the single conditional branch.
-    doubled = generate(gpt, labels, cfg_scale=4.0, cfg_interval=0, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(plain, doubled)
+    # LlamaGen guides only when cfg_scale > 1.0: a scale below 1 runs the single conditional branch too.
+    below = generate(gpt, labels, cfg_scale=0.5, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(plain, below)
+    guided = generate(gpt, labels, cfg_scale=4.0, generator=torch.Generator().manual_seed(5))
+    assert not torch.equal(plain, guided)
+
+
+def test_cfg_interval_counts_as_llamagen_does(gpt):
+    from vfmtok.generator.generate import cfg_applies
+
+    assert [cfg_applies(t, 2) for t in range(6)] == [True, True, True, True, False, False]  # tokens 0 .. k + 1
+    assert all(cfg_applies(t, -1) for t in range(6))
+    labels = torch.tensor([0, 2, 4])
+    ids = generate(gpt, labels, cfg_scale=3.0, cfg_interval=0, top_k=1)
+    assert torch.equal(ids, greedy_reference(gpt, labels, 3.0, 0))
 
 
 @pytest.mark.parametrize("interval", [-1, 5])
@@ -81,6 +93,16 @@ def test_top_k_top_p_filters():
     assert torch.equal(top_k_top_p_filter(logits), logits)
     shuffled = logits[:, [2, 0, 3, 1]]
     assert torch.isfinite(top_k_top_p_filter(shuffled, top_p=0.7)).tolist() == [[False, True, False, True]]
+
+
+def test_top_p_keeps_the_token_that_crosses_the_threshold():
+    """LlamaGen's rule: a token is dropped only when the mass of the better tokens exceeds top_p."""
+    torch.manual_seed(0)
+    logits = torch.randn(1, 10)
+    cum = logits.sort(descending=True).values.softmax(-1).cumsum(-1)[0]
+    for j in range(8):  # top_p exactly the mass of the best j + 1 tokens: token j + 1 crosses it and stays
+        kept = torch.isfinite(top_k_top_p_filter(logits, top_p=cum[j].item())).sum().item()
+        assert kept == j + 2
 
 
 def test_temperature_changes_the_sampling_distribution():

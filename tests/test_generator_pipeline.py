@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -56,6 +57,30 @@ def test_training_writes_checkpoints_logs_and_config(run_dir):
     assert "step 4 loss" in log and "tokens/s" in log
 
 
+def test_training_writes_metrics_jsonl_that_the_demo_report_charts(run_dir, tmp_path):
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4]  # --log-every 1
+    log = (run_dir / "train.log").read_text()
+    for r in lines:  # the same mean loss the log reports
+        assert f"step {r['step']} loss {r['loss']:.4f}" in log and r["lr"] > 0 and r["tokens_per_s"] > 0
+    from vfmtok.demo_report import training_charts
+
+    assert not any("generator cross-entropy" in c for c in training_charts(tmp_path))  # no run: no chart
+    (tmp_path / "generator").mkdir()
+    shutil.copy(run_dir / "metrics.jsonl", tmp_path / "generator" / "metrics.jsonl")
+    chart = [c for c in training_charts(tmp_path) if "generator cross-entropy" in c]
+    assert len(chart) == 1 and chart[0].count("<polyline") == 1
+
+
+def test_resume_drops_metrics_past_the_checkpoint(tmp_path):
+    from vfmtok.train.common import open_metrics
+
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3)) + '{"step": 4, "lo')
+    with open_metrics(tmp_path, 2) as f:
+        f.write(json.dumps({"step": 3, "loss": 0.5}) + "\n")
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+
+
 def test_sampling_decodes_generated_ids(run_dir):
     gpt, tok = GPT.from_pretrained(run_dir), FakeTokenizer()
     labels = torch.tensor([0, 1, 2, 2])
@@ -63,12 +88,12 @@ def test_sampling_decodes_generated_ids(run_dir):
     assert imgs.shape == (4, 16, 16, 3) and imgs.dtype == np.uint8
     gen = torch.Generator().manual_seed(3)  # same draws as generate_images: batches [0,1,2] then [2]
     ids = torch.cat([generate(gpt, labels[:3], cfg_scale=2.0, generator=gen), generate(gpt, labels[3:], cfg_scale=2.0, generator=gen)])
-    assert np.array_equal(imgs, to_uint8(tok.decode(ids)))
+    assert np.array_equal(imgs, to_uint8(tok.decode(ids)).numpy())
     assert np.array_equal(imgs, generate_images(gpt, tok, labels, cfg_scale=2.0, seed=3, batch_size=3))
 
 
 def test_sample_command_writes_pngs_and_adm_npz(run_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("vfmtok.generator.sample_cmd.load_tokenizer_for", lambda gpt, path, device: FakeTokenizer())
+    monkeypatch.setattr("vfmtok.generator.sample_cmd.load_gpt_tokenizer", lambda gpt, path, device: FakeTokenizer())
     out = tmp_path / "s"
     assert main(["sample", "--gpt", str(run_dir), "--class", "golf ball", "--class", "0", "--per-class", "2",
                  "--cfg-scale", "1.5", "--top-k", "10", "--out", str(out), "--device", "cpu"]) == 0

@@ -85,7 +85,7 @@ def test_kv_cache_decoding_matches_full_forward(rope):
 def test_apply_rope_rotates_each_pair():
     torch.manual_seed(0)
     x, angle = torch.randn(2, 3, 4, 8), torch.rand(3, 4) * 6.28  # (B, T, H, D), one angle per position and pair
-    rot = torch.polar(torch.ones(3, 4), angle)
+    rot = torch.stack([angle.cos(), angle.sin()], dim=-1)
     c, s = angle.cos()[None, :, None], angle.sin()[None, :, None]
     x0, x1 = x[..., 0::2], x[..., 1::2]
     want = torch.stack([x0 * c - x1 * s, x1 * c + x0 * s], dim=-1).flatten(-2)
@@ -97,8 +97,8 @@ def test_apply_rope_rotates_each_pair():
 def test_rope_2d_depends_on_row_and_column_offsets_only():
     cfg = GPTConfig(dim=32, n_head=2, num_tokens=20, token_grid=(4, 5), vocab_size=8)
     rot = rope_table(cfg)
-    assert rot.shape == (21, 8) and rot[0].abs().sum() == 0  # class token: zeros
-    assert torch.allclose(rot[1:].abs(), torch.ones(20, 8))  # pure rotations elsewhere
+    assert rot.shape == (21, 8, 2) and rot[0].abs().sum() == 0  # class token: zeros
+    assert torch.allclose(rot[1:].norm(dim=-1), torch.ones(20, 8))  # pure rotations elsewhere
     torch.manual_seed(0)
     q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
 
@@ -166,34 +166,52 @@ def test_bf16_copy_keeps_fp32_rope_and_close_logits():
     labels, ids = torch.tensor([1, 3]), torch.randint(0, 50, (2, 11))
     ref, _ = m(labels, ids)
     half = tiny().to(torch.bfloat16)  # what `vfmtok sample` does on a GPU
-    assert half.rope(torch.device("cpu")).dtype == torch.complex64 and half.head.weight.dtype == torch.bfloat16
+    assert half.rope.dtype == torch.float32 and half.head.weight.dtype == torch.bfloat16
+    torch.testing.assert_close(half.rope, m.rope, rtol=0, atol=0)  # the cast did not coarsen the rotations
+    assert "rope" not in half.state_dict()  # a non-persistent buffer: not in checkpoints
     half.setup_caches(2, 12)
-    assert half.blocks[0].attention.kv_cache.k.dtype == torch.bfloat16  # a torch layout (the kernels are fp32)
+    assert half.blocks[0].attention.kv_cache.k.dtype == torch.bfloat16
     out, _ = half(labels, ids)
     assert out.dtype == torch.float32 and (out - ref).abs().max() < 0.05 * ref.abs().max()
 
 
-@pytest.mark.parametrize("layout", ["blocks", "keys_last", "dense"])
-def test_cached_attention_reads_only_the_filled_prefix(layout):
+def test_cache_attends_over_written_positions_under_the_mask():
     from vfmtok.generator.gpt import KVCache
-    from vfmtok.utils import cpu_kernels
 
-    if layout == "blocks" and not cpu_kernels.available():
-        pytest.skip(f"compiled CPU kernels unavailable: {cpu_kernels.unavailable_reason()}")
     torch.manual_seed(0)
-    cache = KVCache(4, 20, 2, 16, torch.float32, torch.device("cpu"), layout=layout)  # dense: the GPU layout
-    assert cache.layout == layout
-    shapes = {"blocks": (4, 2, 2, 2, 16 * 16), "keys_last": (4, 2, 16, 20), "dense": (4, 2, 20, 16)}
-    assert next(cache.buffers()).shape == shapes[layout]
-    for buf in cache.buffers():  # buffers start uninitialised: nothing beyond the prefix may leak in
-        buf.fill_(float("nan"))
+    cache = KVCache(4, 24, 2, 16, torch.float32, "cpu")
+    assert cache.k.shape == cache.v.shape == (4, 2, 24, 16)
+    cache.k.fill_(1e4)  # masked positions must contribute nothing, whatever they hold
+    cache.v.fill_(1e4)
+    mask = torch.ones(24, 24, dtype=torch.bool).tril()[None, None]
     k, v = torch.randn(3, 2, 19, 16), torch.randn(3, 2, 19, 16)
-    cache.update(torch.arange(18), k[:, :, :18], v[:, :, :18], 18)  # a chunk, then one decode step
-    cache.update(torch.tensor([18]), k[:, :, 18:], v[:, :, 18:], 19)
-    q = torch.randn(3, 2, 1, 16)
-    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-    assert torch.allclose(cache.attend(q, 19, None), ref, atol=1e-5)
-    q2 = torch.randn(3, 2, 4, 16)  # a multi-token chunk at positions 15..18 with its causal mask
-    mask = torch.ones(19, 19, dtype=torch.bool).tril()[15:][None, None]
-    ref2 = torch.nn.functional.scaled_dot_product_attention(q2, k, v, attn_mask=mask)
-    assert torch.allclose(cache.attend(q2, 19, mask), ref2, atol=1e-5)
+    q = torch.randn(3, 2, 19, 16)
+    pos = torch.arange(15)
+    cache.attend(pos, q[:, :, :15], k[:, :, :15], v[:, :, :15], mask[:, :, pos])
+    pos = torch.arange(15, 19)  # a multi-token chunk at positions 15..18 with its causal rows of the mask
+    out = cache.attend(pos, q[:, :, 15:], k[:, :, 15:], v[:, :, 15:], mask[:, :, pos])
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)[:, :, 15:]
+    assert torch.allclose(out, ref, atol=1e-5)
+
+
+def test_decode_step_compiles_fullgraph_and_matches_eager():
+    """The decode step has no host sync or graph break: torch.compile(fullgraph=True) gives the eager logits."""
+    from vfmtok.generator.generate import compiled_decode_step, decode_step
+
+    m = tiny().eval()
+    labels, ids = torch.tensor([1, 3]), torch.randint(0, 50, (2, 11))
+    m.setup_caches(2, 12)
+    with torch.no_grad():
+        m(labels, input_pos=torch.zeros(1, dtype=torch.long))
+        eager, compiled = [], []
+        for t in range(1, 4):
+            pos = torch.full((1,), t, dtype=torch.long)
+            eager.append(decode_step(m, ids[:, t - 1: t], pos))
+        m.clear_caches()
+        m.setup_caches(2, 12)
+        m(labels, input_pos=torch.zeros(1, dtype=torch.long))
+        step = compiled_decode_step()
+        for t in range(1, 4):
+            compiled.append(step(m, ids[:, t - 1: t], torch.full((1,), t, dtype=torch.long)))
+    for e, c in zip(eager, compiled):
+        torch.testing.assert_close(c, e, rtol=1e-4, atol=1e-4)

@@ -8,7 +8,7 @@ from torch import nn
 
 from vfmtok.data.imagefolder import ImageFolderDataset
 from vfmtok.data.sources import resolve_dataset
-from vfmtok.eval.lpips import LPIPS
+from vfmtok.encoders.lpips import LPIPS
 from vfmtok.utils.errors import VFMTokError
 
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -62,10 +63,17 @@ def test_feature_cache_path_trains(tmp_path):
     assert (run / "feature_cache").is_dir() and len(read_metrics(run)) == 3
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it), so parallel test runs do not collide."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_process_gloo_ddp(tmp_path):
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "vfmtok.cli", "train-tokenizer", "--preset", "tiny", "--set", "model.encoder_pretrained=false",
            "--set", "loss.lpips_weight=0", "--steps", "3", "--batch-size", "4", "--out", str(run), "--device", "cpu"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)

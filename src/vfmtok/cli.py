@@ -21,17 +21,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "extract-codes": ("vfmtok.train.extract", "tokenize a dataset into a memory-mapped code shard"),
     "train-generator": ("vfmtok.train.generator", "train the class-conditional GPT on codes"),
     "sample": ("vfmtok.generator.sample_cmd", "sample images from a trained GPT + tokenizer"),
+    "sample-npz": ("vfmtok.official.sample_npz", "N samples into one ADM .npz (official protocol by default; torchrun for several ranks)"),
     "export": ("vfmtok.export", "bundle a tokenizer + GPT pair into one portable folder (the default model for sample)"),
     "eval-tokenizer": ("vfmtok.eval.commands", "rFID, PSNR, SSIM, LPIPS, codebook usage of a tokenizer"),
     "eval-generator": ("vfmtok.eval.commands", "gFID, precision, recall of generated samples"),
     "probe": ("vfmtok.eval.probe", "linear probing on frozen tokenizer features"),
+    "import-official": ("vfmtok.official.command", "convert the official VFMTok tokenizer / LlamaGen GPT .pt files into checkpoint folders"),
+    "push-to-hub": ("vfmtok.hub_cmd", "upload a checkpoint folder (with its README.md model card) to the Hugging Face Hub"),
     "demo": ("vfmtok.demo", "the end-to-end demo on the embedded sample"),
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad option ends as one line on stderr (exit 2) instead of the usage block."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """Top-level parser; only the chosen sub-command's module is imported."""
-    parser = argparse.ArgumentParser(prog="vfmtok", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="vfmtok", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
@@ -55,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     threads.prepare_environment()  # before the command's module loads torch
     try:
         parser = build_parser(command if command in COMMANDS else None)
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:  # --help, or a bad option already reported in one line
+            return int(e.code or 0)
         if not getattr(args, "command", None):
             parser.print_help()
             return 1

@@ -12,17 +12,17 @@ import time
 from pathlib import Path
 
 
-from vfmtok.utils.errors import VFMTokError
+from vfmtok.utils import args as A
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of demo."""
-    p.add_argument("--out", default="runs/demo", help="output folder (re-running resumes finished stages)")
-    p.add_argument("--data", default="sample", help="'sample' (embedded, default), 'imagenette', or an image folder")
-    p.add_argument("--tokenizer-steps", type=int, default=700)
-    p.add_argument("--generator-steps", type=int, default=800)
-    p.add_argument("--per-class", type=int, default=8, help="samples per class")
-    p.add_argument("--device", default="auto")
+    A.add(p, "out", required=False, default="runs/demo", help="output folder (re-running resumes finished stages)")
+    A.add(p, "data")
+    p.add_argument("--tokenizer-steps", type=A.positive_int, default=700)
+    p.add_argument("--generator-steps", type=A.positive_int, default=800)
+    A.add(p, "per_class", default=8)
+    A.add(p, "device")
     p.add_argument("--quick", action="store_true", help="a tiny smoke run (tests use it)")
 
 
@@ -32,10 +32,12 @@ def _stage(name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run every stage and print the report's path."""
-    from vfmtok.cli import main as cli
     from vfmtok.data.imagefolder import ImageFolderDataset
     from vfmtok.data.sources import resolve_dataset
     from vfmtok.generator.gpt import preset_config
+    from vfmtok.eval.commands import eval_generator, eval_tokenizer
+    from vfmtok.eval.options import options
+    from vfmtok.generator.sample_cmd import sample
     from vfmtok.tokenizer.api import VFMTokenizer
     from vfmtok.tokenizer.config import get_preset
     from vfmtok.utils.io import resolve_checkpoint
@@ -88,17 +90,16 @@ def run(args: argparse.Namespace) -> int:
     _stage("4/6 sample every class without classifier-free guidance")
     t = time.time()
     per_class = 2 if args.quick else args.per_class
-    _cli(cli, ["sample", "--gpt", str(gpt_dir), "--tokenizer", str(tok_dir), "--per-class", str(per_class),
-               "--cfg-scale", "1.0", "--seed", "0", "--out", str(out / "samples")])
+    sample(gpt_dir, tok_dir, per_class=per_class, out=out / "samples", cfg_scale=1.0, seed=0, device=args.device)
     timings["sample"] = time.time() - t
 
     _stage("5/6 evaluate: reconstruction (PSNR/SSIM/LPIPS/rFID, codebook usage) and generation (gFID, precision/recall)")
     t = time.time()
-    n_eval = "16" if args.quick else "100"
-    _cli(cli, ["eval-tokenizer", str(tok_dir), "--data", str(data), "--split", "val", "--num-images", n_eval,
-               "--out", str(out / "eval_tokenizer.json")])
-    _cli(cli, ["eval-generator", "--samples", str(out / "samples" / "samples.npz"), "--ref", str(data),
-               "--ref-split", "val", "--out", str(out / "eval_generator.json")])
+    n_eval = 16 if args.quick else 100
+    eval_tokenizer(options("eval-tokenizer", checkpoint=tok_dir, data=str(data), split="val", num_images=n_eval,
+                           out=out / "eval_tokenizer.json", device=args.device))
+    eval_generator(options("eval-generator", samples=str(out / "samples" / "samples.npz"), ref=str(data),
+                           ref_split="val", out=out / "eval_generator.json", device=args.device))
     timings["evaluate"] = time.time() - t
 
     _stage("6/6 report")
@@ -107,12 +108,6 @@ def run(args: argparse.Namespace) -> int:
     report = write_report(out, tok_dir, gpt_dir, data, timings)
     print(f"\nreport: {report.resolve()}")
     return 0
-
-
-def _cli(cli, argv: list[str]) -> None:
-    rc = cli(argv)
-    if rc:
-        raise VFMTokError(f"demo stage failed: vfmtok {' '.join(argv)} (exit {rc})")
 
 
 def _finished(run_dir: Path, steps: int) -> bool:

@@ -39,7 +39,8 @@ def write_report(out: Path, tok_dir: Path, gpt_dir: Path, data: Path, timings: d
     step = max(1, len(val) // 10)
     x = torch.stack([val[i * step][0] for i in range(min(10, len(val)))])
     rec = tok.reconstruct(x)
-    pairs = np.stack([to_uint8(x), to_uint8(rec)], axis=1).reshape(-1, *to_uint8(x).shape[1:])
+    x8 = to_uint8(x).numpy()
+    pairs = np.stack([x8, to_uint8(rec).numpy()], axis=1).reshape(-1, *x8.shape[1:])
     sections = [("What ran", _what_ran(tok, gpt_dir, data, timings))]
     sections.append(("Reconstructions (original | reconstruction, validation images)",
                      R.img_tag(make_grid(pairs, ncol=10), width=960)))
@@ -52,7 +53,7 @@ def write_report(out: Path, tok_dir: Path, gpt_dir: Path, data: Path, timings: d
         picks = sorted({0, gw - 1, (gh // 2) * gw + gw // 2, gh * gw - gw, gh * gw - 1, (gh // 4) * gw + gw // 4})
         for i in range(min(3, len(x))):
             loc, w = model.sampling_locations(x[i:i + 1])
-            pic = draw_sampling_locations(to_uint8(x[i:i + 1])[0], loc[0], w[0], picks, grid_centres(gh, gw), scale=4)
+            pic = draw_sampling_locations(x8[i], loc[0], w[0], picks, grid_centres(gh, gw), scale=4)
             figs.append(f"<figure>{R.img_tag(pic, width=256)}<figcaption>image {i}</figcaption></figure>")
         sections.append(("Anchor queries: where they sample (last deformable layer; cross = anchor, dots = top points, size ~ weight)",
                          f"<div class='row'>{''.join(figs)}</div>"))
@@ -66,14 +67,7 @@ def write_report(out: Path, tok_dir: Path, gpt_dir: Path, data: Path, timings: d
         figs.append(f"<figure>{R.img_tag(make_grid(sel, ncol=4), width=256)}<figcaption>{names[c]}</figcaption></figure>")
     sections.append(("Samples per class, no classifier-free guidance", f"<div class='row'>{''.join(figs)}</div>"))
 
-    tm = _jsonl(out / "tokenizer" / "metrics.jsonl")
-    charts = [R.line_chart({k: [(r["step"], r.get(k)) for r in tm] for k in ("pixel", "lpips", "feature", "total") if any(k in r for r in tm)},
-                           "tokenizer losses", log_y=True),
-              R.line_chart({"codebook usage": [(r["step"], r.get("usage")) for r in tm]}, "tokenizer codebook usage (window)")]
-    gm = _jsonl(out / "generator" / "metrics.jsonl")
-    if gm:
-        charts.append(R.line_chart({"loss": [(r["step"], r.get("loss")) for r in gm]}, "generator cross-entropy"))
-    sections.append(("Training curves", f"<div class='row'>{''.join(charts)}</div>"))
+    sections.append(("Training curves", f"<div class='row'>{''.join(training_charts(out))}</div>"))
     sections.append(("Reconstruction metrics (validation)", R.table(_metric_rows(out / "eval_tokenizer.json"))))
     sections.append(("Generation metrics (samples vs validation images)", R.table(_metric_rows(out / "eval_generator.json"))
                      + "<p>Small-sample FID is biased upwards; compare numbers only at equal image counts.</p>"))
@@ -81,6 +75,18 @@ def write_report(out: Path, tok_dir: Path, gpt_dir: Path, data: Path, timings: d
     with atomic_path(path) as tmp:
         tmp.write_text(R.page("vfmtok demo", sections))
     return path
+
+
+def training_charts(out: Path) -> list[str]:
+    """SVG charts of the tokenizer's losses and codebook usage and the generator's loss, from the runs' metrics.jsonl."""
+    tm = _jsonl(out / "tokenizer" / "metrics.jsonl")
+    charts = [R.line_chart({k: [(r["step"], r.get(k)) for r in tm] for k in ("pixel", "lpips", "feature", "total") if any(k in r for r in tm)},
+                           "tokenizer losses", log_y=True),
+              R.line_chart({"codebook usage": [(r["step"], r.get("usage")) for r in tm]}, "tokenizer codebook usage (window)")]
+    gm = _jsonl(out / "generator" / "metrics.jsonl")
+    if gm:
+        charts.append(R.line_chart({"loss": [(r["step"], r.get("loss")) for r in gm]}, "generator cross-entropy"))
+    return charts
 
 
 def _what_ran(tok, gpt_dir: Path, data: Path, timings: dict[str, float]) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from vfmtok.utils import args as A
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, write_json
 
@@ -39,17 +40,12 @@ def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Pat
                 dtype: str = "fp16", info: dict | None = None) -> Path:
     """Write the pair into `out` (built under a temporary name, swapped in when complete); weights stored as `dtype`."""
     from vfmtok.generator.gpt import GPT
-    from vfmtok.generator.sample import check_tokenizer
-    from vfmtok.tokenizer.api import load_tokenizer
+    from vfmtok.generator.pairing import load_gpt_tokenizer
 
     if dtype not in DTYPES:
         raise VFMTokError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype}")
     gpt = GPT.from_pretrained(gpt_path)
-    tok_path = tokenizer_path or gpt.recorded_tokenizer()
-    if tok_path is None:
-        raise VFMTokError("the GPT records no tokenizer; pass --tokenizer")
-    tok = load_tokenizer(tok_path)
-    check_tokenizer(gpt, tok)
+    tok = load_gpt_tokenizer(gpt, tokenizer_path)
     out = Path(out)
     if out.exists() and not (out / "model.json").is_file() and (not out.is_dir() or any(out.iterdir())):
         raise VFMTokError(f"{out} exists and is not an exported model; choose a new --out (nothing was replaced)")
@@ -84,10 +80,9 @@ def _shown(path: Path) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `vfmtok export`."""
-    p.add_argument("--gpt", required=True, help="GPT checkpoint folder or run folder")
-    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the one recorded in the GPT's config)")
-    p.add_argument("--out", default=None,
-                   help=f"output folder, replaced if it holds an earlier export (default: a new ./{DEFAULT_EXPORT_NAME})")
+    A.add(p, "gpt", required=True)
+    A.add(p, "tokenizer", help=A.GPT_TOKENIZER_HELP)
+    A.add(p, "out", required=False, default=None, help=f"output folder, replaced if it holds an earlier export (default: a new ./{DEFAULT_EXPORT_NAME})")
     p.add_argument("--dtype", default="fp16", choices=list(DTYPES), help="storage dtype of the weights")
 
 

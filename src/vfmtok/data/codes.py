@@ -13,7 +13,7 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,23 +24,6 @@ from vfmtok.utils.io import read_json, write_json
 INDEX_NAME = "index.json"
 FORMAT = "vfmtok-codes"
 VERSION = 1
-
-
-def tokenizer_facts(tok: Any) -> dict[str, Any]:
-    """What identifies a tokenizer's ids: hash, path, codebook size, num_tokens, token grid, image size."""
-    return {"checkpoint_hash": tok.checkpoint_hash, "checkpoint_path": str(tok.checkpoint_path),
-            "codebook_size": int(tok.codebook_size), "num_tokens": int(tok.num_tokens),
-            "token_grid": [int(x) for x in tok.token_grid], "image_size": int(tok.image_size)}
-
-
-def check_codes_match(tokenizer: dict[str, Any], vocab_size: int, num_tokens: int, token_grid: Sequence[int],
-                      where: str) -> None:
-    """Refuse a GPT whose vocab / sequence / grid differ from the tokenizer that made the codes."""
-    if int(tokenizer["codebook_size"]) != int(vocab_size):
-        raise VFMTokError(f"{where}: codebook size {tokenizer['codebook_size']} != GPT vocab_size {vocab_size}")
-    if int(tokenizer["num_tokens"]) != int(num_tokens) or list(tokenizer["token_grid"]) != list(token_grid):
-        raise VFMTokError(f"{where}: {tokenizer['num_tokens']} tokens on grid {tuple(tokenizer['token_grid'])}, "
-                          f"GPT expects {num_tokens} on {tuple(token_grid)}")
 
 
 def read_index(folder: str | os.PathLike, require_complete: bool = True) -> dict[str, Any]:

@@ -139,6 +139,30 @@ def random_crop_resize(img: Image.Image, size: int, rng: random.Random, min_scal
     return img.crop((left, top, left + size, top + size))
 
 
+def random_view(img: Image.Image, size: int, rng: random.Random, min_scale: float = 0.8, hflip: bool = True) -> Image.Image:
+    """The training augmentation: random_crop_resize, then (if hflip) a horizontal flip with probability 1/2."""
+    img = random_crop_resize(img, size, rng, min_scale)
+    if hflip and rng.random() < 0.5:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    return img
+
+
+def make_views(img: Image.Image, size: int, ten_crop: bool = False, crop_range: float = 1.0) -> list[Image.Image]:
+    """[centre, centre flipped] or, with ten_crop, 5 crops (centre, 4 corners) of a crop_range*size square, each + flip."""
+    big = center_crop_resize(img, max(size, round(size * crop_range)))
+    S = big.size[0]
+    if ten_crop:
+        c, e = (S - size) // 2, S - size
+        corners = [(c, c), (0, 0), (e, 0), (0, e), (e, e)]
+    else:
+        corners = [((S - size) // 2,) * 2]
+    views = []
+    for x, y in corners:
+        crop = big.crop((x, y, x + size, y + size))
+        views += [crop, crop.transpose(Image.FLIP_LEFT_RIGHT)]
+    return views
+
+
 class ImageFolderDataset(torch.utils.data.Dataset):
     """Images from class sub-folders (a folder, or a zip of one); items are (image in [-1,1], label)."""
 
@@ -190,9 +214,7 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         label = self.class_to_idx[self.items[i][1]]
         if self.train:
             rng = random.Random(hash((self.seed, self._epoch, i, torch.initial_seed() if torch.utils.data.get_worker_info() else 0)))
-            img = random_crop_resize(img, self.image_size, rng, self.min_scale)
-            if self.hflip and rng.random() < 0.5:
-                img = img.transpose(Image.FLIP_LEFT_RIGHT)
+            img = random_view(img, self.image_size, rng, self.min_scale, self.hflip)
         else:
             img = center_crop_resize(img, self.image_size)
         return to_tensor(img), label

@@ -29,6 +29,8 @@ class ViTEntry:
 VIT_MODELS = {
     "dinov2_vits14": ViTEntry("vit_small_patch14_dinov2.lvd142m", 336, "DINOv2"),
     "dinov2_vitb14": ViTEntry("vit_base_patch14_dinov2.lvd142m", 336, "DINOv2"),
+    "dinov2_vits14_reg": ViTEntry("vit_small_patch14_reg4_dinov2.lvd142m", 336, "DINOv2"),
+    "dinov2_vitb14_reg": ViTEntry("vit_base_patch14_reg4_dinov2.lvd142m", 336, "DINOv2"),
     "dinov2_vitl14_reg": ViTEntry("vit_large_patch14_reg4_dinov2.lvd142m", 336, "DINOv2"),
     "clip_vitb16": ViTEntry("vit_base_patch16_clip_224.openai", 224, "CLIP"),
     "siglip_vitb16": ViTEntry("vit_base_patch16_siglip_224.webli", 224, "SigLIP"),

@@ -14,76 +14,28 @@ from tqdm import tqdm
 
 from vfmtok.eval.fid import EncoderFeatures, FeatureStats, load_cached_stats, save_cached_stats, source_fingerprint
 from vfmtok.eval.image_metrics import (PSNR_DESCRIPTION, SSIM_DESCRIPTION, SSIM_PAPER_NOTE, CodeUsage, psnr, ssim,
-                                       to_uint8, uint8_to_signed, uint8_to_unit)
+                                       uint8_to_signed, uint8_to_unit)
 from vfmtok.eval.imagesets import ImageSet, iter_batches, open_image_set, subset_indices
 from vfmtok.eval.inception import InceptionExtractor, get_extractor, inception_score
+from vfmtok.eval.options import add_arguments, options, prepare  # noqa: F401 (the CLI and the demo use them here)
 from vfmtok.eval.prdc import precision_recall
-from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, write_results
+from vfmtok.eval.protocol import (for_protocol, get_protocol, make_labels, pil_resize, protocol_record,
+                                  resized_set)
+from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, print_result
+from vfmtok.generator.pairing import gpt_tokenizer_path
 from vfmtok.utils.errors import VFMTokError, require
+from vfmtok.utils.hub import parse_hub_id
+from vfmtok.utils.images import to_uint8
 from vfmtok.utils.io import atomic_path, file_sha256
 from vfmtok.utils.weights import find_weight
 
-SECOND_ENCODER = "vgg16_imagenet"
 GENERATE_CHUNK_BATCHES = 8  # labels handed to the generator per call (in batches); features are taken per call
-
-
-# ------------------------------------------------------------------------------------------------- arguments
-def add_run_arguments(p: argparse.ArgumentParser, num_images_help: str) -> None:
-    """Options every evaluation command (eval-tokenizer, eval-generator, probe) shares."""
-    p.add_argument("--out", type=Path, default=None, help="results JSON path (a Markdown table is written beside it, .md)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--num-images", "--limit", dest="num_images", type=int, default=None, help=num_images_help)
-    p.add_argument("--seed", type=int, default=0)
-
-
-def add_tokenizer_argument(p: argparse.ArgumentParser) -> None:
-    """The tokenizer, positionally or with --tokenizer (see tokenizer_path)."""
-    p.add_argument("checkpoint", type=Path, nargs="?", default=None,
-                   help="tokenizer checkpoint folder or run folder (or use --tokenizer)")
-    p.add_argument("--tokenizer", type=Path, default=None, help="same as the positional checkpoint")
-
-
-def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of eval-tokenizer and eval-generator."""
-    add_run_arguments(p, "use at most this many images (a seeded random subset)")
-    p.add_argument("--no-cache", action="store_true", help="recompute reference statistics instead of reading the cache")
-    p.add_argument("--second-encoder", default=SECOND_ENCODER,
-                   help="project encoder for the second-opinion Fréchet distance ('none' to skip)")
-
-
-def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    """Arguments of `eval-tokenizer` or `eval-generator`."""
-    if command == "eval-tokenizer":
-        add_tokenizer_argument(parser)
-        parser.add_argument("--data", default="sample", help="'sample' | 'imagenette' | 'cifar10' | class-folder tree | zip")
-        parser.add_argument("--split", default="val")
-        parser.add_argument("--no-lpips", action="store_true")
-    else:
-        parser.add_argument("--gpt", type=Path, default=None, help="generator checkpoint folder (samples K per class)")
-        parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer checkpoint folder (default: the one recorded in the GPT's config)")
-        parser.add_argument("--samples", default=None, help="samples to score instead: .npz (arr_0 uint8 NHWC) or a folder")
-        parser.add_argument("--ref", required=True,
-                            help="reference: dataset ('imagenette', folder, zip) or statistics .npz (ours or ADM's)")
-        parser.add_argument("--ref-split", default="val")
-        parser.add_argument("--ref-num-images", type=int, default=None, help="use at most this many reference images")
-        parser.add_argument("--images-per-class", type=int, default=50)
-        parser.add_argument("--cfg-scales", type=float, nargs="+", default=[1.0], help="one result per scale, e.g. 1.0 2.0")
-        parser.add_argument("--temperature", type=float, default=1.0)
-        parser.add_argument("--top-k", type=int, default=0)
-        parser.add_argument("--top-p", type=float, default=1.0)
-        parser.add_argument("--image-size", type=int, default=None, help="evaluation resolution (default: the samples')")
-        parser.add_argument("--save-samples", type=Path, default=None, help="also write generated samples as .npz (arr_0)")
-        parser.add_argument("--save-ref-stats", type=Path, default=None, help="write the reference statistics .npz")
-    add_common_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Dispatch on args.command."""
-    require(args.batch_size > 0, f"--batch-size must be positive, got {args.batch_size}")
-    if args.command == "eval-tokenizer":
-        return eval_tokenizer(args)
-    return eval_generator(args)
+    (eval_tokenizer if args.command == "eval-tokenizer" else eval_generator)(args)
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------- loaders
@@ -97,7 +49,7 @@ def tokenizer_path(args: argparse.Namespace) -> Path:
 def load_tokenizer(path: Path, device: str):
     """The tokenizer loader (`vfmtok.tokenizer.api.load_tokenizer`), with a one-line error for a missing checkpoint."""
     path = Path(path)
-    require(path.exists(), f"tokenizer checkpoint not found: {path}")
+    require(path.exists() or parse_hub_id(str(path)) is not None, f"tokenizer checkpoint not found: {path}")
     from vfmtok.tokenizer.api import load_tokenizer as _load
 
     return _load(path, device=device)
@@ -106,7 +58,7 @@ def load_tokenizer(path: Path, device: str):
 def load_generator(path: Path, device: str):
     """GPT.from_pretrained on `device`, with a one-line error for a missing checkpoint."""
     path = Path(path)
-    require(path.exists(), f"generator checkpoint not found: {path}")
+    require(path.exists() or parse_hub_id(str(path)) is not None, f"generator checkpoint not found: {path}")
     from vfmtok.generator.gpt import GPT
 
     return GPT.from_pretrained(path).to(device).eval()
@@ -122,7 +74,7 @@ def generate(gpt, tokenizer, labels: torch.Tensor, **kwargs) -> np.ndarray:
 def make_lpips(device: str):
     """LPIPS(VGG) on device, or (None, reason) when the module is not available."""
     try:
-        from vfmtok.eval.lpips import LPIPS
+        from vfmtok.encoders.lpips import LPIPS
     except ImportError as e:
         return None, f"LPIPS unavailable: {e}"
     try:
@@ -222,21 +174,15 @@ def _fd(a: FeatureStats | None, b: FeatureStats | None) -> float | None:
     return None if a is None or b is None else a.distance(b)
 
 
-def _print_result(table: str, notes: list[str], out: Path | None, record: dict) -> None:
-    print(table, end="")
-    for n in notes:
-        print(f"  note: {n}")
-    if out is not None:
-        js, md = write_results(out, record, table)
-        print(f"wrote {js} and {md}")
-
-
 # ------------------------------------------------------------------------------------------------- eval-tokenizer
-def eval_tokenizer(args: argparse.Namespace) -> int:
+def eval_tokenizer(args: argparse.Namespace) -> dict:
     """Reconstruct a validation set: rFID (vs the same images), rIS, PSNR, SSIM, LPIPS, codebook usage/perplexity."""
+    prepare(args)
     tok = load_tokenizer(tokenizer_path(args), args.device)
-    res = int(tok.image_size)
-    images = open_image_set(args.data, res, split=args.split)
+    protocol = get_protocol(getattr(args, "protocol", "vfmtok"))
+    images = open_image_set(args.data, int(tok.image_size), split=args.split)
+    res = protocol.size or int(tok.image_size)  # the resolution every metric sees
+    scored = images if res == tok.image_size else resized_set(images, res)
     idx = subset_indices(len(images), args.num_images, args.seed)
     require(len(idx) >= 2, f"need at least 2 images for FID statistics, {args.data} gives {len(idx)}")
     ext = get_extractor(args.device)
@@ -244,7 +190,7 @@ def eval_tokenizer(args: argparse.Namespace) -> int:
     lpips_net, lpips_note = (None, "LPIPS skipped (--no-lpips)") if args.no_lpips else make_lpips(args.device)
     torch.manual_seed(args.seed)
 
-    real_inc, real_2nd, cached = reference_stats(images, idx, ext, second, args.batch_size, not args.no_cache, "real images")
+    real_inc, real_2nd, cached = reference_stats(scored, idx, ext, second, args.batch_size, not args.no_cache, "real images")
     rec = FeatureSink(ext, second)
     usage = CodeUsage(tok.codebook_size)
     psnrs, ssims, lps = [], [], []
@@ -253,8 +199,11 @@ def eval_tokenizer(args: argparse.Namespace) -> int:
         x = uint8_to_signed(u8).to(args.device)
         with torch.inference_mode():
             ids = tok.encode(x)
-            rec_u8 = to_uint8(tok.decode(ids)).cpu()
+            rec_u8 = to_uint8(tok.decode(ids))
         usage.update(ids)
+        if res != tok.image_size:  # official: both uint8 images PIL-resized before scoring
+            u8, rec_u8 = pil_resize(u8, res), pil_resize(rec_u8, res)
+            x = uint8_to_signed(u8).to(args.device)
         ref01, rec01 = uint8_to_unit(u8), uint8_to_unit(rec_u8)
         psnrs.append(psnr(ref01, rec01))
         ssims.append(ssim(ref01, rec01))
@@ -290,8 +239,9 @@ def eval_tokenizer(args: argparse.Namespace) -> int:
         checkpoints={"tokenizer": checkpoint_record(tok.checkpoint_path)},
         data={**images.description, "num_available": len(images)},
         feature_networks=[ext.info] + ([second.info] if second else []) + ([_lpips_info()] if lpips_net else []),
-        notes=notes, device=str(args.device), args=args,
-        tokenizer={"codebook_size": int(tok.codebook_size), "num_tokens": int(tok.num_tokens), "image_size": res})
+        notes=notes, device=str(args.device), args=args, protocol=protocol_record(protocol),
+        tokenizer={"codebook_size": int(tok.codebook_size), "num_tokens": int(tok.num_tokens),
+                   "image_size": int(tok.image_size)})
     header = ["tokenizer", "codebook", "tokens", "images", "res", "rFID↓", "rIS↑", "PSNR↑", "SSIM↑", "LPIPS↓",
               "usage", "perplexity"]
     row = [Path(tok.checkpoint_path).name, tok.codebook_size, tok.num_tokens, len(idx), res, metrics["rFID"], metrics["rIS"],
@@ -299,8 +249,8 @@ def eval_tokenizer(args: argparse.Namespace) -> int:
     if f"FD_{args.second_encoder}" in metrics:
         header.append(f"FD-{args.second_encoder}↓")
         row.append(metrics[f"FD_{args.second_encoder}"])
-    _print_result(markdown_table(header, [row]), notes, args.out, record)
-    return 0
+    print_result(markdown_table(header, [row]), notes, args.out, record)
+    return record
 
 
 # ------------------------------------------------------------------------------------------------- eval-generator
@@ -361,9 +311,12 @@ def _sample_batches(args, gpt, tok, cfg: float, labels: torch.Tensor):
         yield torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def eval_generator(args: argparse.Namespace) -> int:
+def eval_generator(args: argparse.Namespace) -> dict:
     """gFID / IS / precision / recall (+ FD on a second encoder) of samples against a reference, per CFG scale."""
+    prepare(args)
     require((args.samples is None) != (args.gpt is None), "give either --samples or --gpt (with --tokenizer), not both")
+    protocol = get_protocol(getattr(args, "protocol", "vfmtok"))
+    label_kind = getattr(args, "labels", None) or protocol.labels
     runs: list[dict] = []  # each: cfg, iterator factory, count
     checkpoints: dict = {}
     if args.samples is not None:
@@ -375,13 +328,12 @@ def eval_generator(args: argparse.Namespace) -> int:
         data_desc = {**samples.description, "num_available": len(samples)}
     else:
         gpt = load_generator(args.gpt, args.device)
-        recorded = gpt.recorded_tokenizer()
-        require(args.tokenizer is not None or recorded, "--gpt needs --tokenizer (none is recorded in the GPT's config)")
-        tok = load_tokenizer(args.tokenizer or recorded, args.device)
+        tok = for_protocol(load_tokenizer(gpt_tokenizer_path(gpt, args.tokenizer), args.device), protocol)
         num_classes = int(gpt.config.num_classes)
         per_class = args.images_per_class if args.num_images is None else args.num_images // num_classes
         require(per_class >= 1, f"--num-images {args.num_images} is less than one image per class ({num_classes} classes)")
-        labels = torch.arange(num_classes).repeat_interleave(per_class)
+        n = per_class * num_classes if label_kind == "balanced" or args.num_images is None else args.num_images
+        labels = make_labels(num_classes, n, label_kind, args.seed)
         res = int(tok.image_size)
         require(args.image_size in (None, res), f"--image-size {args.image_size} differs from the tokenizer's {res}")
         checkpoints = {"generator": checkpoint_record(args.gpt), "tokenizer": checkpoint_record(tok.checkpoint_path)}
@@ -435,14 +387,15 @@ def eval_generator(args: argparse.Namespace) -> int:
         notes.append(second_note)
     sampling = None if args.samples is not None else {
         "cfg_scales": list(args.cfg_scales), "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-        "labels": "balanced", "images_per_class": data_desc["images_per_class"]}
+        "labels": label_kind, "images_per_class": data_desc["images_per_class"] if label_kind == "balanced" else None}
     record = make_record(
         "eval-generator", metrics={"runs": results}, num_images=results[0]["num_images"], resolution=res, seed=args.seed,
         checkpoints=checkpoints, data={"samples": data_desc, "reference": ref.description}, cfg=sampling,
-        feature_networks=[ext.info] + ([second.info] if second else []), notes=notes, device=str(args.device), args=args)
+        feature_networks=[ext.info] + ([second.info] if second else []), notes=notes, device=str(args.device), args=args,
+        protocol=protocol_record(protocol, None if args.samples is not None else label_kind))
     header = ["cfg", "images", "gFID↓", "IS↑", "precision↑", "recall↑"] + ([f"FD-{args.second_encoder}↓"] if second_col else [])
-    _print_result(markdown_table(header, rows), notes, args.out, record)
-    return 0
+    print_result(markdown_table(header, rows), notes, args.out, record)
+    return record
 
 
 def _save_samples(path: Path, cfg: float, several: bool, arr: np.ndarray) -> None:

@@ -1,20 +1,18 @@
-"""Per-image reconstruction metrics (PSNR, SSIM) and codebook usage / perplexity."""
+"""Per-image reconstruction metrics (PSNR, SSIM) and codebook usage / perplexity over a whole set.
+
+Images are quantised with `vfmtok.utils.images.to_uint8` before any metric (what a saved PNG holds).
+"""
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 
+from vfmtok.tokenizer.quantizer import histogram_stats
+
 SSIM_DESCRIPTION = "SSIM: Gaussian window 11x11 sigma 1.5, K1=0.01 K2=0.03, on [0,1] RGB (mean over channels), data_range=1"
 SSIM_PAPER_NOTE = "the VFMTok code used skimage SSIM with data_range=2.0 on [0,1] images, which gives higher values"
 PSNR_DESCRIPTION = "PSNR: per image on [0,1] (data_range=1, capped at 100 dB), then averaged"
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Images in [-1,1] (B,3,H,W) -> uint8 (B,H,W,3), rounding (x+1)*127.5 (what a saved PNG holds)."""
-    return ((images.detach().float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def uint8_to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -73,11 +71,4 @@ class CodeUsage:
 
     def summary(self) -> dict[str, float]:
         """{'codebook_usage': fraction used, 'codes_used': int, 'perplexity': exp(entropy), 'entropy_bits'}."""
-        total = int(self.counts.sum())
-        used = int((self.counts > 0).sum())
-        if total == 0:
-            return {"codebook_usage": 0.0, "codes_used": 0, "perplexity": 0.0, "entropy_bits": 0.0}
-        p = self.counts[self.counts > 0].double() / total
-        ent = float(-(p * p.log()).sum())
-        return {"codebook_usage": used / self.codebook_size, "codes_used": used,
-                "perplexity": math.exp(ent), "entropy_bits": ent / math.log(2)}
+        return histogram_stats(self.counts)

@@ -16,21 +16,24 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vfmtok.eval.commands import add_run_arguments, add_tokenizer_argument, load_tokenizer, tokenizer_path
+from vfmtok.eval.commands import load_tokenizer, tokenizer_path
+from vfmtok.eval.options import add_run_arguments, add_tokenizer_argument, prepare
 from vfmtok.eval.image_metrics import uint8_to_signed
 from vfmtok.eval.imagesets import ImageSet, iter_batches, open_image_set, subset_indices
-from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, write_results
+from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, print_result
+from vfmtok.utils import args as A
 from vfmtok.utils.errors import VFMTokError, require
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `vfmtok probe`."""
     add_tokenizer_argument(parser)
-    parser.add_argument("--data", default="sample", help="'sample' | 'imagenette' | 'cifar10' | dataset folder/zip with splits")
+    A.add(parser, "data", help=f"{A.DATA_HELP}, with train/val splits")
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--val-split", default="val")
-    parser.add_argument("--weight-decay", type=float, default=1e-3, help="L2 penalty (wd/2 * ||W||^2) on the linear weights")
-    parser.add_argument("--max-iter", type=int, default=200, help="L-BFGS iterations")
+    parser.add_argument("--weight-decay", type=A.non_negative_float, default=1e-3,
+                        help="L2 penalty (wd/2 * ||W||^2) on the linear weights")
+    parser.add_argument("--max-iter", type=A.positive_int, default=200, help="L-BFGS iterations")
     add_run_arguments(parser, "at most this many images per split (a seeded random subset)")
 
 
@@ -82,6 +85,7 @@ def _open_split(data: str, res: int, split: str) -> ImageSet:
 
 def run(args: argparse.Namespace) -> int:
     """Extract features of both splits once, fit one probe per feature kind, report top-1 on val."""
+    prepare(args)
     torch.manual_seed(args.seed)
     tok = load_tokenizer(tokenizer_path(args), args.device)
     res = int(tok.image_size)
@@ -116,10 +120,5 @@ def run(args: argparse.Namespace) -> int:
         feature_networks=[{"name": "tokenizer.probe_features", "keys": sorted(f_tr)}], notes=notes,
         device=str(args.device), args=args, weight_decay=args.weight_decay, max_iter=args.max_iter)
     table = markdown_table(["tokenizer", "feature", "dim", "train", "val", "classes", "top-1 val↑", "top-1 train"], rows)
-    print(table, end="")
-    for n in notes:
-        print(f"  note: {n}")
-    if args.out is not None:
-        js, md = write_results(args.out, record, table)
-        print(f"wrote {js} and {md}")
+    print_result(table, notes, args.out, record)
     return 0

@@ -91,3 +91,13 @@ def write_results(out: str | os.PathLike, record: dict, table: str) -> tuple[Pat
         notes = "".join(f"\n- {n}" for n in record.get("notes", []))
         tmp.write_text(f"{table}\n`{record['command']}`  \n{record['timestamp']}, vfmtok {record['vfmtok_version']}\n{notes}\n")
     return out, md
+
+
+def print_result(table: str, notes: Sequence[str], out: str | os.PathLike | None, record: dict) -> None:
+    """Print a result table and its notes; with `out`, also write the record (JSON) and the table (.md)."""
+    print(table, end="")
+    for n in notes:
+        print(f"  note: {n}")
+    if out is not None:
+        js, md = write_results(out, record, table)
+        print(f"wrote {js} and {md}")

@@ -1,14 +1,19 @@
-"""Autoregressive sampling: static KV cache (prefill the class token, then one id per step), CFG, top-k/top-p."""
+"""Autoregressive sampling: static KV cache (prefill the class token, then one id per step), CFG, top-k/top-p.
+
+Semantics follow LlamaGen's `generate()` so that imported official GPTs sample as in the official scripts: guidance
+only when cfg_scale > 1.0; cfg_interval k guides tokens 0 .. k + 1 (-1: all); top-p keeps the token that crosses
+the threshold. The decode step (`decode_step`) compiles with fullgraph=True (`generate(..., compile=True)`).
+"""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import functools
+from typing import Callable
 
 import torch
 
 from vfmtok.generator.gpt import GPT
 from vfmtok.utils.errors import require
-from vfmtok.utils.linear import PACKED_ROWS, packed_linears
 
 
 def top_k_top_p_filter(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -19,8 +24,9 @@ def top_k_top_p_filter(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0)
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
         cum = sorted_logits.softmax(-1).cumsum(-1)
-        # Drop a token when the mass before it already reaches top_p (the best token always stays).
-        drop_sorted = (cum - sorted_logits.softmax(-1)) >= top_p
+        # Drop a token when the mass before it exceeds top_p: the token crossing the threshold and the best one stay.
+        drop_sorted = torch.zeros_like(cum, dtype=torch.bool)
+        drop_sorted[..., 1:] = cum[..., :-1] > top_p
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
@@ -68,14 +74,31 @@ def guided_logits(logits: torch.Tensor, cfg_scale: float) -> torch.Tensor:
     return uncond + cfg_scale * (cond - uncond)
 
 
+def decode_step(model: GPT, idx: torch.Tensor, input_pos: torch.Tensor) -> torch.Tensor:
+    """Next-id logits (B, vocab) for one new id per row at position input_pos (1,): static shapes, no host sync."""
+    return model(None, idx, input_pos=input_pos)[0][:, -1]
+
+
+@functools.cache
+def compiled_decode_step(mode: str | None = None) -> Callable:
+    """`decode_step` under torch.compile(fullgraph=True, dynamic=False), one compiled function per mode."""
+    return torch.compile(decode_step, fullgraph=True, mode=mode, dynamic=False)
+
+
+def cfg_applies(t: int, cfg_interval: int) -> bool:
+    """Whether token t is guided: LlamaGen guides tokens 0 .. cfg_interval + 1, or all for cfg_interval < 0."""
+    return cfg_interval < 0 or t <= cfg_interval + 1
+
+
 @torch.no_grad()
 def generate(model: GPT, labels: torch.Tensor, cfg_scale: float = 1.0, cfg_interval: int = -1, temperature: float = 1.0,
              top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
-             use_cache: bool = True) -> torch.Tensor:
+             use_cache: bool = True, compile: bool | str = False) -> torch.Tensor:
     """Sample (B, num_tokens) ids for class labels (B,).
 
-    cfg_scale 1.0 runs a single branch; otherwise the batch is doubled with the null class. CFG applies to
-    tokens with index < cfg_interval (-1: all). use_cache=False recomputes the whole prefix every step.
+    cfg_scale > 1.0 doubles the batch with the null class (guidance); otherwise one conditional branch runs.
+    use_cache=False recomputes the whole prefix every step. compile=True (or a torch.compile mode such as
+    'max-autotune') runs each decode step through torch.compile; 'reduce-overhead' is the default on CUDA.
     """
     cfg = model.config
     require(labels.dim() == 1 and labels.numel() > 0, "labels must be a non-empty 1-D tensor of class ids")
@@ -83,31 +106,31 @@ def generate(model: GPT, labels: torch.Tensor, cfg_scale: float = 1.0, cfg_inter
     device = model.head.weight.device
     labels = labels.to(device)
     B, N = labels.shape[0], cfg.num_tokens
-    guided = cfg_scale != 1.0
+    guided = cfg_scale > 1.0
     cond = torch.cat([labels, torch.full_like(labels, model.null_class)]) if guided else labels
+    step = decode_step
+    if compile and use_cache:
+        mode = compile if isinstance(compile, str) else ("reduce-overhead" if device.type == "cuda" else None)
+        step = compiled_decode_step(mode)
     was_training = model.training
     model.eval()
     try:
-        # Decode steps multiply batch-many rows by each weight: packed weights pay off from 2 rows (CPU fp32).
-        packing = use_cache and cond.shape[0] >= PACKED_ROWS[0]
-        with packed_linears(model) if packing else nullcontext():
-            if use_cache:
-                model.setup_caches(cond.shape[0], N + 1)
-            ids = torch.zeros(B, N, dtype=torch.long, device=device)
-            for t in range(N):
-                if not use_cache:
-                    prev = ids[:, :t]
-                    logits, _ = model(cond, torch.cat([prev, prev]) if guided else prev, last_only=True)
-                elif t == 0:  # prefill: the class token
-                    logits, _ = model(cond, input_pos=torch.zeros(1, dtype=torch.long, device=device))
-                else:
-                    prev = ids[:, t - 1: t]
-                    logits, _ = model(None, torch.cat([prev, prev]) if guided else prev,
-                                      input_pos=torch.full((1,), t, dtype=torch.long, device=device))
-                logits = logits[:, -1]
-                if guided:
-                    logits = guided_logits(logits, cfg_scale) if cfg_interval < 0 or t < cfg_interval else logits[:B]
-                ids[:, t] = sample_next(logits, temperature, top_k, top_p, generator)
+        if use_cache:
+            model.setup_caches(cond.shape[0], N + 1)
+        ids = torch.zeros(B, N, dtype=torch.long, device=device)
+        for t in range(N):
+            if not use_cache:
+                prev = ids[:, :t]
+                logits = model(cond, torch.cat([prev, prev]) if guided else prev, last_only=True)[0][:, -1]
+            elif t == 0:  # prefill: the class token
+                logits = model(cond, input_pos=torch.zeros(1, dtype=torch.long, device=device))[0][:, -1]
+            else:  # the last ids as a fresh contiguous (rows, 1) tensor: one compiled graph serves every step
+                logits = step(model, torch.cat([last, last]) if guided else last,
+                              torch.full((1,), t, dtype=torch.long, device=device))
+            if guided:
+                logits = guided_logits(logits, cfg_scale) if cfg_applies(t, cfg_interval) else logits[:B]
+            last = sample_next(logits, temperature, top_k, top_p, generator)[:, None]
+            ids[:, t] = last[:, 0]
     finally:
         model.train(was_training)
     return ids

@@ -16,11 +16,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vfmtok.utils import cpu_kernels
 from vfmtok.utils.config import from_dict, to_dict
 from vfmtok.utils.errors import VFMTokError, require
 from vfmtok.utils.io import cast_floats, load_pretrained, load_state_strict, resolve_checkpoint, save_pretrained
-from vfmtok.utils.linear import Linear
 
 
 def find_multiple(n: int, k: int) -> int:
@@ -109,7 +107,7 @@ def count_params(cfg: GPTConfig, non_embedding: bool = False) -> int:
 
 
 def rope_table(cfg: GPTConfig) -> torch.Tensor:
-    """Rotations cos + i sin, complex64 of shape (1 + num_tokens, head_dim // 2); row 0 (class token) is all zeros."""
+    """Rotations (cos, sin), fp32 of shape (1 + num_tokens, head_dim // 2, 2); row 0 (class token) is all zeros."""
     half = cfg.head_dim // 2  # rotary pairs per head
     if cfg.rope == "1d":
         freqs = cfg.rope_base ** (-torch.arange(0, half, dtype=torch.float64) * 2 / cfg.head_dim)
@@ -122,20 +120,16 @@ def rope_table(cfg: GPTConfig) -> torch.Tensor:
         angles = torch.cat([rows, cols], dim=-1).reshape(h * w, half)
     # Zero (not identity) rotation for the class token keeps LlamaGen checkpoints portable:
     # its q and k vanish, so it is attended with logit 0 and contributes only its value.
-    zero = torch.zeros(1, half, dtype=torch.float64)
-    return torch.complex(torch.cat([zero, angles.cos()]).float(), torch.cat([zero, angles.sin()]).float())
+    zero = torch.zeros(1, half, 2, dtype=torch.float64)
+    return torch.cat([zero, torch.stack([angles.cos(), angles.sin()], dim=-1)]).float()
 
 
 def apply_rope(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs of x (B, T, H, D) by per-position rotations rot (T, D/2), in fp32.
-
-    As one complex product: (x0 + i x1)(cos + i sin); ~7x faster than six real ops and a stack on a decode step.
-    """
-    xf = x.float()
-    if xf.stride(-1) != 1 or xf.storage_offset() % 2:
-        xf = xf.contiguous()
-    pairs = torch.view_as_complex(xf.unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs * rot[None, :, None]).flatten(-2).type_as(x)
+    """Rotate interleaved pairs of x (B, T, H, D) by per-position rotations rot (T, D/2, 2), in fp32."""
+    xf = x.float().unflatten(-1, (-1, 2))
+    cos, sin = rot[None, :, None, :, 0], rot[None, :, None, :, 1]
+    x0, x1 = xf[..., 0], xf[..., 1]
+    return torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], dim=-1).flatten(-2).type_as(x)
 
 
 class RMSNorm(nn.Module):
@@ -147,118 +141,32 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if cpu_kernels.for_inference(x, self.weight):
-            return cpu_kernels.rms_norm(x, self.weight, self.eps)
         xf = x.float()
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
 
 
-def cache_layout(device: torch.device | str, dtype: torch.dtype, head_dim: int) -> str:
-    """The KVCache layout for this device and dtype: 'blocks' with the compiled CPU kernels, else 'keys_last' on the
-    CPU, else 'dense'."""
-    if cpu_kernels.attention_supported(device, dtype, head_dim):
-        return "blocks"
-    return "keys_last" if torch.device(device).type == "cpu" else "dense"
-
-
 class KVCache(nn.Module):
-    """Static per-layer key/value buffers for max_batch rows and max_seq positions, in one of three layouts.
+    """Static key/value buffers (max_batch, H, max_seq, D) of one layer, the layout fused SDPA kernels read.
 
-    dense: k, v (B, H, S, D), what fused SDPA kernels read (GPU, non-fp32).
-    keys_last: k (B, H, D, S), v (B, H, S, D); on the CPU without the compiled kernels a decode step's q.K^T then
-    reads D rows of contiguous positions with bmm, ~20% faster than SDPA over the dense layout.
-    blocks (fp32 on the CPU with vfmtok.utils.cpu_kernels): kv (B, H, S/16, 2, 16 D); each block of 16 positions holds
-    [K (D, 16) | V (16, D)], so a decode step's attention streams one contiguous range per (row, head).
-    Only written positions are read. The buffers are zero-filled anyway: that touches every page once, up front
-    (0.2 s for GPT-B at batch 32), instead of page-faulting inside the decode steps.
+    `attend` writes a chunk's keys and values and attends over every cached position under a mask, so a decode
+    step has static shapes and no host sync (it compiles with fullgraph=True and runs under CUDA graphs).
     """
 
-    def __init__(self, max_batch: int, max_seq: int, n_head: int, head_dim: int, dtype: torch.dtype, device: torch.device,
-                 layout: str | None = None):
+    def __init__(self, max_batch: int, max_seq: int, n_head: int, head_dim: int, dtype: torch.dtype,
+                 device: torch.device | str | None = None):
         super().__init__()
-        self.layout = layout or cache_layout(device, dtype, head_dim)
-        require(self.layout in ("blocks", "keys_last", "dense"), f"unknown KV cache layout {self.layout!r}")
-        self.max_batch, self.dtype = max_batch, dtype
-        if self.layout == "blocks":
-            blocks = -(-max_seq // cpu_kernels.BLOCK)
-            self.max_seq = blocks * cpu_kernels.BLOCK
-            self.register_buffer("kv", torch.zeros(max_batch, n_head, blocks, 2, cpu_kernels.BLOCK * head_dim,
-                                                   dtype=dtype, device=device), persistent=False)
-        else:
-            self.max_seq = max_seq
-            shape = (max_batch, n_head, max_seq, head_dim)
-            kshape = (max_batch, n_head, head_dim, max_seq) if self.layout == "keys_last" else shape
-            self.register_buffer("k", torch.zeros(kshape, dtype=dtype, device=device), persistent=False)
-            self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.max_batch, self.max_seq, self.dtype = max_batch, max_seq, dtype
+        shape = (max_batch, n_head, max_seq, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
-    def block_views(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Blocked layout as K, V views of shape (B, H, S/16, 16, D)."""
-        cached = self.__dict__.get("_views")
-        if cached is None or cached[0] is not self.kv:  # kept across decode steps (a few us each on small models)
-            B, H, nb, _, n = self.kv.shape
-            D = n // cpu_kernels.BLOCK
-            cached = self._views = (self.kv, self.kv[:, :, :, 0].view(B, H, nb, D, -1).transpose(3, 4),
-                                    self.kv[:, :, :, 1].view(B, H, nb, -1, D))
-        return cached[1:]
-
-    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int) -> None:
-        """Write k, v (B, H, T, D) at input_pos (the last of which is length - 1)."""
-        b = k.shape[0]
-        if self.layout == "blocks":
-            kb, vb = self.block_views()
-            if k.shape[2] == 1:
-                j, t = divmod(length - 1, cpu_kernels.BLOCK)
-                kb[:b, :, j, t], vb[:b, :, j, t] = k[:, :, 0], v[:, :, 0]
-            else:
-                j, t = input_pos // cpu_kernels.BLOCK, input_pos % cpu_kernels.BLOCK
-                kb[:b, :, j, t], vb[:b, :, j, t] = k, v
-            return
-        # A decode step writes with a strided copy, ~3x cheaper than index_put on CPU.
-        pos = slice(length - 1, length) if k.shape[2] == 1 else input_pos
-        if self.layout == "keys_last":
-            self.k[:b, :, :, pos] = k.transpose(2, 3)
-        else:
-            self.k[:b, :, pos] = k
-        self.v[:b, :, pos] = v
-
-    def _kernel_ready(self, q: torch.Tensor) -> bool:
-        """Blocks layout, kernels on, and still fp32 on the CPU (e.g. not converted by a later `model.to`)."""
-        return (self.layout == "blocks" and cpu_kernels.ENABLED and self.kv.dtype == q.dtype == torch.float32
-                and self.kv.device.type == "cpu")
-
-    def _kernel_step(self, q: torch.Tensor, length: int, k: torch.Tensor | None = None,
-                     v: torch.Tensor | None = None) -> torch.Tensor:
-        """One query per row (B, H, 1, D) through the compiled kernel; k, v (B, H, 1, D), if given, are written first."""
-        B, H, _, D = q.shape
-        rows = self.kv[:B].view(B * H, -1, 2, cpu_kernels.BLOCK * D)
-        return cpu_kernels.decode_attention(q.reshape(B * H, D), rows, length, D**-0.5, k, v).view(B, H, 1, D)
-
-    def update_and_attend(self, input_pos: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: int,
-                          mask: torch.Tensor | None) -> torch.Tensor:
-        """update() then attend(); a blocked decode step does both in one kernel pass over the cache."""
-        if q.shape[2] == 1 and self._kernel_ready(q):
-            return self._kernel_step(q, length, k, v)
-        self.update(input_pos, k, v, length)
-        return self.attend(q, length, mask)
-
-    def attend(self, q: torch.Tensor, length: int, mask: torch.Tensor | None) -> torch.Tensor:
-        """Attention of q (B, H, T, D) over the first `length` cached positions (mask (1, 1, T, length) when T > 1)."""
-        B, H, T, D = q.shape
-        if self.layout == "blocks":
-            if T == 1 and self._kernel_ready(q):  # a decode step: the compiled kernel reads only the filled blocks
-                return self._kernel_step(q, length)
-            # a multi-token chunk (once per prompt): gather the prefix into the dense layout
-            k, v = (t[:B].reshape(B, H, -1, D)[:, :, :length] for t in self.block_views())
-        elif self.layout == "keys_last":
-            if T == 1:  # a batched GEMV bound by reading the cache: bmm on (B*H, ., .) views reads the prefix in place
-                kt = self.k[:B].reshape(B * H, D, -1)[:, :, :length]
-                v = self.v[:B].reshape(B * H, -1, D)[:, :length]
-                a = torch.bmm(q.reshape(B * H, 1, D) * D**-0.5, kt).softmax(dim=-1)
-                return torch.bmm(a, v).view(B, H, 1, D)
-            k, v = self.k[:B, :, :, :length].transpose(2, 3), self.v[:B, :, :length]
-        else:
-            k, v = self.k[:B, :, :length], self.v[:B, :, :length]
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask if T > 1 else None)
+    def attend(self, input_pos: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               mask: torch.Tensor) -> torch.Tensor:
+        """Write k, v (B, H, T, D) at positions input_pos (T,); attention of q (B, H, T, D) under mask (1, 1, T, max_seq)."""
+        b = q.shape[0]
+        self.k[:b, :, input_pos] = k
+        self.v[:b, :, input_pos] = v
+        return F.scaled_dot_product_attention(q, self.k[:b], self.v[:b], attn_mask=mask)
 
 
 class Attention(nn.Module):
@@ -267,8 +175,8 @@ class Attention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
-        self.wqkv = Linear(cfg.dim, 3 * cfg.dim, bias=False)
-        self.wo = Linear(cfg.dim, cfg.dim, bias=False)
+        self.wqkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
+        self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
         self.attn_dropout = cfg.attn_dropout
         self.resid_drop = nn.Dropout(cfg.resid_dropout)
         self.kv_cache: KVCache | None = None
@@ -282,8 +190,8 @@ class Attention(nn.Module):
         if input_pos is None:  # full causal pass (training, or decoding without a cache)
             drop = self.attn_dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
-        else:  # attend to the cached prefix only (mask is (1, 1, T, prefix length)); one query needs no mask
-            y = self.kv_cache.update_and_attend(input_pos, q, k, v, mask.shape[-1], mask)
+        else:
+            y = self.kv_cache.attend(input_pos, q, k, v, mask)
         return self.resid_drop(self.wo(y.transpose(1, 2).reshape(B, T, C)))
 
 
@@ -292,14 +200,13 @@ class FeedForward(nn.Module):
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.w1 = Linear(cfg.dim, cfg.ffn_hidden, bias=False)
-        self.w3 = Linear(cfg.dim, cfg.ffn_hidden, bias=False)
-        self.w2 = Linear(cfg.ffn_hidden, cfg.dim, bias=False)
+        self.w1 = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
+        self.w3 = nn.Linear(cfg.dim, cfg.ffn_hidden, bias=False)
+        self.w2 = nn.Linear(cfg.ffn_hidden, cfg.dim, bias=False)
         self.drop = nn.Dropout(cfg.ffn_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.w1(x), self.w3(x)
-        return self.drop(self.w2(cpu_kernels.silu_mul(a, b) if cpu_kernels.for_inference(a) else F.silu(a) * b))
+        return self.drop(self.w2(F.silu(self.w1(x)) * self.w3(x)))
 
 
 class Block(nn.Module):
@@ -329,10 +236,10 @@ class GPT(nn.Module):
         self.emb_drop = nn.Dropout(config.token_dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm = RMSNorm(config.dim, config.norm_eps)
-        self.head = Linear(config.dim, config.vocab_size, bias=False)
-        # A plain complex64 tensor, not a buffer: `.to(bfloat16)` for sampling must not coarsen the rotations.
-        self._rope = rope_table(config)
-        self.causal_mask: torch.Tensor | None = None
+        self.head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        self.register_buffer("rope", rope_table(config), persistent=False)
+        self.register_buffer("causal_mask", None, persistent=False)
+        self.cache_class: type[nn.Module] = KVCache  # any module with KVCache's constructor and attend()
         # Filled by from_pretrained / the trainer; saved in config.json beside GPTConfig.
         self.class_names: list[str] | None = None
         self.tokenizer_info: dict[str, Any] | None = None
@@ -348,11 +255,12 @@ class GPT(nn.Module):
     def null_class(self) -> int:
         return self.config.num_classes
 
-    def rope(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The complex64 rotation table on `device`."""
-        if self._rope.device != device:
-            self._rope = self._rope.to(device)
-        return self._rope
+    def _apply(self, fn, recurse=True):
+        # Casts such as `.to(torch.bfloat16)` move the rotation table but must not coarsen it: it stays fp32.
+        rope = self.rope
+        super()._apply(fn, recurse)
+        self.rope = rope.to(self.rope.device)
+        return self
 
     def setup_caches(self, max_batch: int, max_seq: int, dtype: torch.dtype | None = None) -> None:
         """Preallocate per-layer KV caches (seq rounded up to a multiple of 8) and the causal mask; reused when big enough."""
@@ -360,14 +268,13 @@ class GPT(nn.Module):
         dtype = dtype or self.head.weight.dtype
         device = self.head.weight.device
         old = self.blocks[0].attention.kv_cache
-        layout = cache_layout(device, dtype, self.config.head_dim)
-        if old is not None and old.max_batch >= max_batch and old.max_seq >= max_seq and old.dtype == dtype \
-                and old.layout == layout and next(old.buffers()).device == device:
+        if type(old) is self.cache_class and old.max_batch >= max_batch and old.max_seq == max_seq \
+                and old.dtype == dtype and next(old.buffers()).device == device:
             return
         for b in self.blocks:
-            b.attention.kv_cache = KVCache(max_batch, max_seq, self.config.n_head, self.config.head_dim, dtype, device, layout)
-        n = self.blocks[0].attention.kv_cache.max_seq  # the blocks layout rounds up further
-        self.causal_mask = torch.ones(n, n, dtype=torch.bool, device=device).tril()
+            b.attention.kv_cache = self.cache_class(max_batch, max_seq, self.config.n_head, self.config.head_dim,
+                                                    dtype, device)
+        self.causal_mask = torch.ones(max_seq, max_seq, dtype=torch.bool, device=device).tril()
 
     def clear_caches(self) -> None:
         """Free the KV caches."""
@@ -392,15 +299,11 @@ class GPT(nn.Module):
         if idx is not None:
             parts.append(self.tok_emb(idx))
         x = self.emb_drop(torch.cat(parts, dim=1))
-        rot = self.rope(x.device)
         if input_pos is None:
-            rot, mask = rot[: x.shape[1]], None
-        else:
+            rot, mask = self.rope[: x.shape[1]], None
+        else:  # positions stay a tensor: no host sync, so a decode step can be captured in a CUDA graph
             require(self.causal_mask is not None, "call setup_caches() before decoding with input_pos")
-            # Reading only the filled prefix halves the average attention cost (one host sync per step on GPU).
-            length = int(input_pos[-1]) + 1
-            rot = rot[input_pos]
-            mask = self.causal_mask[input_pos, :length][None, None]
+            rot, mask = self.rope[input_pos], self.causal_mask[None, None, input_pos]
         for blk in self.blocks:
             x = blk(x, rot, input_pos, mask)
         if last_only:  # decoding needs only the next-token logits

@@ -11,28 +11,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vfmtok.accel.cpu import accelerate
 from vfmtok.generator.generate import generate
 from vfmtok.generator.gpt import GPT
+from vfmtok.generator.pairing import check_tokenizer
 from vfmtok.utils.classnames import normalise_class
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.images import make_grid, save_png, to_uint8
 from vfmtok.utils.io import atomic_path, write_json
-from vfmtok.utils.linear import packed_linears
-
-
-def check_tokenizer(gpt: GPT, tokenizer: Any) -> None:
-    """Refuse a tokenizer whose ids do not mean what the GPT was trained on."""
-    c = gpt.config
-    if tokenizer.codebook_size != c.vocab_size:
-        raise VFMTokError(f"tokenizer codebook size {tokenizer.codebook_size} != GPT vocab_size {c.vocab_size}")
-    if tokenizer.num_tokens != c.num_tokens or tuple(tokenizer.token_grid) != tuple(c.token_grid):
-        raise VFMTokError(f"tokenizer makes {tokenizer.num_tokens} tokens on a {tuple(tokenizer.token_grid)} grid, "
-                          f"the GPT expects {c.num_tokens} on {tuple(c.token_grid)}")
-    want = (gpt.tokenizer_info or {}).get("checkpoint_hash")
-    have = getattr(tokenizer, "checkpoint_hash", None)
-    if want and have and want != have:
-        where = (gpt.tokenizer_info or {}).get("checkpoint_path", "?")
-        raise VFMTokError(f"the GPT was trained on codes of tokenizer {want} ({where}), not on this tokenizer ({have})")
 
 
 def parse_labels(specs: Sequence[str | int], class_names: Sequence[str] | None, num_classes: int) -> list[int]:
@@ -58,8 +44,12 @@ def parse_labels(specs: Sequence[str | int], class_names: Sequence[str] | None, 
 @torch.no_grad()
 def generate_images(gpt: GPT, tokenizer: Any, labels: torch.Tensor, cfg_scale: float = 1.0, cfg_interval: int = -1,
                     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-                    batch_size: int = 32) -> np.ndarray:
-    """uint8 images (N, H, W, 3) for class labels (N,); the same seed and batch_size give the same images."""
+                    batch_size: int = 32, cpu_accel: bool | None = None, compile: bool | str = False) -> np.ndarray:
+    """uint8 images (N, H, W, 3) for class labels (N,); the same seed and batch_size give the same images.
+
+    An fp32 GPT on the CPU samples through `vfmtok.accel.cpu.accelerate` unless cpu_accel is False (None: on unless
+    VFMTOK_CPU_ACCEL=0); compile is passed to `generate` (torch.compile of the decode step, the tool for GPUs).
+    """
     check_tokenizer(gpt, tokenizer)
     labels = torch.as_tensor(labels, dtype=torch.long).flatten()
     bad = labels[(labels < 0) | (labels > gpt.null_class)]
@@ -69,11 +59,12 @@ def generate_images(gpt: GPT, tokenizer: Any, labels: torch.Tensor, cfg_scale: f
     device = gpt.head.weight.device
     gen = torch.Generator(device=device).manual_seed(seed)
     chunks = []
-    with packed_linears(gpt):  # packed once for all batches (generate would repack per call)
+    with accelerate(gpt, enabled=False if compile else cpu_accel):  # swapped in once for all batches
         for start in tqdm(range(0, len(labels), batch_size), desc="sampling", unit="batch", disable=None):
             batch = labels[start: start + batch_size]
-            ids = generate(gpt, batch, cfg_scale, cfg_interval, temperature, top_k, top_p, generator=gen)
-            chunks.append(to_uint8(tokenizer.decode(ids)))
+            ids = generate(gpt, batch, cfg_scale, cfg_interval, temperature, top_k, top_p, generator=gen,
+                           compile=compile)
+            chunks.append(to_uint8(tokenizer.decode(ids)).numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, tokenizer.image_size, tokenizer.image_size, 3), np.uint8)
 
 

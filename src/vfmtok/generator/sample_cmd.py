@@ -4,77 +4,81 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from vfmtok.export import DEFAULT_MODEL_NAME, default_generator
 from vfmtok.generator.gpt import GPT
+from vfmtok.generator.pairing import load_gpt_tokenizer
 from vfmtok.generator.sample import generate_images, parse_labels, save_samples
-from vfmtok.train.extract import resolve_device
-from vfmtok.utils import cpu_kernels
-from vfmtok.utils.errors import VFMTokError
+from vfmtok.accel import cpu as cpu_accel
+from vfmtok.utils import args as A
+from vfmtok.utils.device import resolve_device
+from vfmtok.utils.errors import require
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `vfmtok sample`."""
-    p.add_argument("--gpt", default=None,
-                   help=f"GPT checkpoint folder or run folder (default: the bundled model, {DEFAULT_MODEL_NAME})")
-    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the one recorded in the GPT's config)")
+    A.add(p, "gpt", help=f"GPT checkpoint folder or run folder (default: the bundled model, {DEFAULT_MODEL_NAME})")
+    A.add(p, "tokenizer", help=A.GPT_TOKENIZER_HELP)
     p.add_argument("--class", dest="classes", action="append", default=[], metavar="CLASS",
                    help="class index or name, repeatable (e.g. --class 'golf ball' --class 3); default: every class")
-    p.add_argument("--per-class", type=int, default=4, help="images per class")
-    p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1.0 = off, one branch)")
-    p.add_argument("--cfg-interval", type=int, default=-1, help="guide only the first N tokens (-1 = all)")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0, help="0 = off")
-    p.add_argument("--top-p", type=float, default=1.0, help="1.0 = off")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"],
-                   help="GPT weight dtype on GPU (CPU always runs fp32)")
-    p.add_argument("--out", default="samples", help="output folder")
+    A.add(p, "per_class")
+    p.add_argument("--cfg-scale", type=A.non_negative_float, default=1.0,
+                   help="classifier-free guidance scale (1.0 = off, one branch)")
+    p.add_argument("--cfg-interval", type=A.number(int, -1), default=-1, help="guide only the first N tokens (-1 = all)")
+    A.add_all(p, "temperature", "top_k", "top_p", "seed", "batch_size", "device")
+    A.add(p, "precision", default="bf16", help="GPT weight dtype on GPU (CPU always runs fp32)")
+    A.add(p, "out", required=False, default="samples")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the decode step (CUDA graphs on GPUs; the tool for GPU speed)")
+    p.add_argument("--cpu-accel", action=argparse.BooleanOptionalAction, default=None,
+                   help="fp32 CPU sampling on the compiled kernels of vfmtok.accel.cpu (default: on unless "
+                        "VFMTOK_CPU_ACCEL=0; off with --compile)")
 
 
-def load_tokenizer_for(gpt: GPT, path: str | None, device: torch.device) -> Any:
-    """The tokenizer given, or the one recorded in the GPT's config.json."""
-    from vfmtok.tokenizer.api import load_tokenizer
-
-    if path is None:
-        path = gpt.recorded_tokenizer()
-        if path is None or not Path(path).exists():
-            raise VFMTokError(f"the tokenizer recorded in the GPT config ({path}) is not available; pass --tokenizer")
-    return load_tokenizer(path, device=device)
+def sample(gpt_path: str | Path | None = None, tokenizer: str | Path | None = None, classes: Sequence[str | int] = (),
+           per_class: int = 4, out: str | Path = "samples", cfg_scale: float = 1.0, cfg_interval: int = -1,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0, batch_size: int = 32,
+           device: str = "auto", precision: str = "bf16", compile: bool = False,
+           cpu_accel_on: bool | None = None) -> dict[str, Any]:
+    """Sample `per_class` images of each class (all classes when none given) into `out`; returns the written paths."""
+    require(per_class >= 1 and batch_size >= 1, f"per_class and batch_size must be >= 1, got {per_class} and {batch_size}")
+    dev = resolve_device(device)
+    gpt_path = gpt_path or default_generator()
+    gpt = GPT.from_pretrained(gpt_path, device=dev)
+    if dev.type == "cuda" and precision != "fp32":
+        gpt = gpt.to(torch.bfloat16 if precision == "bf16" else torch.float16)
+    tok = load_gpt_tokenizer(gpt, tokenizer, dev)
+    kernels = None
+    wanted = cpu_accel.enabled_by_default() if cpu_accel_on is None else cpu_accel_on
+    if dev.type == "cpu" and not compile:
+        why = cpu_accel.unavailable_reason(gpt) if wanted else "turned off (--no-cpu-accel or VFMTOK_CPU_ACCEL=0)"
+        kernels = "on" if why is None else f"off: {why}"
+        if why is not None:
+            print(f"note: compiled CPU kernels off ({why}); sampling takes the plain torch path", file=sys.stderr)
+    n_cls = gpt.config.num_classes
+    chosen = parse_labels(classes, gpt.class_names, n_cls) if classes else list(range(n_cls))
+    labels = [c for c in chosen for _ in range(per_class)]
+    t0 = time.perf_counter()
+    images = generate_images(gpt, tok, torch.tensor(labels), cfg_scale, cfg_interval, temperature, top_k, top_p, seed,
+                             batch_size, cpu_accel=wanted, compile=compile)
+    info = {"gpt": str(gpt_path), "tokenizer": str(tok.checkpoint_path), "tokenizer_hash": tok.checkpoint_hash,
+            "cfg_scale": cfg_scale, "cfg_interval": cfg_interval, "temperature": temperature, "top_k": top_k,
+            "top_p": top_p, "seed": seed, "batch_size": batch_size, "precision": precision,
+            "device": str(dev), "cpu_kernels": kernels, "compile": compile,
+            "seconds_incl_compile": round(time.perf_counter() - t0, 3), "labels": labels}
+    paths = save_samples(out, images, labels, gpt.class_names, ncol=per_class if per_class > 1 else 8, info=info)
+    return {**paths, "num_images": len(images)}
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `vfmtok sample`."""
-    if args.per_class < 1 or args.batch_size < 1:
-        raise VFMTokError("--per-class and --batch-size must be >= 1")
-    device = resolve_device(args.device)
-    args.gpt = args.gpt or default_generator()
-    gpt = GPT.from_pretrained(args.gpt, device=device)
-    if device.type == "cuda" and args.precision != "fp32":
-        gpt = gpt.to(torch.bfloat16 if args.precision == "bf16" else torch.float16)
-    tok = load_tokenizer_for(gpt, args.tokenizer, device)
-    kernels = None
-    if device.type == "cpu":
-        why = cpu_kernels.unavailable_reason()
-        kernels = "on" if why is None else f"off: {why}"
-        if why is not None:
-            print(f"note: compiled CPU kernels off ({why}); sampling takes the slower torch path", file=sys.stderr)
-    n_cls = gpt.config.num_classes
-    classes = parse_labels(args.classes, gpt.class_names, n_cls) if args.classes else list(range(n_cls))
-    labels = [c for c in classes for _ in range(args.per_class)]
-    images = generate_images(gpt, tok, torch.tensor(labels), args.cfg_scale, args.cfg_interval, args.temperature,
-                             args.top_k, args.top_p, args.seed, args.batch_size)
-    info = {"gpt": str(args.gpt), "tokenizer": str(tok.checkpoint_path), "tokenizer_hash": tok.checkpoint_hash,
-            **{k: getattr(args, k) for k in ("cfg_scale", "cfg_interval", "temperature", "top_k", "top_p", "seed",
-                                             "batch_size", "precision")},
-            "device": str(device), "cpu_kernels": kernels, "labels": labels}
-    paths = save_samples(args.out, images, labels, gpt.class_names, ncol=args.per_class if args.per_class > 1 else 8,
-                         info=info)
-    print(f"wrote {len(images)} images: {paths['grid']}, {paths['npz']}, {paths['images']}/")
+    paths = sample(args.gpt, args.tokenizer, args.classes, args.per_class, args.out, args.cfg_scale, args.cfg_interval,
+                   args.temperature, args.top_k, args.top_p, args.seed, args.batch_size, args.device, args.precision,
+                   args.compile, args.cpu_accel)
+    print(f"wrote {paths['num_images']} images: {paths['grid']}, {paths['npz']}, {paths['images']}/")
     return 0

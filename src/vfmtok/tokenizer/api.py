@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ from vfmtok.tokenizer.base import TokenizerBase
 from vfmtok.tokenizer.build import build_tokenizer
 from vfmtok.tokenizer.config import TokenizerConfig, get_preset
 from vfmtok.utils.config import from_dict, to_dict
-from vfmtok.utils.io import WEIGHTS_NAME, cast_floats, file_sha256, load_pretrained, resolve_checkpoint, save_pretrained
+from vfmtok.utils.errors import VFMTokError
+from vfmtok.utils.io import WEIGHTS_NAME, atomic_path, cast_floats, file_sha256, load_pretrained, resolve_checkpoint, save_pretrained
 
 MODEL_TYPES = ("vfmtok", "vqgan")
 
@@ -25,6 +27,7 @@ class VFMTokenizer:
         self.checkpoint_path = checkpoint_path
         self.class_names = class_names
         self._hash: str | None = None
+        self.encoder_file: Path | None = None  # encoder weights stored inside the checkpoint folder (official import)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -35,15 +38,48 @@ class VFMTokenizer:
         cfg = from_dict(TokenizerConfig, config["model"], where=f"{folder}/config.json model")
         if encoder_weights:
             cfg.encoder_weights = encoder_weights
+        local = None
+        if not encoder_weights and cfg.encoder_weights and not Path(cfg.encoder_weights).is_absolute() \
+                and (folder / cfg.encoder_weights).exists():
+            # a relative file inside the checkpoint folder (an imported official DINOv2) travels with it
+            local = folder / cfg.encoder_weights
+            cfg.encoder_weights = str(local)
         model = build_tokenizer(cfg)
         model.load_trainable_state_dict(state, source=str(folder))
-        return cls(model.to(device), folder, config.get("class_names"))
+        tok = cls(model.to(device), folder, config.get("class_names"))
+        tok.encoder_file = local
+        return tok
 
     def save_pretrained(self, folder: str | os.PathLike, extra: dict[str, Any] | None = None,
-                        dtype: torch.dtype | None = None) -> Path:
-        """Write model.safetensors (floats stored as `dtype` when given) + config.json; the frozen encoder is not saved."""
+                        dtype: torch.dtype | None = None, card: dict[str, Any] | None = None) -> Path:
+        """Write model.safetensors (floats stored as `dtype` when given) + config.json + README.md model card; the
+        frozen encoder is not saved."""
         config = {"model": to_dict(self.model.cfg), "class_names": self.class_names, **(extra or {})}
-        return save_pretrained(folder, cast_floats(self.model.trainable_state_dict(), dtype), config, self.model.cfg.arch)
+        if self.encoder_file is not None and self.encoder_file.is_file():
+            # keep the folder self-contained: the encoder file goes along (hard link when possible)
+            dst = Path(folder) / self.encoder_file.name
+            if dst.resolve() != self.encoder_file.resolve():
+                with atomic_path(dst) as tmp:
+                    tmp.unlink()
+                    try:
+                        os.link(self.encoder_file, tmp)
+                    except OSError:
+                        shutil.copyfile(self.encoder_file, tmp)
+            config["model"]["encoder_weights"] = self.encoder_file.name
+        return save_pretrained(folder, cast_floats(self.model.trainable_state_dict(), dtype), config,
+                               self.model.cfg.arch, card)
+
+    def push_to_hub(self, repo_id: str, folder: str | os.PathLike | None = None, private: bool = False,
+                    token: str | None = None) -> str:
+        """Upload this tokenizer's checkpoint folder (saved first when `folder` is given) to the Hub."""
+        from vfmtok.utils.hub import push_to_hub
+
+        if folder is not None:
+            self.save_pretrained(folder)
+        src = folder or self.checkpoint_path
+        if src is None:
+            raise VFMTokError("an unsaved tokenizer: pass folder= to save it before pushing")
+        return push_to_hub(src, repo_id, private=private, token=token)
 
     # --- facts ---
     @property

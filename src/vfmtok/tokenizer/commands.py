@@ -12,22 +12,23 @@ from tqdm import tqdm
 from vfmtok.data.imagefolder import ImageFolderDataset, center_crop_resize, load_rgb, to_tensor
 from vfmtok.data.sources import resolve_dataset
 from vfmtok.tokenizer.api import VFMTokenizer
+from vfmtok.utils import args as A
+from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.images import save_pairs_grid
+from vfmtok.utils.images import save_pairs_grid, to_uint8
 from vfmtok.utils.io import atomic_path
 
 
 def add_arguments(p: argparse.ArgumentParser, command: str) -> None:
     """Arguments of encode / reconstruct."""
-    p.add_argument("--tokenizer", required=True, help="tokenizer checkpoint folder or run folder")
+    A.add(p, "tokenizer", required=True)
     p.add_argument("images", nargs="*", help="image files (or use --data)")
-    p.add_argument("--data", default=None, help="image folder / zip / 'sample' / 'imagenette'")
-    p.add_argument("--split", default="val")
-    p.add_argument("--limit", type=int, default=None if command == "encode" else 16)
+    A.add(p, "data", default=None, help=f"{A.DATA_HELP} (instead of image files)")
+    A.add(p, "split", default="val")
+    A.add(p, "num_images", "--limit", default=None if command == "encode" else 16, help="use at most this many images")
     p.add_argument("--no-resize", action="store_true", help="refuse images whose size differs instead of centre-cropping")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", required=True, help="encode: .npz of ids; reconstruct: .png grid (original | reconstruction)")
+    A.add_all(p, "batch_size", "device")
+    A.add(p, "out", help="encode: .npz of ids; reconstruct: .png grid (original | reconstruction)")
 
 
 def _load_images(args: argparse.Namespace, size: int) -> tuple[torch.Tensor, np.ndarray, list[str]]:
@@ -51,10 +52,10 @@ def _load_images(args: argparse.Namespace, size: int) -> tuple[torch.Tensor, np.
 
 def run(args: argparse.Namespace) -> int:
     """Encode to ids (.npz) or write a reconstruction grid (.png)."""
-    tok = VFMTokenizer.from_pretrained(args.tokenizer, device=args.device)
+    tok = VFMTokenizer.from_pretrained(args.tokenizer, device=resolve_device(args.device))
     images, labels, names = _load_images(args, tok.image_size)
     ids = torch.cat([tok.encode(images[i:i + args.batch_size])
-                     for i in tqdm(range(0, len(images), args.batch_size), desc="encode", disable=None)])
+                     for i in tqdm(range(0, len(images), args.batch_size), desc="encode", disable=None)]).cpu()
     out = Path(args.out)
     if args.command == "encode":
         with atomic_path(out if out.suffix == ".npz" else out.with_suffix(".npz")) as tmp:
@@ -65,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         recon = torch.cat([tok.decode(ids[i:i + args.batch_size]) for i in range(0, len(ids), args.batch_size)])
         save_pairs_grid(out, images, recon)
-        mse = (recon.cpu() - images).pow(2).mean(dim=(1, 2, 3))
-        psnr = (10 * torch.log10(4.0 / mse.clamp_min(1e-12))).mean()  # images span 2 units -> peak^2 = 4
-        print(f"{out}: {len(images)} pairs, mean PSNR {psnr:.2f} dB")
+        from vfmtok.eval.image_metrics import psnr, uint8_to_unit
+
+        # Scored as eval-tokenizer scores it: both quantised to uint8, PSNR per image on [0,1], then averaged.
+        mean_psnr = float(psnr(uint8_to_unit(to_uint8(images)), uint8_to_unit(to_uint8(recon))).mean())
+        print(f"{out}: {len(images)} pairs, mean PSNR {mean_psnr:.2f} dB")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from vfmtok.utils.config import check_ranges
 from vfmtok.utils.errors import VFMTokError
 
 
@@ -42,6 +43,13 @@ class TokenizerConfig:
     shared_mask_token: bool = False
     dec_anchor_init: bool = False         # mask tokens start from their anchor's token (not in the paper; README)
     feature_branch: bool = True           # dual reconstruction: also predict the encoder's features
+    # How the position table is resized for the other grid: "size" (bicubic to the exact size) or "dino_offset"
+    # (the official decoder's DINO trick: scale_factor=(g + 0.1) / table, which steps through the table at
+    # table/(g + 0.1)); the two differ by up to 0.585 in decoded images from the same ids.
+    dec_pos_interp: str = "size"
+    # Norm of the feature pass's CLS and registers: "pixel" (the pixel pass's norm) or "feature" (the official
+    # code's norm_post2, the norm of the feature mask tokens).
+    dec_feature_norm: str = "pixel"
     # Conv pixel decoder (also the VQGAN baseline's decoder).
     pix_ch: int = 64
     pix_ch_mult: tuple[int, ...] = (1, 2, 2, 4)
@@ -58,14 +66,16 @@ class LossConfig:
     """Weights of every loss term; the adversarial terms start at `gan_start`."""
 
     pixel_loss: str = "l2"                # "l2" | "l1"
-    pixel_weight: float = 1.0
+    pixel_weight: float = 1.0             # the official default is 2 x MSE (F.mse_loss added twice): 2.0
     lpips_weight: float = 1.0
     lpips_net: str = "vgg"
     feature_weight: float = 1.0           # 1 - cosine to the frozen encoder's target features
     codebook_weight: float = 1.0
     gan_weight: float = 0.5
     gan_start: int = 20000
-    disc: str = "patchgan"                # "patchgan" | "vgg_features" (frozen VGG16 features + trainable heads)
+    disc: str = "patchgan"                # "patchgan" | "vgg_features" (frozen VGG16 + heads) | "dino" (the paper's)
+    disc_weights: str | None = None       # "dino": local dino_deitsmall16_pretrain.pth
+    disc_pretrained: bool = True          # "dino": False = random frozen backbone (tests)
     disc_layers: int = 3
     disc_ch: int = 64
 
@@ -98,6 +108,19 @@ class TrainConfig:
     precision: str = "bf16"               # used on GPU; CPU always runs fp32
     device: str = "auto"
 
+    def validate(self) -> None:
+        """One-line errors for values no run can use (e.g. --set train.steps=-5)."""
+        check_ranges(self, "train", positive=("steps", "batch_size", "lr", "disc_lr", "save_every", "log_every",
+                                              "cache_views", "grad_clip", "min_scale"),
+                     non_negative=("warmup_steps", "weight_decay", "reseed_dead_every", "sample_every", "num_workers",
+                                   "seed"), fraction=("ema_decay",))
+        if self.min_scale > 1:
+            raise VFMTokError(f"train.min_scale must be in (0, 1], got {self.min_scale}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise VFMTokError(f"train.lr_schedule must be constant or cosine, got '{self.lr_schedule}'")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise VFMTokError(f"train.precision must be fp32, bf16 or fp16, got '{self.precision}'")
+
 
 @dataclass
 class TokenizerRunConfig:
@@ -114,8 +137,10 @@ def _paper() -> TokenizerRunConfig:
         image_size=336, encoder="dinov2_vitl14_reg", encoder_input_size=336, num_tokens=256, width=512,
         enc_depth=6, enc_heads=8, enc_points=4, enc_ffn=1024, codebook_size=16384, code_dim=12,
         dec_depth=6, dec_heads=8, dec_dropout=0.1, pix_ch=128, pix_ch_mult=(1, 1, 2, 2, 4), pix_res_blocks=2,
+        dec_pos_interp="dino_offset", dec_feature_norm="feature",
     )
-    loss = LossConfig(gan_start=20000, gan_weight=0.5, disc="patchgan")
+    # Official defaults: 2 x MSE pixel loss, the frozen DINO ViT-S/16 discriminator (loss.disc_weights=<file>).
+    loss = LossConfig(pixel_weight=2.0, gan_start=20000, gan_weight=0.5, disc="dino")
     train = TrainConfig(data="imagenet", batch_size=256, lr=1e-4, warmup_steps=4 * 5000, steps=250_000,
                         ema_decay=0.9999, save_every=5000, num_workers=8)
     return TokenizerRunConfig(m, loss, train)

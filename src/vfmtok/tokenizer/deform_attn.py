@@ -23,9 +23,17 @@ def ms_deform_attn_sample(value: torch.Tensor, shapes: list[tuple[int, int]], lo
     Bilinear, zero padding outside, align_corners=False (pixel centres at (i + 0.5) / size).
     """
     B, _, H, D = value.shape
-    _, Q, _, L, P, _ = locations.shape
-    grids = 2.0 * locations - 1.0
-    if all(s == shapes[0] for s in shapes):
+    out = _sampled(value, shapes, 2.0 * locations - 1.0, same_size=all(s == shapes[0] for s in shapes))
+    wts = weights.permute(0, 2, 3, 1, 4).unsqueeze(3)  # (B, H, L, 1, Q, P)
+    out = (out * wts).sum(dim=(2, 5))  # (B, H, D, Q)
+    return out.permute(0, 3, 1, 2).reshape(B, -1, H * D)
+
+
+def _sampled(value: torch.Tensor, shapes: list[tuple[int, int]], grids: torch.Tensor, same_size: bool) -> torch.Tensor:
+    """Bilinear samples (B, H, L, D, Q, P) at grids (B, Q, H, L, P, 2) in [-1, 1]; same_size: one call for all levels."""
+    B, _, H, D = value.shape
+    _, Q, _, L, P, _ = grids.shape
+    if same_size:
         # Equal level sizes (the ViT case): one grid_sample call over (B*H*L) maps.
         h, w = shapes[0]
         v = value.view(B, L, h, w, H, D).permute(0, 4, 1, 5, 2, 3).reshape(B * H * L, D, h, w)
@@ -40,9 +48,7 @@ def ms_deform_attn_sample(value: torch.Tensor, shapes: list[tuple[int, int]], lo
             per_level.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
             start += h * w
         out = torch.stack(per_level, dim=1).view(B, H, L, D, Q, P)
-    wts = weights.permute(0, 2, 3, 1, 4).unsqueeze(3)  # (B, H, L, 1, Q, P)
-    out = (out * wts).sum(dim=(2, 5))  # (B, H, D, Q)
-    return out.permute(0, 3, 1, 2).reshape(B, Q, H * D)
+    return out
 
 
 class MSDeformAttn(nn.Module):

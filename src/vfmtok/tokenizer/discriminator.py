@@ -49,12 +49,20 @@ class FeatureDiscriminator(nn.Module):
         return torch.cat([h(f).flatten(1) for h, f in zip(self.heads, levels)], dim=1)
 
 
-def build_discriminator(kind: str, image_size: int, ch: int = 64, n_layers: int = 3) -> nn.Module:
-    """'patchgan' or 'vgg_features'."""
+def build_discriminator(kind: str, image_size: int, ch: int = 64, n_layers: int = 3, weights: str | None = None,
+                        pretrained: bool = True) -> nn.Module:
+    """'patchgan', 'vgg_features' or 'dino' (frozen DINO ViT-S/16 from the local file `weights`)."""
+    if kind == "dino":
+        from vfmtok.tokenizer.dino_disc import DINO_URL, DINODiscriminator
+
+        if pretrained and not weights:
+            raise VFMTokError(f"the DINO discriminator needs loss.disc_weights=<dino_deitsmall16_pretrain.pth> "
+                              f"(from {DINO_URL}), or loss.disc_pretrained=false for a random frozen backbone")
+        return DINODiscriminator(weights if pretrained else None)
     if kind == "patchgan":
         return PatchGAN(ch, n_layers)
     if kind == "vgg_features":
         from vfmtok.encoders import create_encoder
 
         return FeatureDiscriminator(create_encoder("vgg16_imagenet", pretrained=True, image_size=image_size), ch)
-    raise VFMTokError(f"unknown discriminator '{kind}' (patchgan, vgg_features)")
+    raise VFMTokError(f"unknown discriminator '{kind}' (patchgan, vgg_features, dino)")

@@ -54,11 +54,26 @@ def grid_centres(h: int, w: int) -> torch.Tensor:
     return torch.stack([xs.flatten(), ys.flatten()], dim=-1)
 
 
-def resize_pos_table(table: torch.Tensor, src: tuple[int, int], dst: tuple[int, int]) -> torch.Tensor:
-    """(1, h*w, C) grid table -> (1, h'*w', C) by bicubic interpolation (identity when sizes agree)."""
+POS_INTERP_MODES = ("size", "dino_offset")
+
+
+def resize_pos_table(table: torch.Tensor, src: tuple[int, int], dst: tuple[int, int], mode: str = "size") -> torch.Tensor:
+    """(1, h*w, C) grid table -> (1, h'*w', C) by bicubic interpolation (identity when sizes agree).
+
+    mode "size" resizes to exactly dst; "dino_offset" passes scale_factor=(dst + 0.1) / src as DINO and the
+    official VFMTok decoder do (no recompute_scale_factor), so source positions step by src / (dst + 0.1).
+    """
     if tuple(src) == tuple(dst):
         return table
     C = table.shape[-1]
     t = table.reshape(1, src[0], src[1], C).permute(0, 3, 1, 2)
-    t = F.interpolate(t, size=dst, mode="bicubic", align_corners=False)
+    if mode == "dino_offset":
+        t = F.interpolate(t, scale_factor=((dst[0] + 0.1) / src[0], (dst[1] + 0.1) / src[1]), mode="bicubic",
+                          align_corners=False)
+        if tuple(t.shape[-2:]) != tuple(dst):
+            raise ValueError(f"dino_offset resize of {tuple(src)} gave {tuple(t.shape[-2:])}, not {tuple(dst)}")
+    elif mode == "size":
+        t = F.interpolate(t, size=dst, mode="bicubic", align_corners=False)
+    else:
+        raise ValueError(f"unknown position-table resize mode {mode!r}; choose from {', '.join(POS_INTERP_MODES)}")
     return t.permute(0, 2, 3, 1).reshape(1, dst[0] * dst[1], C)

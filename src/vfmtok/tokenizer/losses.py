@@ -34,10 +34,11 @@ class TokenizerLoss(nn.Module):
             raise VFMTokError(f"pixel_loss must be l1 or l2, got '{cfg.pixel_loss}'")
         self.lpips = None
         if cfg.lpips_weight > 0:
-            from vfmtok.eval.lpips import LPIPS
+            from vfmtok.encoders.lpips import LPIPS
 
             self.lpips = LPIPS(net=cfg.lpips_net)
-        self.disc = build_discriminator(cfg.disc, image_size, cfg.disc_ch, cfg.disc_layers) if cfg.gan_weight > 0 else None
+        self.disc = build_discriminator(cfg.disc, image_size, cfg.disc_ch, cfg.disc_layers, cfg.disc_weights,
+                                        cfg.disc_pretrained) if cfg.gan_weight > 0 else None
 
     def gan_active(self, step: int) -> bool:
         return self.disc is not None and step >= self.cfg.gan_start
@@ -61,8 +62,9 @@ class TokenizerLoss(nn.Module):
             self.disc.requires_grad_(False)  # no D gradients from the G step
             g = F.softplus(-self.disc(recon)).mean()
             self.disc.requires_grad_(True)
-            if hasattr(self.disc, "encoder"):
-                self.disc.encoder.requires_grad_(False)
+            for m in self.disc.modules():  # frozen backbones (VGG16, DINO) stay frozen
+                if getattr(m, "excluded_from_checkpoint", False):
+                    m.requires_grad_(False)
             total = total + c.gan_weight * g
             logs["gen_adv"] = g.item()
         logs["total"] = total.item()

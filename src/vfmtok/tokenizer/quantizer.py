@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -106,12 +107,19 @@ class VectorQuantizer(nn.Module):
         return int(dead.numel())
 
 
+def histogram_stats(counts: torch.Tensor) -> dict[str, float]:
+    """Of an id histogram (K,): fraction of codes used, codes used, perplexity exp(H) and entropy H in bits."""
+    total = int(counts.sum())
+    used = int((counts > 0).sum())
+    if total == 0:
+        return {"codebook_usage": 0.0, "codes_used": 0, "perplexity": 0.0, "entropy_bits": 0.0}
+    p = counts[counts > 0].double() / total
+    ent = float(-(p * p.log()).sum())
+    return {"codebook_usage": used / counts.numel(), "codes_used": used, "perplexity": math.exp(ent),
+            "entropy_bits": ent / math.log(2)}
+
+
 def usage_stats(indices: torch.Tensor, codebook_size: int) -> dict[str, float]:
     """{'usage': unique/K, 'perplexity': exp(entropy of the id histogram)} for a set of ids."""
-    flat = indices.flatten().long()
-    if flat.numel() == 0:
-        return {"usage": 0.0, "perplexity": 0.0}
-    counts = torch.bincount(flat, minlength=codebook_size).double()
-    p = counts / counts.sum()
-    ent = -(p[p > 0] * p[p > 0].log()).sum()
-    return {"usage": float((counts > 0).sum()) / codebook_size, "perplexity": float(ent.exp())}
+    s = histogram_stats(torch.bincount(indices.flatten().long(), minlength=codebook_size))
+    return {"usage": s["codebook_usage"], "perplexity": s["perplexity"]}

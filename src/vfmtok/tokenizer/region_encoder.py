@@ -34,8 +34,11 @@ class DeformableLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor, ref: torch.Tensor, value: torch.Tensor,
                 shapes: list[tuple[int, int]]) -> torch.Tensor:
-        x = self.norm1(x + self.cross(x + pos, ref, value, shapes))
-        x = self.norm3(x + self.self_attn(x + pos, causal=self.causal))
+        # fp32 regions, as the official code: under bf16 autocast the sampling offsets and the attention logits
+        # of the deformable cross-attention and the query self-attention stay in full precision
+        with torch.autocast(x.device.type, enabled=False):
+            x = self.norm1(x + self.cross((x + pos).float(), ref.float(), value.float(), shapes))
+            x = self.norm3(x + self.self_attn((x + pos).float(), causal=self.causal))
         return self.norm2(x + self.ffn(x))
 
 

@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from vfmtok.tokenizer.base import TokenizerBase
 from vfmtok.tokenizer.config import TokenizerConfig
+from vfmtok.tokenizer.layers import POS_INTERP_MODES
 from vfmtok.tokenizer.region_encoder import RegionEncoder
 from vfmtok.tokenizer.vit_decoder import ViTDecoder
 from vfmtok.utils.errors import VFMTokError
@@ -34,6 +35,10 @@ class VFMTok(TokenizerBase):
         self.region = RegionEncoder([shapes[i][0] for i in self.level_ids], cfg.width, cfg.num_tokens, cfg.enc_depth,
                                     cfg.enc_heads, cfg.enc_points, cfg.enc_ffn, cfg.query_causal)
         self.token_grid = self.region.grid
+        if cfg.dec_pos_interp not in POS_INTERP_MODES:
+            raise VFMTokError(f"dec_pos_interp must be one of {', '.join(POS_INTERP_MODES)}, got '{cfg.dec_pos_interp}'")
+        if cfg.dec_feature_norm not in ("pixel", "feature"):
+            raise VFMTokError(f"dec_feature_norm must be 'pixel' or 'feature', got '{cfg.dec_feature_norm}'")
         factor = 2 ** (len(cfg.pix_ch_mult) - 1)
         if cfg.image_size % factor:
             raise VFMTokError(f"image_size {cfg.image_size} is not divisible by the pixel decoder's upsampling {factor}")
@@ -41,7 +46,8 @@ class VFMTok(TokenizerBase):
         tc, th, tw = encoder.target_shape()
         self.decoder = ViTDecoder(cfg.width, cfg.dec_depth, cfg.dec_heads, cfg.num_tokens, (g, g), (th, tw),
                                   tc if cfg.feature_branch else None, cfg.dec_registers, cfg.dec_causal,
-                                  cfg.dec_dropout, cfg.shared_mask_token, cfg.dec_anchor_init)
+                                  cfg.dec_dropout, cfg.shared_mask_token, cfg.dec_anchor_init,
+                                  cfg.dec_pos_interp, cfg.dec_feature_norm)
 
     def encoder_features(self, images: torch.Tensor):
         """Frozen encoder output (levels + target) for images in [-1, 1]."""

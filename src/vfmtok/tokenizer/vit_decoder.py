@@ -33,10 +33,14 @@ class ViTDecoder(nn.Module):
 
     def __init__(self, dim: int, depth: int, heads: int, num_tokens: int, pixel_grid: tuple[int, int],
                  pos_grid: tuple[int, int], feature_channels: int | None, num_registers: int = 4,
-                 causal: bool = True, dropout: float = 0.0, shared_mask_token: bool = False, anchor_init: bool = False):
+                 causal: bool = True, dropout: float = 0.0, shared_mask_token: bool = False, anchor_init: bool = False,
+                 pos_interp: str = "size", feature_norm: str = "pixel"):
         super().__init__()
         self.causal, self.pixel_grid, self.pos_grid = causal, tuple(pixel_grid), tuple(pos_grid)
-        self.anchor_init = anchor_init
+        self.anchor_init, self.pos_interp = anchor_init, pos_interp
+        if feature_norm not in ("pixel", "feature"):
+            raise ValueError(f"feature_norm must be 'pixel' or 'feature', got {feature_norm!r}")
+        self.feature_norm = feature_norm
         # One position table at the finer of the two grids (the paper: encoder 24x24 -> pixels 21x21), resized
         # for the other; a table coarser than the pixel grid would give neighbouring mask tokens ~equal positions.
         self.table_grid = max(self.pixel_grid, self.pos_grid, key=lambda g: g[0] * g[1])
@@ -58,10 +62,12 @@ class ViTDecoder(nn.Module):
             self.feature_head = nn.Linear(dim, feature_channels)
         self.apply(_init)
 
-    def _run(self, tokens: torch.Tensor, masks: torch.Tensor, grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, tokens: torch.Tensor, masks: torch.Tensor, grid: tuple[int, int],
+             side_norm: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         B, N, C = tokens.shape
-        cls = self.norm_in(self.cls_token + self.cls_pos).expand(B, -1, -1)
-        regs = self.norm_in(self.registers).expand(B, -1, -1)
+        side_norm = self.norm_in if side_norm is None else side_norm  # the norm of CLS and registers
+        cls = side_norm(self.cls_token + self.cls_pos).expand(B, -1, -1)
+        regs = side_norm(self.registers).expand(B, -1, -1)
         toks = self.norm_in(tokens + self.token_pos)
         masks = masks.expand(B, -1, -1)
         if self.anchor_init:
@@ -79,7 +85,7 @@ class ViTDecoder(nn.Module):
 
     def forward_pixels(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, N, dim) -> (pixel-grid features (B, dim, gh, gw), CLS output (B, dim))."""
-        pos = resize_pos_table(self.grid_pos, self.table_grid, self.pixel_grid)
+        pos = resize_pos_table(self.grid_pos, self.table_grid, self.pixel_grid, self.pos_interp)
         cls, out = self._run(tokens, self.norm_in(self.mask_pixel + pos), self.pixel_grid)
         B, _, C = out.shape
         return out.transpose(1, 2).reshape(B, C, *self.pixel_grid), cls
@@ -89,8 +95,9 @@ class ViTDecoder(nn.Module):
         if self.feature_head is None:
             raise RuntimeError("this decoder was built without a feature branch")
         mask = self.mask_pixel if self.shared_mask_token else self.mask_feature
-        pos = resize_pos_table(self.grid_pos, self.table_grid, self.pos_grid)
-        _, out = self._run(tokens, self.norm_feature(mask + pos), self.pos_grid)
+        pos = resize_pos_table(self.grid_pos, self.table_grid, self.pos_grid, self.pos_interp)
+        side = self.norm_feature if self.feature_norm == "feature" else None
+        _, out = self._run(tokens, self.norm_feature(mask + pos), self.pos_grid, side)
         pred = self.feature_head(out)
         B, _, C = pred.shape
         return pred.transpose(1, 2).reshape(B, C, *self.pos_grid)

@@ -19,8 +19,10 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.io import TRAIN_STATE_NAME, load_train_state, resolve_checkpoint, save_pretrained, save_train_state
+from vfmtok.utils.io import (TRAIN_STATE_NAME, load_train_state, resolve_checkpoint, save_pretrained, save_train_state,
+                             write_text)
 
 
 @dataclass
@@ -39,20 +41,15 @@ class DistInfo:
 
 def setup_distributed(device: str = "auto") -> DistInfo:
     """Initialise DDP from torchrun's env vars (gloo on CPU, nccl on CUDA); single process otherwise."""
-    want_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    dev = resolve_device(device)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-        if want_cuda:
+        if dev.type == "cuda":  # one GPU per process: the local rank picks it
             torch.cuda.set_device(local)
             dev = torch.device("cuda", local)
-        else:
-            dev = torch.device("cpu")
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if want_cuda else "gloo")
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
         return DistInfo(rank, world, local, dev)
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise VFMTokError(f"unknown device '{device}' (use auto, cpu, cuda or cuda:N)")
-    dev = torch.device("cuda" if want_cuda else "cpu") if not device.startswith("cuda:") else torch.device(device)
     return DistInfo(device=dev)
 
 
@@ -205,22 +202,20 @@ def save_checkpoint(run_dir: Path, step: int, export_state: dict[str, torch.Tens
     return folder
 
 
-def trim_metrics(run_dir: Path, step: int, name: str = "metrics.jsonl") -> None:
-    """On resume: keep only the records up to `step` (drops lines logged after the checkpoint, or torn by a kill)."""
-    from vfmtok.utils.io import write_text
-
-    path = Path(run_dir) / name
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and int(rec.get("step", 0)) <= step:
-            kept.append(line)
-    write_text(path, "".join(k + "\n" for k in kept))
+def open_metrics(run_dir: Path, after_step: int = 0):
+    """run_dir/metrics.jsonl opened for appending; lines past `after_step` (from an interrupted run that is being
+    resumed from an older checkpoint) are dropped first, so each step appears once."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if path.is_file():
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                if int(json.loads(line).get("step", 0)) <= after_step:
+                    kept.append(line + "\n")
+            except (ValueError, AttributeError):  # a line cut short by a kill
+                continue
+        write_text(path, "".join(kept))
+    return open(path, "a")
 
 
 def load_resume_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:

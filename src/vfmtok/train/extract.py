@@ -9,30 +9,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from vfmtok.data.codes import CodeWriter, tokenizer_facts
-from vfmtok.data.imagefolder import ImageFolderDataset, center_crop_resize, to_tensor
+from vfmtok.data.codes import CodeWriter
+from vfmtok.data.imagefolder import ImageFolderDataset, make_views, to_tensor
 from vfmtok.data.sources import resolve_dataset
+from vfmtok.generator.pairing import tokenizer_facts
 from vfmtok.train.common import autocast
+from vfmtok.utils import args as A
+from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError
-
-
-def make_views(img: Image.Image, size: int, ten_crop: bool = False, crop_range: float = 1.0) -> list[Image.Image]:
-    """[centre, centre flipped] or, with ten_crop, 5 crops (centre, 4 corners) of a crop_range*size square, each + flip."""
-    big = center_crop_resize(img, max(size, round(size * crop_range)))
-    S = big.size[0]
-    if ten_crop:
-        c, e = (S - size) // 2, S - size
-        corners = [(c, c), (0, 0), (e, 0), (0, e), (e, e)]
-    else:
-        corners = [((S - size) // 2,) * 2]
-    views = []
-    for x, y in corners:
-        crop = big.crop((x, y, x + size, y + size))
-        views += [crop, crop.transpose(Image.FLIP_LEFT_RIGHT)]
-    return views
 
 
 class ViewDataset(torch.utils.data.Dataset):
@@ -85,29 +71,16 @@ def extract_codes(tokenizer: Any, dataset: ImageFolderDataset, out: str | os.Pat
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `vfmtok extract-codes`."""
-    p.add_argument("--tokenizer", required=True, help="tokenizer checkpoint folder or run folder")
-    p.add_argument("--data", default="sample", help="ImageFolder path/zip, 'sample', 'imagenette' or 'cifar10'")
-    p.add_argument("--split", default="train", help="split folder inside --data (ignored when absent)")
-    p.add_argument("--out", required=True, help="codes folder to create (or resume)")
+    A.add(p, "tokenizer", required=True)
+    A.add_all(p, "data", "split")
+    A.add(p, "out", help="codes folder to create (or resume)")
     p.add_argument("--ten-crop", action="store_true", help="10 views per image (5 crops + flips) instead of 2")
-    p.add_argument("--crop-range", type=float, default=None, help="crop from a crop_range*size square (default 1.1 with --ten-crop, else 1.0)")
-    p.add_argument("--limit-per-class", type=int, default=None, help="use at most N images per class")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--shard-size", type=int, default=100_000, help="images per shard file")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast for the tokenizer on GPU")
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; clear error for unknown names."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu" or name == "cuda" or name.startswith("cuda:"):
-        if name != "cpu" and not torch.cuda.is_available():
-            raise VFMTokError(f"device '{name}' requested but CUDA is not available")
-        return torch.device(name)
-    raise VFMTokError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)")
+    p.add_argument("--crop-range", type=A.number(float, 1.0), default=None,
+                   help="crop from a crop_range*size square (default 1.1 with --ten-crop, else 1.0)")
+    p.add_argument("--limit-per-class", type=A.positive_int, default=None, help="use at most N images per class")
+    A.add_all(p, "batch_size", "num_workers")
+    p.add_argument("--shard-size", type=A.positive_int, default=100_000, help="images per shard file")
+    A.add_all(p, "device", "precision")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ Single process on CPU, DDP under torchrun, FSDP2 (`--fsdp`, each transformer blo
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import time
@@ -19,10 +20,12 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from vfmtok.data.codes import CodeDataset, check_codes_match, tokenizer_facts
+from vfmtok.data.codes import CodeDataset
+from vfmtok.generator.pairing import check_codes_match, tokenizer_facts
 from vfmtok.generator.gpt import GPT, GPTConfig, preset_config
 from vfmtok.train import common as C
-from vfmtok.utils.config import apply_overrides, from_dict, to_dict
+from vfmtok.utils import args as A
+from vfmtok.utils.config import apply_overrides, check_ranges, from_dict, to_dict
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.io import resolve_checkpoint, write_json
 
@@ -56,30 +59,38 @@ class GeneratorTrainConfig:
     fsdp: bool = False
     device: str = "auto"
 
+    def validate(self) -> None:
+        """One-line errors for values no run can use (e.g. --set steps=-5)."""
+        self.model.validate()
+        if self.precision not in ("fp32", "bf16"):
+            raise VFMTokError(f"precision must be fp32 or bf16 for training (fp16 would need loss scaling), got '{self.precision}'")
+        check_ranges(self, "generator", positive=("steps", "batch_size", "lr", "save_every", "log_every", "keep_last",
+                                                  "grad_clip"),
+                     non_negative=("weight_decay", "warmup_steps", "min_lr", "seed", "num_workers"), fraction=("ema_decay",))
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise VFMTokError(f"lr_schedule must be constant or cosine, got '{self.lr_schedule}'")
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `vfmtok train-generator`."""
     p.add_argument("--codes", default=None, help="codes folder written by `vfmtok extract-codes`")
-    p.add_argument("--data", default=None, help="or: images to tokenize on the fly (needs --tokenizer)")
-    p.add_argument("--tokenizer", default=None, help="tokenizer checkpoint/run folder for --data")
-    p.add_argument("--out", required=True, help="run folder (checkpoints, train.log, run_config.json)")
+    A.add(p, "data", default=None, help="or: images to tokenize on the fly (needs --tokenizer)")
+    A.add(p, "tokenizer", help="tokenizer checkpoint/run folder for --data")
+    A.add(p, "out", help="run folder (checkpoints, train.log, run_config.json)")
     p.add_argument("--preset", default=None, help="GPT-nano, GPT-tiny, GPT-B, GPT-L, GPT-XL, GPT-XXL, GPT-2B, GPT-3B")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="per-process batch size")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--warmup-steps", type=int, default=None)
-    p.add_argument("--ema-decay", type=float, default=None, help="0 disables EMA")
-    p.add_argument("--save-every", type=int, default=None)
-    p.add_argument("--log-every", type=int, default=None)
-    p.add_argument("--num-workers", type=int, default=None)
-    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default=None, choices=["fp32", "bf16"], help="bf16 autocast on GPU (default)")
-    p.add_argument("--seed", type=int, default=None)
+    A.add(p, "steps")
+    A.add(p, "batch_size", default=None, help="per-process batch size")
+    A.add(p, "lr")
+    p.add_argument("--warmup-steps", type=A.non_negative_int, default=None)
+    p.add_argument("--ema-decay", type=A.decay, default=None, help="0 disables EMA")
+    p.add_argument("--save-every", type=A.positive_int, default=None)
+    p.add_argument("--log-every", type=A.positive_int, default=None)
+    A.add(p, "num_workers", default=None)
+    A.add(p, "device", default=None, help=f"{A.DEVICE_CHOICES} (default auto)")
+    A.add(p, "precision", default=None, choices=["fp32", "bf16"], help="bf16 autocast on GPU (default)")
+    A.add(p, "seed", default=None)
     p.add_argument("--fsdp", action="store_true", default=None, help="shard with FSDP2 (torchrun; for big presets)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--config", default=None, help="YAML with config fields (e.g. a previous run's run_config.json)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a field, e.g. --set model.rope=1d --set weight_decay=0.1")
+    A.add_all(p, "resume", "config", "set")
 
 
 _FLAGS = ("codes", "data", "tokenizer", "preset", "steps", "batch_size", "lr", "warmup_steps", "ema_decay",
@@ -87,24 +98,16 @@ _FLAGS = ("codes", "data", "tokenizer", "preset", "steps", "batch_size", "lr", "
 
 
 def _layer(base: GeneratorTrainConfig, args: argparse.Namespace) -> GeneratorTrainConfig:
-    """base -> YAML -> command-line flags -> --set."""
-    cfg = apply_overrides(base, None, args.config)
-    for name in _FLAGS:
-        if getattr(args, name, None) is not None:
-            setattr(cfg, name, getattr(args, name))
-    return apply_overrides(cfg, args.overrides)
+    """base -> YAML (--config) -> --set -> explicit flags (the tokenizer trainer's order too)."""
+    return apply_overrides(base, args.overrides, args.config, {name: getattr(args, name, None) for name in _FLAGS})
 
 
 def resolve_config(args: argparse.Namespace, data_facts=None) -> GeneratorTrainConfig:
-    """Preset architecture + the data's vocab/tokens/grid/classes, then YAML, flags and --set on top."""
+    """Preset architecture + the data's vocab/tokens/grid/classes, then YAML, --set and flags on top; validated."""
     first = _layer(GeneratorTrainConfig(), args)  # where the data is and which preset
     facts = data_facts(first) if data_facts else {}
     cfg = _layer(GeneratorTrainConfig(preset=first.preset, model=preset_config(first.preset, **facts)), args)
-    cfg.model.validate()
-    if cfg.precision not in ("fp32", "bf16"):
-        raise VFMTokError(f"precision must be fp32 or bf16 for training (fp16 would need loss scaling), got '{cfg.precision}'")
-    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.save_every < 1 or cfg.log_every < 1:
-        raise VFMTokError("steps, batch_size, save_every and log_every must be >= 1")
+    cfg.validate()
     return cfg
 
 
@@ -205,6 +208,7 @@ def _training_data(cfg: GeneratorTrainConfig, device: torch.device, tokenizer: A
 
 def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = False, tokenizer: Any = None) -> Path:
     """Train; returns the newest checkpoint folder (model.safetensors holds EMA weights when EMA is on)."""
+    cfg.validate()
     info = C.setup_distributed(cfg.device)
     device, run_dir = info.device, Path(run_dir)
     if (run_dir / "latest.txt").exists() and not resume:
@@ -285,6 +289,7 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
     bar = tqdm(total=cfg.steps, initial=step, desc="train-generator", unit="step", dynamic_ncols=True,
                disable=not info.is_main or None)
     model.train()
+    metrics_f = C.open_metrics(run_dir, step) if info.is_main else None
     loss_sum, n_sum, t0 = torch.zeros((), device=device), 0, time.perf_counter()
     while step < cfg.steps:
         _, (x, labels) = next(batches)
@@ -315,12 +320,18 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
             if not math.isfinite(mean_loss):
                 raise VFMTokError(f"step {step}: loss is {mean_loss}; lower --lr or check the codes")
             log.info("step %d loss %.4f lr %.3g grad_norm %.3f tokens/s %.0f", step, mean_loss, lr, gn, tps)
+            if metrics_f is not None:  # one JSON line per log interval, as the tokenizer trainer writes
+                metrics_f.write(json.dumps({"step": step, "loss": mean_loss, "lr": lr, "grad_norm": gn,
+                                            "tokens_per_s": round(tps, 1)}) + "\n")
+                metrics_f.flush()
             bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tps:.0f}")
             loss_sum, n_sum, t0 = torch.zeros((), device=device), 0, time.perf_counter()
         bar.update(1)
         if step % cfg.save_every == 0 or step == cfg.steps:
             checkpoint(step)
     bar.close()
+    if metrics_f is not None:
+        metrics_f.close()
     log.info("done at step %d", step)
     C.cleanup_distributed()
     return resolve_checkpoint(run_dir)

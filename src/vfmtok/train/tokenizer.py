@@ -21,6 +21,7 @@ from vfmtok.tokenizer.build import build_tokenizer
 from vfmtok.tokenizer.config import TokenizerRunConfig, get_preset
 from vfmtok.tokenizer.losses import TokenizerLoss
 from vfmtok.train import common as C
+from vfmtok.utils import args as A
 from vfmtok.utils.config import apply_overrides, to_dict
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.images import save_pairs_grid
@@ -30,28 +31,26 @@ from vfmtok.utils.io import load_state_strict, resolve_checkpoint, write_json
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of train-tokenizer."""
     p.add_argument("--preset", default="vfmtok-cpu-64", help="starting config (see vfmtok.tokenizer.config.PRESETS)")
-    p.add_argument("--config", default=None, help="YAML file overriding the preset")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one field, e.g. --set model.num_tokens=64 --set train.lr=2e-4")
-    p.add_argument("--data", default=None, help="image folder / zip / 'sample' / 'imagenette' (overrides train.data)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="per-process batch size")
-    p.add_argument("--out", required=True, help="run folder (checkpoints, logs, samples)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--device", default=None, help="auto | cpu | cuda")
+    A.add_all(p, "config", "set")
+    A.add(p, "data", default=None, help=f"{A.DATA_HELP} (sets train.data)")
+    A.add(p, "steps", help="optimisation steps (sets train.steps)")
+    A.add(p, "batch_size", default=None, help="per-process batch size (sets train.batch_size)")
+    A.add(p, "lr", help="peak learning rate (sets train.lr)")
+    A.add(p, "out", help="run folder (checkpoints, logs, samples)")
+    A.add(p, "resume")
+    A.add(p, "device", default=None, help=f"{A.DEVICE_CHOICES} (sets train.device, default auto)")
+
+
+# flag (args attribute) -> the config field it sets
+FLAG_FIELDS = {"data": "train.data", "steps": "train.steps", "batch_size": "train.batch_size", "lr": "train.lr",
+               "device": "train.device"}
 
 
 def resolve_config(args: argparse.Namespace) -> TokenizerRunConfig:
-    """Preset -> YAML -> --set -> shortcut flags."""
-    cfg = apply_overrides(get_preset(args.preset), args.overrides, args.config)
-    if args.data:
-        cfg.train.data = args.data
-    if args.steps is not None:
-        cfg.train.steps = args.steps
-    if args.batch_size is not None:
-        cfg.train.batch_size = args.batch_size
-    if args.device:
-        cfg.train.device = args.device
+    """Preset -> YAML (--config) -> --set -> explicit flags, then validated."""
+    flags = {field: getattr(args, name, None) for name, field in FLAG_FIELDS.items()}
+    cfg = apply_overrides(get_preset(args.preset), args.overrides, args.config, flags)
+    cfg.train.validate()
     return cfg
 
 
@@ -75,7 +74,7 @@ def _make_dataset(cfg: TokenizerRunConfig, model: TokenizerBase, run_dir: Path, 
     t = cfg.train
     if not (t.cache_features and cfg.model.arch == "vfmtok"):
         return base, base
-    from vfmtok.encoders.cache import CachedFeatureDataset, build_feature_cache
+    from vfmtok.data.feature_cache import CachedFeatureDataset, build_feature_cache
 
     path = run_dir / "feature_cache"
     if info.is_main:
@@ -96,6 +95,7 @@ def _unpack(batch, device):
 
 def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False) -> Path:
     """Train; returns the folder of the final checkpoint (EMA weights)."""
+    cfg.train.validate()
     info = C.setup_distributed(cfg.train.device)
     t = cfg.train
     run_dir = Path(run_dir)
@@ -134,7 +134,6 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
             opt_d.load_state_dict(st["disc_optimizer"])
         C.set_rng_state(st["rng"])
         step = int(st["step"])
-        C.trim_metrics(run_dir, step)
         log.info("resumed from %s at step %d", folder, step)
     if info.is_main:
         write_json(run_dir / "run_config.json", to_dict(cfg))
@@ -155,7 +154,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
             st["disc_optimizer"] = opt_d.state_dict()
         return C.save_checkpoint(run_dir, at, export, config, cfg.model.arch, st)
 
-    metrics_f = open(run_dir / "metrics.jsonl", "a") if info.is_main else None
+    metrics_f = C.open_metrics(run_dir, step) if info.is_main else None
     bar = tqdm(total=t.steps, initial=step, disable=not info.is_main or None, desc="train-tokenizer", dynamic_ncols=True)
     batches = C.infinite_loader(loader, start_epoch=step * t.batch_size * info.world_size // max(1, len(dataset)))
     t0, seen = time.time(), 0

@@ -57,8 +57,10 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def apply_overrides(cfg: T, overrides: list[str] | None = None, yaml_path: str | Path | None = None) -> T:
-    """Return a copy of `cfg` updated from a YAML file, then from `key.sub=value` strings."""
+def apply_overrides(cfg: T, overrides: list[str] | None = None, yaml_path: str | Path | None = None,
+                    flags: dict[str, Any] | None = None) -> T:
+    """A copy of `cfg` updated by the one precedence of every vfmtok config: a YAML file, then `key.sub=value`
+    strings (--set), then explicit command-line flags ({dotted field: value}; None means the flag was not given)."""
     d = to_dict(cfg)
     if yaml_path:
         p = Path(yaml_path)
@@ -70,16 +72,34 @@ def apply_overrides(cfg: T, overrides: list[str] | None = None, yaml_path: str |
         if "=" not in item:
             raise VFMTokError(f"override '{item}' must look like key=value (e.g. model.num_tokens=64)")
         key, val = item.split("=", 1)
-        node = d
-        parts = key.strip().split(".")
-        for p_ in parts[:-1]:
-            if not isinstance(node.get(p_), dict):
-                raise VFMTokError(f"override '{item}': '{p_}' is not a config section")
-            node = node[p_]
-        if parts[-1] not in node:
-            raise VFMTokError(f"override '{item}': unknown field '{key}'")
-        node[parts[-1]] = _parse_value(val)
+        _set_field(d, key.strip(), _parse_value(val), f"override '{item}'")
+    for key, val in (flags or {}).items():
+        if val is not None:
+            _set_field(d, key, val, f"flag for '{key}'")
     return from_dict(type(cfg), d)
+
+
+def _set_field(d: dict, key: str, value: Any, what: str) -> None:
+    node = d
+    parts = key.split(".")
+    for p_ in parts[:-1]:
+        if not isinstance(node.get(p_), dict):
+            raise VFMTokError(f"{what}: '{p_}' is not a config section")
+        node = node[p_]
+    if parts[-1] not in node:
+        raise VFMTokError(f"{what}: unknown field '{key}'")
+    node[parts[-1]] = value
+
+
+def check_ranges(cfg: Any, where: str, positive: tuple[str, ...] = (), non_negative: tuple[str, ...] = (),
+                 fraction: tuple[str, ...] = ()) -> None:
+    """One-line error unless each named field is > 0 (positive), >= 0 (non_negative) or in [0, 1) (fraction)."""
+    for names, ok, want in ((positive, lambda v: v > 0, "> 0"), (non_negative, lambda v: v >= 0, ">= 0"),
+                            (fraction, lambda v: 0 <= v < 1, "in [0, 1)")):
+        for n in names:
+            v = getattr(cfg, n)
+            if not ok(v):
+                raise VFMTokError(f"{where}.{n} must be {want}, got {v}")
 
 
 def _deep_update(dst: dict, src: dict, where: str) -> None:

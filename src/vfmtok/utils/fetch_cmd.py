@@ -9,7 +9,8 @@ from vfmtok.utils import weights
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of fetch-weights."""
-    p.add_argument("--dest", default=None, help="target folder (default: <venv>/vfmtok-weights)")
+    p.add_argument("--dest", default=None, help="target folder (default: $VFMTOK_WEIGHTS, else <venv>/vfmtok-weights, "
+                   "which is where weight lookup searches first)")
     p.add_argument("--force", action="store_true", help="download again even if present")
 
 

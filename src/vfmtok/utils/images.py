@@ -12,10 +12,14 @@ from PIL import Image
 from vfmtok.utils.io import atomic_path
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B,3,H,W) in [-1,1] -> uint8 (B,H,W,3), rounding like ADM (x*127.5+128 then clip)."""
-    x = (images.detach().float().cpu() * 127.5 + 128.0).clamp(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 1).numpy()
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) in [-1,1] -> uint8 (B,H,W,3) CPU tensor: x*127.5+128, clamped, truncated (LlamaGen / VFMTok's rule).
+
+    The one quantisation of every image vfmtok writes or scores (samples, reconstructions, rFID inputs): it is
+    round-half-up of (x+1)*127.5, so a uint8 image mapped to [-1,1] and back is unchanged.
+    """
+    x = (images.detach().float().cpu() * 127.5 + 128.0).clamp_(0, 255).to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous()
 
 
 def make_grid(images: np.ndarray, ncol: int, pad: int = 2) -> np.ndarray:
@@ -38,6 +42,6 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
 
 def save_pairs_grid(path: str | os.PathLike, originals: torch.Tensor, recons: torch.Tensor, pairs_per_row: int = 4) -> Path:
     """PNG grid of (original | reconstruction) pairs side by side."""
-    a, b = to_uint8(originals), to_uint8(recons)
+    a, b = to_uint8(originals).numpy(), to_uint8(recons).numpy()
     inter = np.stack([a, b], axis=1).reshape(-1, *a.shape[1:])
     return save_png(path, make_grid(inter, ncol=2 * pairs_per_row))

@@ -87,15 +87,19 @@ def save_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
         save_file(clean, str(tmp), metadata=metadata)
 
 
-def save_pretrained(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: dict[str, Any], model_type: str) -> Path:
-    """Write `model.safetensors` + `config.json` (with `model_type`) into `folder`; each file atomic."""
+def save_pretrained(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: dict[str, Any], model_type: str,
+                    card: dict[str, Any] | None = None) -> Path:
+    """Write `model.safetensors` + `config.json` (with `model_type`) + a README.md model card into `folder`; each
+    file atomic. `card` (what, data, command, metrics) defaults to what config and the command line tell."""
     from vfmtok import __version__
+    from vfmtok.utils.hub import write_model_card
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_safetensors(folder / WEIGHTS_NAME, state_dict, metadata={"model_type": model_type})
     write_json(folder / CONFIG_NAME, {"model_type": model_type, "format_version": FORMAT_VERSION,
                                       "vfmtok_version": __version__, "config": config})
+    write_model_card(folder, model_type, config, card)
     return folder
 
 
@@ -107,8 +111,14 @@ def cast_floats(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> di
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint folder, or a run folder (-> its latest checkpoint)."""
+    """A checkpoint folder, a run folder (-> its latest checkpoint), or a Hugging Face Hub id
+    ('owner/name[/subfolder][@revision]', or 'hf:...') that is not a local path (-> its cached snapshot)."""
+    from vfmtok.utils.hub import parse_hub_id, resolve_hub_checkpoint
+
     p = Path(path)
+    text = str(path)
+    if text.startswith("hf:") or (not p.exists() and parse_hub_id(text) is not None):
+        return resolve_hub_checkpoint(text)
     if (p / CONFIG_NAME).is_file():
         return p
     latest = p / "latest.txt"

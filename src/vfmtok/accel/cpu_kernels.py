@@ -1,7 +1,8 @@
 """fp32 CPU kernels for cached decoding (cpu_kernels.c), built once with the system C compiler and called via ctypes.
 
-They serve only inference on the CPU: the packed-weight GEMM behind `linear.packed_linears`, the decode attention
-behind the GPT's CPU KV cache, and the GPT's RMSNorm and SwiGLU gate when autograd is off. Without a C compiler (or with
+They serve only inference on the CPU, through `vfmtok.accel.cpu.accelerate`: the packed-weight GEMM, the decode
+attention over a blocked KV cache, and the GPT's RMSNorm and SwiGLU gate. Every wrapper checks shapes, dtypes,
+devices and contiguity with explicit tests (not asserts, which `python -O` strips) before handing raw pointers to C. Without a C compiler (or with
 VFMTOK_CPU_KERNELS=0) everything falls back to torch ops, and `unavailable_reason()` says why. The shared library is
 cached under $VFMTOK_CACHE (default ~/.cache/vfmtok)/kernels, keyed by the source, the compiler and the CPU's feature
 flags, since it is built with -march=native. It is built with OpenMP only where torch runs on libgomp: the library
@@ -37,6 +38,16 @@ PARALLEL_MIN_WORK = 1 << 18
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _reason: str | None = None
+
+
+def _check(ok: bool, what: str) -> None:
+    """Raise ValueError unless ok: the C side trusts every size it is given."""
+    if not ok:
+        raise ValueError(f"cpu_kernels: {what}")
+
+
+def _f32_cpu(*tensors: torch.Tensor) -> bool:
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
 
 
 def enabled(flag: bool) -> AbstractContextManager[None]:
@@ -136,7 +147,7 @@ def available() -> bool:
 def unavailable_reason() -> str | None:
     """Why the kernels are not used (None when they are)."""
     if not ENABLED:
-        return "disabled by VFMTOK_CPU_KERNELS=0 or cpu_kernels.enabled(False)"
+        return "disabled by VFMTOK_CPU_KERNELS=0 or vfmtok.accel.cpu_kernels.enabled(False)"
     return None if available() else _reason
 
 
@@ -146,6 +157,7 @@ def _parallel(work: int) -> int:
 
 def pack_weight(weight: torch.Tensor) -> torch.Tensor:
     """W (N, K) -> panels (ceil(N / 32), K, 32), zero-padded, the layout gemm_packed streams."""
+    _check(weight.dim() == 2 and weight.device.type == "cpu", f"pack_weight needs a 2-D CPU weight, got {tuple(weight.shape)}")
     n, k = weight.shape
     w = weight.detach().float().contiguous()
     packed = torch.empty(-(-n // PANEL), k, PANEL)
@@ -157,6 +169,10 @@ def packed_linear(x: torch.Tensor, packed: torch.Tensor, out_features: int) -> t
     """x (..., K) W^T for fp32 CPU x and a pack_weight(W) panel tensor."""
     lib = library()
     k = x.shape[-1]
+    _check(_f32_cpu(x, packed) and packed.is_contiguous(), "packed_linear needs fp32 CPU tensors and contiguous panels")
+    _check(packed.dim() == 3 and packed.shape[1] == k and packed.shape[2] == PANEL
+           and packed.shape[0] * PANEL >= out_features > (packed.shape[0] - 1) * PANEL,
+           f"packed_linear: panels {tuple(packed.shape)} do not fit x (..., {k}) -> {out_features} outputs")
     x2 = x.reshape(-1, k).contiguous()
     m = x2.shape[0]
     xp = torch.empty(-(-m // 8) * 8 * k)  # rows packed for broadcasting (MR = 8)
@@ -179,12 +195,18 @@ def decode_attention(q: torch.Tensor, kv: torch.Tensor, length: int, scale: floa
     With k_new, v_new (R, D) these are first written into kv at position length - 1, in the same pass.
     """
     lib = library()
+    _check(q.dim() == 2 and kv.dim() == 4 and _f32_cpu(q, kv) and kv.is_contiguous(),
+           "decode_attention needs q (R, D) and a contiguous kv (R, blocks, 2, 16 D), fp32 on the CPU")
     rows, d = q.shape
-    assert kv.is_contiguous() and kv.shape[0] == rows and kv.shape[-1] == BLOCK * d and length <= kv.shape[1] * BLOCK
+    _check(kv.shape[0] == rows and kv.shape[2] == 2 and kv.shape[-1] == BLOCK * d and d % 16 == 0 and d <= 256,
+           f"decode_attention: kv {tuple(kv.shape)} does not fit q {tuple(q.shape)}")
+    _check(0 < length <= kv.shape[1] * BLOCK, f"decode_attention: length {length} outside 1..{kv.shape[1] * BLOCK}")
     q = q.contiguous()
     out = torch.empty_like(q)
     new = [None, None]
     if k_new is not None:
+        _check(v_new is not None and k_new.numel() == v_new.numel() == rows * d and _f32_cpu(k_new, v_new),
+               "decode_attention: k_new and v_new must be fp32 CPU tensors of R x D entries")
         new = [t.reshape(rows, d).contiguous() for t in (k_new, v_new)]
     lib.decode_attention(q.data_ptr(), *(None if t is None else t.data_ptr() for t in new), kv.data_ptr(),
                          out.data_ptr(), rows, d, length, kv.stride(0), scale, _parallel(2 * rows * length * d))
@@ -202,15 +224,17 @@ def for_inference(*tensors: torch.Tensor) -> bool:
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """x / sqrt(mean(x^2, -1) + eps) * weight, over the last dim."""
+    n = x.shape[-1]
+    _check(_f32_cpu(x, weight) and weight.numel() == n, f"rms_norm needs fp32 CPU x (..., {n}) and a weight of {n}")
     x = x.contiguous()
     out = torch.empty_like(x)
-    n = x.shape[-1]
     library().rms_norm(x.data_ptr(), weight.contiguous().data_ptr(), out.data_ptr(), x.numel() // n, n, eps)
     return out
 
 
 def silu_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """silu(a) * b for same-shape tensors (SwiGLU)."""
+    _check(_f32_cpu(a, b) and a.shape == b.shape, f"silu_mul needs same-shape fp32 CPU tensors, got {a.shape}, {b.shape}")
     a, b = a.contiguous(), b.contiguous()
     out = torch.empty_like(a)
     library().silu_mul(a.data_ptr(), b.data_ptr(), out.data_ptr(), a.numel())

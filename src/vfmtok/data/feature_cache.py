@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from vfmtok.data.imagefolder import center_crop_resize, random_crop_resize
+from vfmtok.data.imagefolder import center_crop_resize, random_view
 from vfmtok.encoders.base import FrozenEncoder
 from vfmtok.utils.errors import VFMTokError, require
 from vfmtok.utils.io import read_json, write_json
@@ -42,9 +41,7 @@ def view_image(dataset, i: int, view: int, seed: int) -> np.ndarray:
     else:
         # String seeds are hashed deterministically, so a resumed build reproduces the same views.
         rng = random.Random(f"vfmtok-cache:{seed}:{i}:{view}")
-        img = random_crop_resize(img, size, rng, getattr(dataset, "min_scale", 0.8))
-        if rng.random() < 0.5:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        img = random_view(img, size, rng, getattr(dataset, "min_scale", 0.8))
     return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
 
