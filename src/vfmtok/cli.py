@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from vfmtok.utils import threads
 from vfmtok.utils.errors import VFMTokError
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -45,6 +46,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
+        threads.add_argument(p)
         if name == command:
             mod = importlib.import_module(module)
             adder = getattr(mod, "add_arguments")
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line and exit with status 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
+    threads.prepare_environment()  # before the command's module loads torch
     try:
         parser = build_parser(command if command in COMMANDS else None)
         try:
@@ -70,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "command", None):
             parser.print_help()
             return 1
-        rc = args._module.run(args)
+        from vfmtok.utils.guard import command_guard
+
+        with threads.using(args.threads), command_guard(args):
+            rc = args._module.run(args)
         return int(rc or 0)
     except VFMTokError as e:
         print(f"vfmtok: error: {e}", file=sys.stderr)

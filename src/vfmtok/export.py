@@ -18,6 +18,7 @@ from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, write_json
 
 DEFAULT_MODEL_NAME = "imagenette64"
+DEFAULT_EXPORT_NAME = "vfmtok-model"
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -46,6 +47,8 @@ def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Pat
     gpt = load_generator(gpt_path)
     tok = load_gpt_tokenizer(gpt, tokenizer_path)
     out = Path(out)
+    if out.exists() and not (out / "model.json").is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise VFMTokError(f"{out} exists and is not an exported model; choose a new --out (nothing was replaced)")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -79,12 +82,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `vfmtok export`."""
     A.add(p, "gpt", required=True)
     A.add(p, "tokenizer", help=A.GPT_TOKENIZER_HELP)
-    A.add(p, "out", required=False, default=None, help=f"output folder (default: the bundled model, {DEFAULT_MODEL_NAME})")
+    A.add(p, "out", required=False, default=None, help=f"output folder, replaced if it holds an earlier export (default: a new ./{DEFAULT_EXPORT_NAME})")
     p.add_argument("--dtype", default="fp16", choices=list(DTYPES), help="storage dtype of the weights")
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `vfmtok export`."""
-    out = export_pair(args.gpt, args.out or bundled_model_dir(), args.tokenizer, args.dtype)
+    if args.out is None:  # never the bundled model: replacing it silently changed what `vfmtok sample` draws
+        args.out = Path(DEFAULT_EXPORT_NAME)
+        if args.out.exists():
+            raise VFMTokError(f"./{DEFAULT_EXPORT_NAME} already exists; pass --out to choose the folder")
+    out = export_pair(args.gpt, args.out, args.tokenizer, args.dtype)
     print(f"wrote {out} (sample with: vfmtok sample --gpt {out / 'generator'} --class 0)")
     return 0

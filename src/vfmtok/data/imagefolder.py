@@ -10,31 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
+from vfmtok.utils.classnames import display_name
 from vfmtok.utils.errors import VFMTokError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
-# Human-readable names for the ImageNet classes that Imagenette uses.
-IMAGENETTE_NAMES = {
-    "n01440764": "tench",
-    "n02102040": "English springer",
-    "n02979186": "cassette player",
-    "n03000684": "chain saw",
-    "n03028079": "church",
-    "n03394916": "French horn",
-    "n03417042": "garbage truck",
-    "n03425413": "gas pump",
-    "n03445777": "golf ball",
-    "n03888605": "parachute",
-    "n03888257": "parachute",  # the wnid Imagenette2 actually uses
-}
-
-
 def class_display_name(folder_name: str) -> str:
-    """'n03445777' -> 'golf ball'; other names pass through."""
-    return IMAGENETTE_NAMES.get(folder_name, folder_name)
+    """'n03445777' -> 'golf ball' (any ImageNet-1k wnid); other names pass through."""
+    return display_name(folder_name)
 
 
 @dataclass
@@ -57,6 +42,9 @@ def _open_source(path: str | Path, split: str | None) -> tuple[_Source, list[tup
             raise VFMTokError(f"dataset {path} is a file but not a zip archive")
         with zipfile.ZipFile(path) as z:
             names = [n for n in z.namelist() if n.lower().endswith(IMAGE_EXTS)]
+        unsafe = next((n for n in names if n.startswith(("/", "\\")) or ".." in n.replace("\\", "/").split("/")), None)
+        if unsafe is not None:  # nothing is extracted, but such a member names a place outside the archive
+            raise VFMTokError(f"zip {path} has a member outside the archive's folder ('{unsafe}'); refusing it")
         prefix = _find_zip_prefix(names, split, path)
         for n in names:
             if n.startswith(prefix):
@@ -70,9 +58,10 @@ def _open_source(path: str | Path, split: str | None) -> tuple[_Source, list[tup
         if split and root == path and not any(p.is_dir() and p.name == split for p in path.iterdir()):
             # No split folder: accept a plain class-folder tree when split is only a preference.
             pass
+        # is_dir / is_file are False for a symlink loop (ELOOP), so a looping link is skipped, not followed.
         for cls_dir in sorted(p for p in root.iterdir() if p.is_dir()):
             for f in sorted(cls_dir.iterdir()):
-                if f.suffix.lower() in IMAGE_EXTS:
+                if f.suffix.lower() in IMAGE_EXTS and f.is_file():
                     items.append((str(f), cls_dir.name))
         src = _Source(root=root)
     if not items:
@@ -99,12 +88,26 @@ def _find_zip_prefix(names: list[str], split: str | None, path: Path) -> str:
 
 
 def load_rgb(data_or_path: bytes | str | Path) -> Image.Image:
-    """Open an image as RGB (grayscale and RGBA files are converted)."""
+    """Open an image as 8-bit RGB, upright: EXIF rotation applied, 16-bit scaled down, transparency over white."""
     try:
         img = Image.open(io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path)
-        return img.convert("RGB")
-    except Exception as e:
-        raise VFMTokError(f"cannot read image: {e}") from None
+        img = ImageOps.exif_transpose(img)  # phone photos store the rotation in EXIF, not in the pixels
+        return _to_rgb(img)
+    except Exception as e:  # PIL raises many types for broken files
+        name = "" if isinstance(data_or_path, bytes) else f" {data_or_path}"
+        raise VFMTokError(f"cannot read image{name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        # PIL's convert("RGB") clips these at 255 (a 16-bit PNG turns white); scale the 16-bit range to 8 bits.
+        arr = np.asarray(img, dtype=np.float64)
+        arr = arr / 257.0 if img.mode != "F" else arr * (255.0 if arr.max() <= 1.0 else 1.0)
+        img = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return img.convert("RGB")
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:

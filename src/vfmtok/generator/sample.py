@@ -14,6 +14,7 @@ from tqdm import tqdm
 from vfmtok.accel.cpu import accelerate
 from vfmtok.generator.generate import generate
 from vfmtok.generator.pairing import check_tokenizer
+from vfmtok.utils.classnames import normalise_class
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.images import make_grid, save_png, to_uint8
 from vfmtok.utils.io import atomic_path, write_json
@@ -22,14 +23,14 @@ from vfmtok.utils.io import atomic_path, write_json
 def parse_labels(specs: Sequence[str | int], class_names: Sequence[str] | None, num_classes: int) -> list[int]:
     """Class indices from indices or names ('golf ball'); clear error for anything outside the classes."""
     names = list(class_names or [])
-    lookup = {n.lower(): i for i, n in enumerate(names)}
+    lookup = {normalise_class(n): i for i, n in enumerate(names)}  # a wnid and its common name both match
     out = []
     for s in specs:
         text = str(s).strip()
         if re.fullmatch(r"\d+", text):
             i = int(text)
-        elif text.lower() in lookup:
-            i = lookup[text.lower()]
+        elif normalise_class(text) in lookup:
+            i = lookup[normalise_class(text)]
         else:
             known = f"; known names: {', '.join(names)}" if names else " (this model has no class names; use indices)"
             raise VFMTokError(f"unknown class '{text}'{known}")

@@ -34,7 +34,7 @@ class VFMTokenizer:
                         encoder_weights: str | None = None) -> "VFMTokenizer":
         """Load from a checkpoint folder (model.safetensors + config.json) or a run folder (its latest checkpoint)."""
         folder = resolve_checkpoint(path)
-        state, config, mtype = load_pretrained(folder, MODEL_TYPES)
+        state, config, mtype = load_pretrained(folder, MODEL_TYPES, required=("model",))
         cfg = from_dict(TokenizerConfig, config["model"], where=f"{folder}/config.json model")
         if encoder_weights:
             cfg.encoder_weights = encoder_weights

@@ -178,20 +178,32 @@ def setup_logging(run_dir: Path, is_main: bool, name: str = "vfmtok") -> logging
 
 def save_checkpoint(run_dir: Path, step: int, export_state: dict[str, torch.Tensor], config: dict[str, Any], model_type: str,
                     train_state: dict[str, Any], keep_last: int = 2) -> Path:
-    """Write a complete checkpoint folder, then point latest.txt at it; prune older ones."""
-    ckdir = Path(run_dir) / "checkpoints"
-    folder = ckdir / f"step_{step:07d}"
-    save_pretrained(folder, export_state, config, model_type)
-    save_train_state(folder / TRAIN_STATE_NAME, train_state)
+    """Write a complete checkpoint folder (built hidden, renamed into place), then point latest.txt at it; prune."""
+    import shutil
+
     from vfmtok.utils.io import atomic_path
 
-    with atomic_path(Path(run_dir) / "latest.txt") as tmp:
-        tmp.write_text(folder.name + "\n")
+    run_dir = Path(run_dir)
+    ckdir = run_dir / "checkpoints"
+    folder = ckdir / f"step_{step:07d}"
+    latest = run_dir / "latest.txt"
+    if latest.is_file() and latest.read_text().strip() == folder.name and (folder / TRAIN_STATE_NAME).is_file():
+        return folder  # a resumed, finished run saving its last step again: that checkpoint is complete already
+    for stale in ckdir.glob(".step_*"):  # left by a killed save (the run folder is locked: none is in progress)
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = ckdir / f".{folder.name}.tmp"
+    save_pretrained(tmp, export_state, config, model_type)
+    save_train_state(tmp / TRAIN_STATE_NAME, train_state)
+    if folder.exists():  # from a killed run, after its rename but before latest.txt moved: nothing points at it
+        old = ckdir / f".{folder.name}.old"
+        os.replace(folder, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(tmp, folder)
+    with atomic_path(latest) as t:
+        t.write_text(folder.name + "\n")
     olds = sorted(p for p in ckdir.glob("step_*") if p.is_dir() and p != folder)
     for p in olds[: max(0, len(olds) - (keep_last - 1))]:
-        for f in p.iterdir():
-            f.unlink()
-        p.rmdir()
+        shutil.rmtree(p, ignore_errors=True)
     return folder
 
 

@@ -19,6 +19,8 @@ from vfmtok.utils.errors import VFMTokError
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 TRAIN_STATE_NAME = "train_state.pt"
+# Version of the checkpoint folder layout (config.json "format_version"); raise it when old readers would misread.
+FORMAT_VERSION = 1
 # mkstemp creates files readable by the owner only; finished files get the permissions a plain open() would give.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -95,7 +97,8 @@ def save_pretrained(folder: str | os.PathLike, state_dict: dict[str, torch.Tenso
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_safetensors(folder / WEIGHTS_NAME, state_dict, metadata={"model_type": model_type})
-    write_json(folder / CONFIG_NAME, {"model_type": model_type, "vfmtok_version": __version__, "config": config})
+    write_json(folder / CONFIG_NAME, {"model_type": model_type, "format_version": FORMAT_VERSION,
+                                      "vfmtok_version": __version__, "config": config})
     write_model_card(folder, model_type, config, card)
     return folder
 
@@ -128,8 +131,11 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     raise VFMTokError(f"{p} is neither a checkpoint folder (no {CONFIG_NAME}) nor a run folder (no latest.txt)")
 
 
-def load_pretrained(folder: str | os.PathLike, model_types: str | tuple[str, ...]) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
-    """Read a checkpoint folder; returns (state_dict, config, model_type); clear errors for wrong kinds."""
+def load_pretrained(folder: str | os.PathLike, model_types: str | tuple[str, ...],
+                    required: tuple[str, ...] = ()) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+    """Read a checkpoint folder; returns (state_dict, config, model_type); clear errors for wrong kinds and versions.
+
+    `required`: sections of the config that must be present (mappings)."""
     folder = Path(folder)
     if isinstance(model_types, str):
         model_types = (model_types,)
@@ -141,6 +147,14 @@ def load_pretrained(folder: str | os.PathLike, model_types: str | tuple[str, ...
     mtype = meta.get("model_type") if isinstance(meta, dict) else None
     if mtype not in model_types:
         raise VFMTokError(f"{folder} holds a '{mtype}' checkpoint, expected one of: {', '.join(model_types)}")
+    version = meta.get("format_version", 1)  # folders written before versioning are version 1
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+        raise VFMTokError(f"{folder} is checkpoint format version {version} (written by vfmtok "
+                          f"{meta.get('vfmtok_version', '?')}); this vfmtok reads up to version {FORMAT_VERSION}: upgrade vfmtok")
+    config = meta.get("config")
+    absent = ["config"] if not isinstance(config, dict) else [k for k in required if not isinstance(config.get(k), dict)]
+    if absent:
+        raise VFMTokError(f"{folder / CONFIG_NAME} lacks its '{absent[0]}' section (an incomplete or foreign config)")
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise VFMTokError(f"checkpoint folder {folder} has no {WEIGHTS_NAME}")
@@ -148,7 +162,7 @@ def load_pretrained(folder: str | os.PathLike, model_types: str | tuple[str, ...
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as e:
         raise VFMTokError(f"cannot read {weights}: {e}") from None
-    return state, meta["config"], mtype
+    return state, config, mtype
 
 
 def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str,

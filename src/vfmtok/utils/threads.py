@@ -1,0 +1,117 @@
+"""CPU thread counts that behave when several processes share the cores (`--threads`, default: the free cores).
+
+A torch process with one OpenMP thread per core, next to other busy processes, spends most of its time waiting at
+barriers for threads the scheduler has parked; OpenMP waiting that sleeps instead of spinning, and no more threads
+than cores are free (counting busy threads of equal or higher priority: niced background jobs hardly compete),
+keep it near its share of the machine (benchmarks/under_load.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+
+ENV_THREADS = "VFMTOK_THREADS"  # same meaning as --threads, for scripts and subprocesses
+
+
+def add_argument(p: argparse.ArgumentParser) -> None:
+    """The shared --threads option (every command gets it from cli.build_parser)."""
+    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                   help=f"CPU threads for torch (default: ${ENV_THREADS}, else the cores not busy with other processes)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got '{text}'") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _runnable_rivals(me: int, my_nice: int) -> int | None:
+    """Runnable threads of other processes at this process's priority or higher (None without /proc)."""
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
+    except OSError:
+        return None
+    n = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # A nicer (lower-priority) thread takes almost no CPU from this one under CFS: only peers count.
+            if fields[0] == "R" and int(fields[16]) <= my_nice:
+                n += 1
+    return n
+
+
+def busy_elsewhere(samples: int = 3, interval: float = 0.02) -> int:
+    """Threads other processes run right now at this process's priority or higher (median of a few looks)."""
+    me, my_nice = os.getpid(), os.getpriority(os.PRIO_PROCESS, 0)
+    counts = []
+    for i in range(samples):
+        c = _runnable_rivals(me, my_nice)
+        if c is None:
+            return 0
+        counts.append(c)
+        if i + 1 < samples:
+            time.sleep(interval)
+    counts.sort()
+    return counts[len(counts) // 2]
+
+
+def default_threads() -> int:
+    """$VFMTOK_THREADS, else the free cores (at least one)."""
+    env = os.environ.get(ENV_THREADS, "").strip()
+    if env.isdigit() and int(env) >= 1:
+        return int(env)
+    return max(1, usable_cores() - busy_elsewhere())
+
+
+def prepare_environment() -> None:
+    """Before torch loads: OpenMP threads that sleep when idle, unless the user chose a wait policy."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def configure(threads: int | None = None) -> int:
+    """Set torch's intra-op thread count (given, else default_threads()); returns it."""
+    import torch
+
+    n = threads or default_threads()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+@contextlib.contextmanager
+def using(threads: int | None = None) -> Iterator[int]:
+    """configure() for the block, then the previous count again (in-process callers keep their setting)."""
+    import torch
+
+    before = torch.get_num_threads()
+    n = configure(threads)
+    try:
+        yield n
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
