@@ -217,6 +217,8 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
         raise VFMTokError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     if t.accum_steps < 1:
         raise VFMTokError("train.accum_steps must be >= 1")
+    if shard_folder(str(t.data), t.split) is None:  # list the images before the run folder exists: bad data leaves nothing
+        ImageFolderDataset(resolve_dataset(t.data), cfg.model.image_size, split=t.split)
     log = C.setup_logging(run_dir, info.is_main)
     C.seed_everything(t.seed + info.rank)
     device = info.device
