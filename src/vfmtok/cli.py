@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-tokenizer": ("vfmtok.eval.commands", "rFID, PSNR, SSIM, LPIPS, codebook usage of a tokenizer"),
     "eval-generator": ("vfmtok.eval.commands", "gFID, precision, recall of generated samples"),
     "probe": ("vfmtok.eval.probe", "linear probing on frozen tokenizer features"),
+    "class-consistency": ("vfmtok.eval.class_consistency_cmd",
+                          "top-1 of a real-image classifier (linear probe on frozen VGG16) on generated samples"),
     "demo": ("vfmtok.demo", "the end-to-end demo on the embedded sample"),
 }
 
