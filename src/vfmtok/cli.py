@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "class-consistency": ("vfmtok.eval.class_consistency_cmd",
                           "top-1 of a real-image classifier (linear probe on frozen VGG16) on generated samples"),
     "demo": ("vfmtok.demo", "the end-to-end demo on the embedded sample"),
+    "figures": ("vfmtok.figures", "the README's pictures (reconstructions, samples per class, anchor regions) from a model"),
+    "serve": ("vfmtok.serve", "a local web page: sample by class, tokenize an uploaded image"),
 }
 
 
