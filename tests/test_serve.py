@@ -48,7 +48,7 @@ def test_sample_by_class_name_is_seeded(app):
     status, page = app.sample(_q())
     assert status == 200 and "golf ball" in page and re.search(r"3 images in \d+\.\d\d s", page)
     (grid,) = _images(page)
-    # 3 tiles of 32 px (+2 px padding) enlarged 3x
+    # 3 tiles of 32 px (+2 px padding) in one row, enlarged 3x
     assert grid.size == ((3 * 34 + 2) * 3, 34 * 3 + 6)
     again = _images(app.sample(_q())[1])[0]
     other = _images(app.sample(_q(seed="1"))[1])[0]

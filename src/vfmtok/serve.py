@@ -34,7 +34,7 @@ MAX_PIXELS = 40_000_000  # decoded size limit of an upload (a small file can sti
 CSS = ("body{font-family:sans-serif;max-width:1000px;margin:20px auto;color:#222}form{border:1px solid #ccc;padding:10px;"
        "margin:10px 0}label{margin-right:12px}input[type=number]{width:70px}.error{background:#fde;border:1px solid #c33;"
        "padding:8px;color:#900}.ids td{font-family:monospace;font-size:11px;padding:1px 4px;border:1px solid #ddd}"
-       ".row{display:flex;flex-wrap:wrap;gap:16px}figure{margin:0}figcaption{font-size:12px}")
+       ".row{display:flex;flex-wrap:wrap;gap:16px}figure{margin:0}figcaption{font-size:12px}img{max-width:100%}")
 
 
 class ServeApp:
@@ -102,7 +102,7 @@ class ServeApp:
             imgs = generate_images(self.gpt, self.tok, torch.full((n,), label), cfg_scale=cfg, temperature=temperature,
                                    top_k=top_k, seed=seed, batch_size=MAX_IMAGES)
             took = time.perf_counter() - t0
-        grid = upscale(make_grid(imgs, ncol=min(n, 8)), 3)
+        grid = upscale(make_grid(imgs, ncol=min(n, 4)), 3)
         name = html.escape(self.class_names[label])
         result = (f"<h2>{name}</h2><p id='took'>{n} image{'s' if n > 1 else ''} in {took:.2f} s "
                   f"(seed {seed}, temperature {temperature:g}, top-k {top_k}, CFG {cfg:g})</p>"
@@ -132,7 +132,9 @@ class ServeApp:
         table = "".join("<tr>" + "".join(f"<td>{t}</td>" for t in row) + "</tr>" for row in grid)
         figs = [f"<figure>{img_tag(pair, alt='original and reconstruction')}<figcaption>input ({self.tok.image_size} px) | "
                 f"reconstruction from {ids.shape[1]} tokens</figcaption></figure>"]
-        if regions is not None:
+        if regions is None:
+            figs.append("<p>This tokenizer has no anchor queries (a VQGAN's tokens are a fixed grid of patches).</p>")
+        else:
             figs.append(f"<figure>{img_tag(regions, width=256, alt='anchor sampling regions')}<figcaption>where six anchor "
                         "queries sample (cross = anchor, dots = sampling points, size ~ weight)</figcaption></figure>")
         result = (f"<h2>Tokenized in {took:.2f} s</h2><div class='row'>{''.join(figs)}</div>"
@@ -223,7 +225,11 @@ def make_handler(app: ServeApp) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 length = -1
             if length < 0 or length > app.max_upload:
-                self.close_connection = True  # the body is not read
+                self.close_connection = True
+                if 0 < length <= 16 * app.max_upload:  # drained, so the browser sees the page, not a reset
+                    while length > 0:
+                        length -= len(self.rfile.read(min(length, 1 << 16))) or length
+                    length = int(self.headers["Content-Length"])
                 why = "the upload has no length" if length < 0 else f"the upload is too large ({length / 2**20:.1f} MB)"
                 self._send(413 if length > 0 else 411, app.page(error=f"{why}; at most {app.max_upload >> 20} MB"))
                 return
