@@ -1,7 +1,8 @@
 """`vfmtok demo` (what `make demo` runs): the whole system, small, on the embedded Imagenette sample.
 
 Stages (each resumes if its output exists): train a VFMTok tokenizer on frozen VGG16 features ->
-extract codes -> train a class-conditional GPT -> sample every class without CFG -> evaluate ->
+extract codes -> train a class-conditional GPT -> sample every class without CFG -> evaluate (with the
+class-consistency score) ->
 one self-contained HTML report.
 """
 
@@ -92,13 +93,18 @@ def run(args: argparse.Namespace) -> int:
                "--cfg-scale", "1.0", "--seed", "0", "--out", str(out / "samples")])
     timings["sample"] = time.time() - t
 
-    _stage("5/6 evaluate: reconstruction (PSNR/SSIM/LPIPS/rFID, codebook usage) and generation (gFID, precision/recall)")
+    _stage("5/6 evaluate: reconstruction (PSNR/SSIM/LPIPS/rFID, codebook usage), generation (gFID, precision/recall), "
+           "class consistency")
     t = time.time()
     n_eval = "16" if args.quick else "100"
     _cli(cli, ["eval-tokenizer", str(tok_dir), "--data", str(data), "--split", "val", "--num-images", n_eval,
                "--out", str(out / "eval_tokenizer.json")])
     _cli(cli, ["eval-generator", "--samples", str(out / "samples" / "samples.npz"), "--ref", str(data),
                "--ref-split", "val", "--out", str(out / "eval_generator.json")])
+    # Does each sample look like its class? A linear probe on frozen VGG16, fit on the real train images.
+    probe_size = ["--train-per-class", "4", "--val-per-class", "2", "--input-size", "32"] if args.quick else []
+    _cli(cli, ["class-consistency", "--samples", str(out / "samples" / "samples.npz"), "--data", str(data),
+               *probe_size, "--out", str(out / "class_consistency.json")])
     timings["evaluate"] = time.time() - t
 
     _stage("6/6 report")

@@ -70,6 +70,12 @@ def write_report(out: Path, tok_dir: Path, gpt_dir: Path, data: Path, timings: d
     sections.append(("Reconstruction metrics (validation)", R.table(_metric_rows(out / "eval_tokenizer.json"))))
     sections.append(("Generation metrics (samples vs validation images)", R.table(_metric_rows(out / "eval_generator.json"))
                      + "<p>Small-sample FID is biased upwards; compare numbers only at equal image counts.</p>"))
+    cc = _metric_rows(out / "class_consistency.json")
+    if cc:
+        sections.append(("Class consistency (does each sample look like its class?)", R.table(cc)
+                         + "<p>Top-1 of a linear probe on frozen ImageNet VGG16 features, fit on the real training images, "
+                         "applied to the samples (class_consistency) and to real validation images (real_val_top1, its ceiling). "
+                         f"Chance: {1 / len(names):.0%}.</p>"))
     path = out / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(R.page("vfmtok demo", sections))
