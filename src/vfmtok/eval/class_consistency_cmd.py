@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from vfmtok.eval.class_consistency import (DEFAULT_INPUT_SIZE, class_consistency, fit_class_probe, real_val_top1)
-from vfmtok.eval.commands import generate, load_generator, load_tokenizer
+from vfmtok.eval.commands import generate, load_generator, load_tokenizer, print_result
 from vfmtok.eval.imagesets import load_npz_images
-from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, write_results
+from vfmtok.eval.records import checkpoint_record, make_record, markdown_table
 from vfmtok.utils.errors import require
 
 
@@ -91,10 +91,5 @@ def run(args: argparse.Namespace) -> int:
     rows = [["generated samples", gen["num_images"], f"{gen['top1']:.1%}"],
             [f"real {args.val_split} images", real["num_images"], f"{real['top1']:.1%}"]]
     table = markdown_table(["images", "count", "classifier top-1"], rows)
-    print(table, end="")
-    for n in notes:
-        print(f"  note: {n}")
-    if args.out is not None:
-        js, md = write_results(args.out, record, table)
-        print(f"wrote {js} and {md}")
+    print_result(table, notes, args.out, record)
     return 0

@@ -222,7 +222,8 @@ def _fd(a: FeatureStats | None, b: FeatureStats | None) -> float | None:
     return None if a is None or b is None else a.distance(b)
 
 
-def _print_result(table: str, notes: list[str], out: Path | None, record: dict) -> None:
+def print_result(table: str, notes: list[str], out: Path | None, record: dict) -> None:
+    """Print a result table and its notes; write the JSON record + Markdown table when `out` is given."""
     print(table, end="")
     for n in notes:
         print(f"  note: {n}")
@@ -299,7 +300,7 @@ def eval_tokenizer(args: argparse.Namespace) -> int:
     if f"FD_{args.second_encoder}" in metrics:
         header.append(f"FD-{args.second_encoder}↓")
         row.append(metrics[f"FD_{args.second_encoder}"])
-    _print_result(markdown_table(header, [row]), notes, args.out, record)
+    print_result(markdown_table(header, [row]), notes, args.out, record)
     return 0
 
 
@@ -441,7 +442,7 @@ def eval_generator(args: argparse.Namespace) -> int:
         checkpoints=checkpoints, data={"samples": data_desc, "reference": ref.description}, cfg=sampling,
         feature_networks=[ext.info] + ([second.info] if second else []), notes=notes, device=str(args.device), args=args)
     header = ["cfg", "images", "gFID↓", "IS↑", "precision↑", "recall↑"] + ([f"FD-{args.second_encoder}↓"] if second_col else [])
-    _print_result(markdown_table(header, rows), notes, args.out, record)
+    print_result(markdown_table(header, rows), notes, args.out, record)
     return 0
 
 

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vfmtok.eval.commands import add_run_arguments, add_tokenizer_argument, load_tokenizer, tokenizer_path
+from vfmtok.eval.commands import add_run_arguments, add_tokenizer_argument, load_tokenizer, print_result, tokenizer_path
 from vfmtok.eval.image_metrics import uint8_to_signed
 from vfmtok.eval.imagesets import ImageSet, iter_batches, open_image_set, subset_indices
-from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, write_results
+from vfmtok.eval.records import checkpoint_record, make_record, markdown_table
 from vfmtok.utils.errors import VFMTokError, require
 
 
@@ -143,10 +143,5 @@ def run(args: argparse.Namespace) -> int:
         feature_networks=[{"name": "tokenizer.probe_features", "keys": sorted(f_tr)}], notes=notes,
         device=str(args.device), args=args, weight_decay=args.weight_decay, max_iter=args.max_iter)
     table = markdown_table(["tokenizer", "feature", "dim", "train", "val", "classes", "top-1 val↑", "top-1 train"], rows)
-    print(table, end="")
-    for n in notes:
-        print(f"  note: {n}")
-    if args.out is not None:
-        js, md = write_results(args.out, record, table)
-        print(f"wrote {js} and {md}")
+    print_result(table, notes, args.out, record)
     return 0
