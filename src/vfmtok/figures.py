@@ -85,7 +85,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="exported model folder (generator/ + tokenizer/); default: the bundled one")
     p.add_argument("--data", default="imagenette", help="where validation images come from ('sample' works offline)")
     p.add_argument("--split", default="val")
-    p.add_argument("--per-class", type=int, default=6, help="samples per class in samples.png")
+    p.add_argument("--per-class", type=int, default=4, help="samples per class in samples.png")
+    p.add_argument("--anchor-tokenizer", default=None,
+                   help="VFMTok tokenizer for anchor_regions.png when the model's own has no anchor queries (a VQGAN)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="docs", help="folder for reconstructions.png, samples.png, anchor_regions.png")
 
@@ -113,8 +115,12 @@ def run(args: argparse.Namespace) -> int:
     rows = [upscale(make_grid(imgs[labels.numpy() == c], ncol=args.per_class), 2) for c in range(n_cls)]
     names = gpt.class_names or [str(c) for c in range(n_cls)]
     written.append(save_png(out / "samples.png", labelled_rows(rows, names)))
-    pics = [sampling_regions(tok, x[i]) for i in (0, 4, 8) if i < len(x)]
-    if pics[0] is not None:
+    anchors = load_tokenizer(args.anchor_tokenizer) if args.anchor_tokenizer else tok
+    require(anchors.image_size == tok.image_size, "--anchor-tokenizer must work at the model's image size")
+    pics = [sampling_regions(anchors, x[i]) for i in (0, 4, 8) if i < len(x)]
+    if pics[0] is None:
+        print("note: the tokenizer has no anchor queries (a VQGAN); give --anchor-tokenizer for anchor_regions.png")
+    else:
         written.append(save_png(out / "anchor_regions.png", make_grid(np.stack(pics), ncol=len(pics), pad=4)))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
