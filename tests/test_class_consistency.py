@@ -58,6 +58,9 @@ def test_known_answers_and_cache_round_trip(colours, tmp_path):
     assert len(list((tmp_path / "cache" / "class_probes").glob("*.npz"))) == 1
     loaded = ClassProbe.load(next((tmp_path / "cache" / "class_probes").glob("*.npz")))
     assert loaded.class_names == cp.class_names and loaded.resolution == 32 and not loaded.pretrained
+    # The real-val score was stored with the probe: a reload answers without features (the encoder is never built).
+    loaded.features = None
+    assert real_val_top1(loaded, str(colours), "val", None) == {"top1": 1.0, "per_class": {0: 1.0, 1: 1.0}, "num_images": 10}
 
 
 def test_top1_and_balanced_indices():

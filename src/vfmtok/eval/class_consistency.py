@@ -40,6 +40,7 @@ class ClassProbe:
     pretrained: bool = True
     meta: dict = field(default_factory=dict)
     device: str = "cpu"
+    path: Path | None = None  # the cache file it was read from / written to (real-val results are added to it)
     _encoder: object = field(default=None, repr=False)
 
     @property
@@ -92,7 +93,7 @@ class ClassProbe:
             raise VFMTokError(f"cannot read class probe {path}: {e}") from None
         probe = LinearProbe(t["mean"], t["std"], t["weight"], t["bias"], meta.pop("final_loss", float("nan")))
         return cls(probe, meta.pop("class_names"), meta.pop("resolution"), meta.pop("encoder"), meta.pop("input_size"),
-                   meta.pop("pretrained"), meta, device)
+                   meta.pop("pretrained"), meta, device, Path(path))
 
 
 def pooled_features(encoder, x: torch.Tensor) -> torch.Tensor:
@@ -146,7 +147,7 @@ def fit_class_probe(data: str, resolution: int, split: str = "train", per_class:
     x, y = _set_features(cp, images, idx, batch_size, "class probe: real train images")
     cp.probe = fit_linear_probe(x, y, len(images.class_names), weight_decay, max_iter)
     cp.meta["top1_train"] = float((cp.probe.predict(x) == y).double().mean())
-    cp.save(path)
+    cp.path = cp.save(path)
     return cp
 
 
@@ -164,9 +165,17 @@ def real_val_top1(cp: ClassProbe, data: str, split: str = "val", per_class: int 
     images = open_image_set(data, cp.resolution, split=split)
     require(images.labels is not None, f"{data} ({split}) has no labels")
     require(list(images.class_names) == cp.class_names, f"{data} ({split}) classes differ from the probe's")
+    key = json.dumps({"data": images.description, "n": len(images), "per_class": per_class, "seed": seed}, sort_keys=True)
+    done = cp.meta.setdefault("real_val", {})
+    if key in done:  # computed before with this probe: the answer cannot change
+        return {**done[key], "per_class": {int(c): a for c, a in done[key]["per_class"].items()}}
     idx = balanced_indices(images.labels, per_class, seed)
     x, y = _set_features(cp, images, idx, batch_size, "class probe: real val images")
-    return top1(cp.probe.predict(x).numpy(), y.numpy(), len(cp.class_names))
+    result = top1(cp.probe.predict(x).numpy(), y.numpy(), len(cp.class_names))
+    done[key] = result
+    if cp.path is not None:
+        cp.save(cp.path)
+    return result
 
 
 def class_consistency(cp: ClassProbe, samples: np.ndarray, labels: np.ndarray, batch_size: int = 64) -> dict:
