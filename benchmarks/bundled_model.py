@@ -36,54 +36,63 @@ def measure(name: str, model: Path, out: Path, args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cc, rec, gen = out / "class_consistency.json", out / "eval_tokenizer.json", out / "eval_generator.json"
     common = ["--device", args.device, "--seed", "0"]
-    if not cc.is_file():
+    if not cc.is_file() and not args.no_run:
         cli(["class-consistency", "--gpt", str(model / "generator"), "--data", args.data, "--per-class", str(args.per_class),
              "--cfg-scale", "1.0", *common, "--out", str(cc)])
-    if not rec.is_file():
+    if not rec.is_file() and not args.no_run:
         cli(["eval-tokenizer", str(model / "tokenizer"), "--data", args.data, "--split", "val", "--num-images",
              str(args.recon_images), "--second-encoder", "none", *common, "--out", str(rec)])
-    if not gen.is_file():
+    if not gen.is_file() and not args.no_run:
         cli(["eval-generator", "--gpt", str(model / "generator"), "--ref", args.data, "--ref-split", "val",
              "--ref-num-images", str(args.ref_images), "--images-per-class", str(args.gen_per_class), "--cfg-scales", "1.0",
              "--second-encoder", "none", *common, "--out", str(gen)])
-    c, r, g = (read_json(p) for p in (cc, rec, gen))
-    g0 = g["metrics"]["runs"][0]
+    c, r, g = (read_json(p) if p.is_file() else None for p in (cc, rec, gen))
     info = read_json(model / "model.json") if (model / "model.json").is_file() else {}
-    return {"model": str(model), "exported_from": info.get("exported_from"),
-            "tokenizer_arch": read_json(model / "tokenizer" / "config.json").get("model", {}).get("arch"),
-            "recon": {k: r["metrics"].get(k) for k in ("PSNR", "SSIM", "LPIPS", "rFID", "codebook_usage")},
-            "recon_images": r["num_images"],
-            "class_consistency": c["metrics"]["class_consistency"], "real_val_top1": c["metrics"]["real_val_top1"],
-            "class_consistency_per_class": c["metrics"]["per_class"], "class_samples": c["metrics"]["num_samples"],
-            "gFID": g0["gFID"], "precision": g0.get("precision"), "recall": g0.get("recall"),
-            "gen_samples": g0["num_images"], "ref_images": g["data"]["reference"].get("num_images"),
-            "commands": {k: read_json(p)["command"] for k, p in (("class_consistency", cc), ("eval_tokenizer", rec),
-                                                                  ("eval_generator", gen))}}
+    res = {"model": str(model), "exported_from": info.get("exported_from"),
+           "tokenizer_arch": read_json(model / "tokenizer" / "config.json").get("model_type"),
+           "recon": {}, "class_consistency": None, "gFID": None, "commands": {}}
+    if r is not None:
+        res.update(recon={k: r["metrics"].get(k) for k in ("PSNR", "SSIM", "LPIPS", "rFID", "codebook_usage")},
+                   recon_images=r["num_images"])
+        res["commands"]["eval_tokenizer"] = r["command"]
+    if c is not None:
+        m = c["metrics"]
+        res.update(class_consistency=m["class_consistency"], real_val_top1=m["real_val_top1"],
+                   class_consistency_per_class=m["per_class"], class_samples=m["num_samples"])
+        res["commands"]["class_consistency"] = c["command"]
+    if g is not None:
+        g0 = g["metrics"]["runs"][0]
+        res.update(gFID=g0["gFID"], precision=g0.get("precision"), recall=g0.get("recall"), gen_samples=g0["num_images"],
+                   ref_images=g["data"]["reference"].get("num_images"))
+        res["commands"]["eval_generator"] = g["command"]
+    return res
 
 
 def write_tables(results: dict, folder: Path, command: str) -> None:
     """bundled_model.json and a Markdown table with the targets marked."""
     write_json(folder / "bundled_model.json", {"command": command, "targets": TARGETS, "models": results})
-    f = lambda x, d=2: "n/a" if x is None else f"{x:.{d}f}"  # noqa: E731
+    f = lambda x, d=2: "not measured" if x is None else f"{x:.{d}f}"  # noqa: E731
+    pct = lambda x: "not measured" if x is None else f"{x:.1%}"  # noqa: E731
     lines = ["# Bundled-model candidates, measured the same way", "", f"Command: `{command}`", "",
              "| model | tokenizer | PSNR (target >= 20) | SSIM | LPIPS | rFID | class consistency (target >= 60%) | "
              "same classifier on real val | gFID | precision | recall |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in results.items():
         rc = m["recon"]
         ok = lambda v, t: "" if v is None else (" (met)" if v >= t else " (missed)")  # noqa: E731
-        lines.append(f"| {name} | {m['tokenizer_arch']} | {f(rc['PSNR'])}{ok(rc['PSNR'], TARGETS['PSNR'])} | {f(rc['SSIM'], 3)} | "
-                     f"{f(rc['LPIPS'], 3)} | {f(rc['rFID'], 1)} | {m['class_consistency']:.1%}"
-                     f"{ok(m['class_consistency'], TARGETS['class_consistency'])} | {m['real_val_top1']:.1%} | "
-                     f"{f(m['gFID'], 1)} | {f(m['precision'], 3)} | {f(m['recall'], 3)} |")
+        lines.append(f"| {name} | {m['tokenizer_arch']} | {f(rc.get('PSNR'))}{ok(rc.get('PSNR'), TARGETS['PSNR'])} | {f(rc.get('SSIM'), 3)} | "
+                     f"{f(rc.get('LPIPS'), 3)} | {f(rc.get('rFID'), 1)} | {pct(m['class_consistency'])}"
+                     f"{ok(m['class_consistency'], TARGETS['class_consistency'])} | {pct(m.get('real_val_top1'))} | "
+                     f"{f(m['gFID'], 1)} | {f(m.get('precision'), 3)} | {f(m.get('recall'), 3)} |")
     some = next(iter(results.values()))
-    lines += ["", f"Reconstruction: {some['recon_images']} Imagenette val images at 64 px. Class consistency: "
-              f"{some['class_samples']} samples (no CFG), classifier = linear probe on frozen ImageNet VGG16 features fit on "
-              f"real train images (`vfmtok class-consistency`). gFID / precision / recall: {some['gen_samples']} samples "
-              f"(no CFG) vs {some['ref_images']} val images.", "", "Per-class class consistency:", "",
-              "| model | " + " | ".join(some["class_consistency_per_class"]) + " |",
-              "|---|" + "---|" * len(some["class_consistency_per_class"])]
-    for name, m in results.items():
-        lines.append(f"| {name} | " + " | ".join(f"{v:.0%}" for v in m["class_consistency_per_class"].values()) + " |")
+    lines += ["", f"Reconstruction: {some.get('recon_images', 'n/a')} Imagenette val images at 64 px. Class consistency: "
+              f"{some.get('class_samples', 'n/a')} samples (no CFG), classifier = linear probe on frozen ImageNet VGG16 "
+              f"features fit on real train images (`vfmtok class-consistency`). gFID / precision / recall: "
+              f"{some.get('gen_samples', 'n/a')} samples (no CFG) vs {some.get('ref_images', 'n/a')} val images."]
+    per = [(n, m["class_consistency_per_class"]) for n, m in results.items() if m.get("class_consistency_per_class")]
+    if per:
+        names = list(per[0][1])
+        lines += ["", "Per-class class consistency:", "", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines += [f"| {n} | " + " | ".join(f"{v[c]:.0%}" for c in names) + " |" for n, v in per]
     write_text(folder / "bundled_model.md", "\n".join(lines) + "\n")
 
 
@@ -96,13 +105,14 @@ def main() -> None:
     ap.add_argument("--gen-per-class", type=int, default=200, help="gFID samples per class")
     ap.add_argument("--ref-images", type=int, default=2000, help="val images for the gFID reference")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-run", action="store_true", help="only merge the result files that exist (missing: 'not measured')")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "bundled_model"), help="per-model result files")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     models = dict(m.split("=", 1) for m in args.model)
     results = {name: measure(name, Path(d), Path(args.runs) / name, args) for name, d in models.items()}
     write_tables(results, Path(args.results), " ".join([Path(sys.executable).name] + sys.argv))
-    print(json.dumps({k: {"PSNR": v["recon"]["PSNR"], "class_consistency": v["class_consistency"], "gFID": v["gFID"]}
+    print(json.dumps({k: {"PSNR": v["recon"].get("PSNR"), "class_consistency": v["class_consistency"], "gFID": v["gFID"]}
                       for k, v in results.items()}, indent=1))
 
 
