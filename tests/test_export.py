@@ -11,29 +11,14 @@ import torch
 from vfmtok.accel import cpu as cpu_accel
 from vfmtok.cli import main
 from vfmtok.export import export_pair
-from vfmtok.generator.gpt import GPT, create_gpt
+from vfmtok.generator.gpt import GPT
 from vfmtok.generator.sample import generate_images
 from vfmtok.tokenizer.api import build_tiny_tokenizer, load_tokenizer
 from vfmtok.utils.errors import VFMTokError
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pair")
-    names = ["tench", "golf ball", "parachute"]
-    tok = load_tokenizer(build_tiny_tokenizer(root / "tok", class_names=names))
-    torch.manual_seed(0)
-    gpt = create_gpt("GPT-nano", vocab_size=tok.codebook_size, num_tokens=tok.num_tokens, token_grid=tok.token_grid,
-                     num_classes=3)
-    for p in gpt.parameters():  # the zero-initialised head would make every sample the same
-        p.data.normal_(0, 0.2)
-    gpt.class_names = names
-    gpt.tokenizer_info = {"checkpoint_path": str(tok.checkpoint_path), "checkpoint_hash": tok.checkpoint_hash}
-    gpt.save_pretrained(root / "gpt")
-    return root
-
-
-def test_export_is_portable_and_stores_fp16(pair, tmp_path):
+def test_export_is_portable_and_stores_fp16(tiny_pair, tmp_path):
+    pair = tiny_pair
     out = export_pair(pair / "gpt", tmp_path / "bundle")
     moved = tmp_path / "elsewhere"
     shutil.move(str(out), moved)
@@ -50,7 +35,8 @@ def test_export_is_portable_and_stores_fp16(pair, tmp_path):
     assert not (tmp_path / "bundle.tmp").exists()
 
 
-def test_sample_uses_the_bundled_model_by_default(pair, tmp_path, monkeypatch, capsys):
+def test_sample_uses_the_bundled_model_by_default(tiny_pair, tmp_path, monkeypatch, capsys):
+    pair = tiny_pair
     bundle = tmp_path / "models" / "imagenette64"
     monkeypatch.setattr("vfmtok.export.bundled_model_dir", lambda: bundle)
     rc = main(["sample", "--class", "golf ball", "--out", str(tmp_path / "s"), "--device", "cpu"])
@@ -72,7 +58,8 @@ def test_sample_uses_the_bundled_model_by_default(pair, tmp_path, monkeypatch, c
         assert np.array_equal(a["arr_0"], b["arr_0"])  # the kernels change the speed, not the samples
 
 
-def test_export_refuses_a_mismatched_tokenizer(pair, tmp_path):
+def test_export_refuses_a_mismatched_tokenizer(tiny_pair, tmp_path):
+    pair = tiny_pair
     other = build_tiny_tokenizer(tmp_path / "other", seed=1)
     with pytest.raises(VFMTokError, match="not on this tokenizer"):
         export_pair(pair / "gpt", tmp_path / "x", tokenizer_path=other)

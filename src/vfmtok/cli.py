@@ -29,7 +29,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("vfmtok.eval.probe", "linear probing on frozen tokenizer features"),
     "import-official": ("vfmtok.official.command", "convert the official VFMTok tokenizer / LlamaGen GPT .pt files into checkpoint folders"),
     "push-to-hub": ("vfmtok.hub_cmd", "upload a checkpoint folder (with its README.md model card) to the Hugging Face Hub"),
+    "class-consistency": ("vfmtok.eval.class_consistency_cmd",
+                          "top-1 of a real-image classifier (linear probe on frozen VGG16) on generated samples"),
     "demo": ("vfmtok.demo", "the end-to-end demo on the embedded sample"),
+    "figures": ("vfmtok.figures", "the README's pictures (reconstructions, samples per class, anchor regions) from a model"),
+    "serve": ("vfmtok.serve", "a local web page: sample by class, tokenize an uploaded image"),
 }
 
 

@@ -1,7 +1,8 @@
 """`vfmtok demo` (what `make demo` runs): the whole system, small, on the embedded Imagenette sample.
 
 Stages (each resumes if its output exists): train a VFMTok tokenizer on frozen VGG16 features ->
-extract codes -> train a class-conditional GPT -> sample every class without CFG -> evaluate ->
+extract codes -> train a class-conditional GPT -> sample every class without CFG -> evaluate (with the
+class-consistency score) ->
 one self-contained HTML report.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 
 from vfmtok.utils import args as A
+from vfmtok.utils.device import resolve_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -95,13 +97,22 @@ def run(args: argparse.Namespace) -> int:
     sample(gpt_dir, tok_dir, per_class=per_class, out=out / "samples", cfg_scale=1.0, seed=0, device=args.device)
     timings["sample"] = time.time() - t
 
-    _stage("5/6 evaluate: reconstruction (PSNR/SSIM/LPIPS/rFID, codebook usage) and generation (gFID, precision/recall)")
+    _stage("5/6 evaluate: reconstruction (PSNR/SSIM/LPIPS/rFID, codebook usage), generation (gFID, precision/recall), "
+           "class consistency")
     t = time.time()
     n_eval = 16 if args.quick else 100
     eval_tokenizer(options("eval-tokenizer", checkpoint=tok_dir, data=str(data), split="val", num_images=n_eval,
                            out=out / "eval_tokenizer.json", device=args.device))
     eval_generator(options("eval-generator", samples=str(out / "samples" / "samples.npz"), ref=str(data),
                            ref_split="val", out=out / "eval_generator.json", device=args.device))
+    # Does each sample look like its class? A linear probe on frozen VGG16, fit on the real train images.
+    from vfmtok.eval import class_consistency_cmd as CC
+
+    probe_size = ["--train-per-class", "4", "--val-per-class", "2", "--input-size", "32"] if args.quick else []
+    cc = argparse.ArgumentParser()
+    CC.add_arguments(cc)
+    CC.run(cc.parse_args(["--samples", str(out / "samples" / "samples.npz"), "--data", str(data), "--device",
+                          str(resolve_device(args.device)), *probe_size, "--out", str(out / "class_consistency.json")]))
     timings["evaluate"] = time.time() - t
 
     _stage("6/6 report")

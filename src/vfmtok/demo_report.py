@@ -12,7 +12,7 @@ from vfmtok.data.imagefolder import ImageFolderDataset
 from vfmtok.utils import report as R
 from vfmtok.utils.images import make_grid, to_uint8
 from vfmtok.utils.io import atomic_path
-from vfmtok.utils.visualize import draw_sampling_locations
+from vfmtok.figures import sampling_regions
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -32,7 +32,6 @@ def _metric_rows(path: Path) -> list[dict]:
 def write_report(out: Path, tok_dir: Path, gpt_dir: Path, data: Path, timings: dict[str, float]) -> Path:
     """Assemble reconstructions, per-class samples, sampling locations, loss curves and metrics into out/report.html."""
     from vfmtok.tokenizer.api import VFMTokenizer
-    from vfmtok.tokenizer.layers import grid_centres
 
     tok = VFMTokenizer.from_pretrained(tok_dir)
     val = ImageFolderDataset(data, tok.image_size, split="val")
@@ -45,16 +44,10 @@ def write_report(out: Path, tok_dir: Path, gpt_dir: Path, data: Path, timings: d
     sections.append(("Reconstructions (original | reconstruction, validation images)",
                      R.img_tag(make_grid(pairs, ncol=10), width=960)))
 
-    # Where the anchor queries look: 6 queries of the last deformable layer, over one validation image.
-    model = tok.model
-    if hasattr(model, "sampling_locations"):
-        figs = []
-        gh, gw = tok.token_grid
-        picks = sorted({0, gw - 1, (gh // 2) * gw + gw // 2, gh * gw - gw, gh * gw - 1, (gh // 4) * gw + gw // 4})
-        for i in range(min(3, len(x))):
-            loc, w = model.sampling_locations(x[i:i + 1])
-            pic = draw_sampling_locations(x8[i], loc[0], w[0], picks, grid_centres(gh, gw), scale=4)
-            figs.append(f"<figure>{R.img_tag(pic, width=256)}<figcaption>image {i}</figcaption></figure>")
+    # Where the anchor queries look: 6 queries of the last deformable layer, over three validation images.
+    pics = [sampling_regions(tok, x[i]) for i in range(min(3, len(x)))]
+    if pics and pics[0] is not None:
+        figs = [f"<figure>{R.img_tag(pic, width=256)}<figcaption>image {i}</figcaption></figure>" for i, pic in enumerate(pics)]
         sections.append(("Anchor queries: where they sample (last deformable layer; cross = anchor, dots = top points, size ~ weight)",
                          f"<div class='row'>{''.join(figs)}</div>"))
 
@@ -71,6 +64,12 @@ def write_report(out: Path, tok_dir: Path, gpt_dir: Path, data: Path, timings: d
     sections.append(("Reconstruction metrics (validation)", R.table(_metric_rows(out / "eval_tokenizer.json"))))
     sections.append(("Generation metrics (samples vs validation images)", R.table(_metric_rows(out / "eval_generator.json"))
                      + "<p>Small-sample FID is biased upwards; compare numbers only at equal image counts.</p>"))
+    cc = _metric_rows(out / "class_consistency.json")
+    if cc:
+        sections.append(("Class consistency (does each sample look like its class?)", R.table(cc)
+                         + "<p>Top-1 of a linear probe on frozen ImageNet VGG16 features, fit on the real training images, "
+                         "applied to the samples (class_consistency) and to real validation images (real_val_top1, its ceiling). "
+                         f"Chance: {1 / len(names):.0%}.</p>"))
     path = out / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(R.page("vfmtok demo", sections))

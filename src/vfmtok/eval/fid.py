@@ -171,14 +171,15 @@ def source_fingerprint(path: str | os.PathLike) -> dict:
     return {"path": str(p), "size": st.st_size, "mtime": int(st.st_mtime)}
 
 
-def _cache_path(key: dict) -> Path:
+def keyed_cache_path(key: dict, folder: Path | None = None) -> Path:
+    """`folder`/<sha256 of the JSON key>.npz (folder: the statistics cache); one file per distinct key."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    return cache_dir() / f"{digest}.npz"
+    return (cache_dir() if folder is None else folder) / f"{digest}.npz"
 
 
 def load_cached_stats(key: dict) -> FeatureStats | None:
     """Statistics stored under `key` (a JSON-able dict naming data, subset, resolution, network), or None."""
-    path = _cache_path(key)
+    path = keyed_cache_path(key)
     if not path.is_file():
         return None
     try:
@@ -191,7 +192,7 @@ def load_cached_stats(key: dict) -> FeatureStats | None:
 def save_cached_stats(key: dict, stats: FeatureStats) -> Path:
     """Store statistics (and features) under `key`."""
     stats.meta = {**stats.meta, "cache_key": json.loads(json.dumps(key, default=str))}
-    return stats.save(_cache_path(key))
+    return stats.save(keyed_cache_path(key))
 
 
 class EncoderFeatures:

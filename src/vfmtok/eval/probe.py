@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +53,31 @@ def extract_features(tok, images: ImageSet, idx: np.ndarray, batch_size: int, de
     return {k: torch.cat(v) for k, v in feats.items()}, torch.cat(labels)
 
 
-def train_linear_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
-                       num_classes: int, weight_decay: float = 1e-3, max_iter: int = 200) -> dict[str, float]:
-    """Standardise with train statistics, fit W, b full-batch (L-BFGS), return top-1 on train and val."""
-    x_train, x_val = x_train.double(), x_val.double()
+@dataclass
+class LinearProbe:
+    """A fitted linear classifier on standardised features: logits = ((x - mean) / std) @ weight.T + bias."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    weight: torch.Tensor
+    bias: torch.Tensor
+    final_loss: float = float("nan")
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) features -> (N, classes) float64 logits."""
+        return ((x.double() - self.mean) / self.std) @ self.weight.T + self.bias
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) features -> (N,) predicted class indices."""
+        return self.logits(x).argmax(1)
+
+
+def fit_linear_probe(x_train: torch.Tensor, y_train: torch.Tensor, num_classes: int, weight_decay: float = 1e-3,
+                     max_iter: int = 200) -> LinearProbe:
+    """Standardise with train statistics, fit W, b full-batch by L-BFGS from zero init (deterministic; convex)."""
+    x_train = x_train.double()
     mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
-    x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
+    x_train = (x_train - mean) / std
     w = torch.zeros(num_classes, x_train.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
@@ -71,10 +91,17 @@ def train_linear_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torc
 
     with torch.enable_grad():
         loss = float(opt.step(closure).detach())
+    return LinearProbe(mean, std, w.detach(), b.detach(), loss)
+
+
+def train_linear_probe(x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor,
+                       num_classes: int, weight_decay: float = 1e-3, max_iter: int = 200) -> dict[str, float]:
+    """Fit a probe on train (fit_linear_probe), return top-1 on train and val."""
+    probe = fit_linear_probe(x_train, y_train, num_classes, weight_decay, max_iter)
     with torch.no_grad():
-        acc_tr = float(((x_train @ w.T + b).argmax(1) == y_train).double().mean())
-        acc_va = float(((x_val @ w.T + b).argmax(1) == y_val).double().mean())
-    return {"top1_val": acc_va, "top1_train": acc_tr, "final_loss": loss}
+        acc_tr = float((probe.predict(x_train) == y_train).double().mean())
+        acc_va = float((probe.predict(x_val) == y_val).double().mean())
+    return {"top1_val": acc_va, "top1_train": acc_tr, "final_loss": probe.final_loss}
 
 
 def _open_split(data: str, res: int, split: str) -> ImageSet:

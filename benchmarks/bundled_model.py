@@ -1,0 +1,121 @@
+"""Measure exported tokenizer + GPT pairs the same way, to choose the bundled model (`vfmtok sample`'s default).
+
+Run:  .venv/bin/python benchmarks/bundled_model.py --model vqgan=src/vfmtok/assets/models/imagenette64 \
+          [--model vfmtok=runs/my-export] [--runs runs/bundled_model] [--results benchmarks/results]
+Per model, with the repo's own commands (each result file is kept; re-running skips what exists):
+  (a) `vfmtok eval-tokenizer` on --recon-images Imagenette val images: PSNR / SSIM / LPIPS / rFID / usage;
+  (b) `vfmtok class-consistency`, --per-class samples per class without CFG;
+  (c) `vfmtok eval-generator`, --gen-per-class samples per class without CFG vs --ref-images val images: gFID / P / R.
+Writes <results>/bundled_model.json and bundled_model.md, with the targets (PSNR >= 20 dB, class consistency >= 60%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vfmtok.utils.io import read_json, write_json, write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"PSNR": 20.0, "class_consistency": 0.60}
+
+
+def cli(argv: list[str]) -> None:
+    """Run a vfmtok command in-process; stop on failure."""
+    from vfmtok.cli import main
+
+    print("$ vfmtok " + " ".join(argv), flush=True)
+    if main(argv):
+        raise SystemExit(f"failed: vfmtok {' '.join(argv)}")
+
+
+def measure(name: str, model: Path, out: Path, args) -> dict:
+    """Run (a), (b), (c) for one exported model folder; return its merged metrics."""
+    out.mkdir(parents=True, exist_ok=True)
+    cc, rec, gen = out / "class_consistency.json", out / "eval_tokenizer.json", out / "eval_generator.json"
+    common = ["--device", args.device, "--seed", "0"]
+    if not cc.is_file() and not args.no_run:
+        cli(["class-consistency", "--gpt", str(model / "generator"), "--data", args.data, "--per-class", str(args.per_class),
+             "--cfg-scale", "1.0", *common, "--out", str(cc)])
+    if not rec.is_file() and not args.no_run:
+        cli(["eval-tokenizer", str(model / "tokenizer"), "--data", args.data, "--split", "val", "--num-images",
+             str(args.recon_images), "--second-encoder", "none", *common, "--out", str(rec)])
+    if not gen.is_file() and not args.no_run:
+        cli(["eval-generator", "--gpt", str(model / "generator"), "--ref", args.data, "--ref-split", "val",
+             "--ref-num-images", str(args.ref_images), "--images-per-class", str(args.gen_per_class), "--cfg-scales", "1.0",
+             "--second-encoder", "none", *common, "--out", str(gen)])
+    c, r, g = (read_json(p) if p.is_file() else None for p in (cc, rec, gen))
+    info = read_json(model / "model.json") if (model / "model.json").is_file() else {}
+    res = {"model": str(model), "exported_from": info.get("exported_from"),
+           "tokenizer_arch": read_json(model / "tokenizer" / "config.json").get("model_type"),
+           "recon": {}, "class_consistency": None, "gFID": None, "commands": {}}
+    if r is not None:
+        res.update(recon={k: r["metrics"].get(k) for k in ("PSNR", "SSIM", "LPIPS", "rFID", "codebook_usage")},
+                   recon_images=r["num_images"])
+        res["commands"]["eval_tokenizer"] = r["command"]
+    if c is not None:
+        m = c["metrics"]
+        res.update(class_consistency=m["class_consistency"], real_val_top1=m["real_val_top1"],
+                   class_consistency_per_class=m["per_class"], class_samples=m["num_samples"])
+        res["commands"]["class_consistency"] = c["command"]
+    if g is not None:
+        g0 = g["metrics"]["runs"][0]
+        res.update(gFID=g0["gFID"], precision=g0.get("precision"), recall=g0.get("recall"), gen_samples=g0["num_images"],
+                   ref_images=g["data"]["reference"].get("num_images"))
+        res["commands"]["eval_generator"] = g["command"]
+    return res
+
+
+def write_tables(results: dict, folder: Path, command: str) -> None:
+    """bundled_model.json and a Markdown table with the targets marked."""
+    write_json(folder / "bundled_model.json", {"command": command, "targets": TARGETS, "models": results})
+    f = lambda x, d=2: "not measured" if x is None else f"{x:.{d}f}"  # noqa: E731
+    pct = lambda x: "not measured" if x is None else f"{x:.1%}"  # noqa: E731
+    lines = ["# Bundled-model candidates, measured the same way", "", f"Command: `{command}`", "",
+             "| model | tokenizer | PSNR (target >= 20) | SSIM | LPIPS | rFID | class consistency (target >= 60%) | "
+             "same classifier on real val | gFID | precision | recall |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, m in results.items():
+        rc = m["recon"]
+        ok = lambda v, t: "" if v is None else (" (met)" if v >= t else " (missed)")  # noqa: E731
+        lines.append(f"| {name} | {m['tokenizer_arch']} | {f(rc.get('PSNR'))}{ok(rc.get('PSNR'), TARGETS['PSNR'])} | {f(rc.get('SSIM'), 3)} | "
+                     f"{f(rc.get('LPIPS'), 3)} | {f(rc.get('rFID'), 1)} | {pct(m['class_consistency'])}"
+                     f"{ok(m['class_consistency'], TARGETS['class_consistency'])} | {pct(m.get('real_val_top1'))} | "
+                     f"{f(m['gFID'], 1)} | {f(m.get('precision'), 3)} | {f(m.get('recall'), 3)} |")
+    some = next(iter(results.values()))
+    lines += ["", f"Reconstruction: {some.get('recon_images', 'n/a')} Imagenette val images at 64 px. Class consistency: "
+              f"{some.get('class_samples', 'n/a')} samples (no CFG), classifier = linear probe on frozen ImageNet VGG16 "
+              f"features fit on real train images (`vfmtok class-consistency`). gFID / precision / recall: "
+              f"{some.get('gen_samples', 'n/a')} samples (no CFG) vs {some.get('ref_images', 'n/a')} val images."]
+    per = [(n, m["class_consistency_per_class"]) for n, m in results.items() if m.get("class_consistency_per_class")]
+    if per:
+        names = list(per[0][1])
+        lines += ["", "Per-class class consistency:", "", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines += [f"| {n} | " + " | ".join(f"{v[c]:.0%}" for c in names) + " |" for n, v in per]
+    write_text(folder / "bundled_model.md", "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", action="append", required=True, metavar="NAME=DIR", help="exported model folder, repeatable")
+    ap.add_argument("--data", default="imagenette")
+    ap.add_argument("--recon-images", type=int, default=1000)
+    ap.add_argument("--per-class", type=int, default=50, help="class-consistency samples per class")
+    ap.add_argument("--gen-per-class", type=int, default=200, help="gFID samples per class")
+    # The same seeded 1,000 val images as (a): their Inception statistics are then read from the cache.
+    ap.add_argument("--ref-images", type=int, default=1000, help="val images for the gFID reference")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-run", action="store_true", help="only merge the result files that exist (missing: 'not measured')")
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "bundled_model"), help="per-model result files")
+    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args()
+    models = dict(m.split("=", 1) for m in args.model)
+    results = {name: measure(name, Path(d), Path(args.runs) / name, args) for name, d in models.items()}
+    write_tables(results, Path(args.results), " ".join([Path(sys.executable).name] + sys.argv))
+    print(json.dumps({k: {"PSNR": v["recon"].get("PSNR"), "class_consistency": v["class_consistency"], "gFID": v["gFID"]}
+                      for k, v in results.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
