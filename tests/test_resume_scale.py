@@ -135,3 +135,20 @@ def test_fsdp2_with_accumulation_and_checkpointing_matches_ddp(codes, tmp_path):
     _torchrun("train-generator", [*args, "--out", str(tmp_path / "fsdp"), "--fsdp", "--grad-checkpoint"])
     a, b = (load_file(tmp_path / r / "checkpoints/step_0000002/model.safetensors") for r in ("ddp", "fsdp"))
     assert sorted(a) == sorted(b) and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_with_the_same_checkpoint_keys(codes, tmp_path):
+    """--compile (blocks compiled in place) trains the same weights as eager, saved under the same names."""
+    from safetensors.torch import load_file
+
+    from vfmtok.cli import main
+
+    args = ["--codes", str(codes), "--preset", "GPT-nano", "--batch-size", "2", "--steps", "2", "--save-every", "2",
+            "--device", "cpu", "--set", "model.resid_dropout=0", "--set", "model.ffn_dropout=0",
+            "--set", "model.token_dropout=0", "--set", "model.class_dropout_prob=0"]
+    assert main(["train-generator", *args, "--out", str(tmp_path / "eager")]) == 0
+    assert main(["train-generator", *args, "--out", str(tmp_path / "compiled"), "--compile"]) == 0
+    a, b = (load_file(tmp_path / r / "checkpoints/step_0000002/model.safetensors") for r in ("eager", "compiled"))
+    assert sorted(a) == sorted(b) and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    assert "torch.compile" in (tmp_path / "compiled" / "train.log").read_text()

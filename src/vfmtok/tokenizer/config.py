@@ -105,6 +105,7 @@ class TrainConfig:
     sample_every: int = 0                 # write a reconstruction grid every N steps (0 = only at the end)
     num_workers: int = 0
     accum_steps: int = 1                  # micro-batches of batch_size per optimiser step (global batch x this)
+    compile: bool = False                 # torch.compile the tokenizer and its frozen encoder in place (keys unchanged)
     shuffle_buffer: int = 2000            # tar shards only: samples in the streaming shuffle buffer
     seed: int = 0
     precision: str = "bf16"               # used on GPU (fp16 adds a grad scaler); CPU always runs fp32

@@ -67,6 +67,7 @@ class GeneratorTrainConfig:
     num_workers: int = 0
     accum_steps: int = 1  # micro-batches of batch_size per optimiser step (to reach a global batch on fewer GPUs)
     grad_checkpoint: bool = False  # recompute each block's activations in the backward pass (memory for compute)
+    compile: bool = False  # torch.compile each transformer block in place (state-dict keys unchanged)
     shuffle_buffer: int = 2000  # --data as tar shards: samples in the streaming shuffle buffer
     fsdp: bool = False
     device: str = "auto"
@@ -108,11 +109,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accum-steps", type=A.positive_int, default=None,
                    help="micro-batches per optimiser step (gradient accumulation)")
     p.add_argument("--grad-checkpoint", action="store_true", default=None, help="activation checkpointing of every block")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile every block (the first steps include compilation; logged apart)")
     A.add_all(p, "resume", "config", "set")
 
 
 _FLAGS = ("codes", "data", "tokenizer", "preset", "steps", "batch_size", "lr", "warmup_steps", "ema_decay",
-          "save_every", "log_every", "num_workers", "device", "precision", "seed", "fsdp", "accum_steps", "grad_checkpoint")
+          "save_every", "log_every", "num_workers", "device", "precision", "seed", "fsdp", "accum_steps", "grad_checkpoint",
+          "compile")
 
 
 def _layer(base: GeneratorTrainConfig, args: argparse.Namespace) -> GeneratorTrainConfig:
@@ -217,6 +221,9 @@ def _wrap(raw: GPT, cfg: GeneratorTrainConfig, info: C.DistInfo) -> torch.nn.Mod
 
         for blk in raw.blocks:  # composable: parameter names (and so checkpoints) stay as they are
             checkpoint(blk)
+    if cfg.compile:  # per block, in place: the unit FSDP2 shards, and parameter names stay as they are
+        for blk in raw.blocks:
+            blk.compile()
     if cfg.fsdp:
         return _wrap_fsdp(raw, info.device, cfg.precision)
     if info.world_size > 1:
@@ -332,6 +339,7 @@ def _loop(cfg: GeneratorTrainConfig, model, raw: GPT, opt, ema, stream: EpochStr
     """Optimiser steps from `step` to cfg.steps, reading cfg.accum_steps batches each."""
     device = info.device
     batches = stream.from_step(step * cfg.accum_steps)
+    start = step
     tokens_per_step = (cfg.batch_size * cfg.accum_steps * cfg.topk_codes * G.model_config(cfg).num_tokens
                        * info.world_size)  # k rows per image with top-k code augmentation
     bar = tqdm(total=cfg.steps, initial=step, desc="train-generator", unit="step", dynamic_ncols=True,
@@ -341,7 +349,10 @@ def _loop(cfg: GeneratorTrainConfig, model, raw: GPT, opt, ema, stream: EpochStr
     loss_sum, n_sum, t0 = torch.zeros((), device=device), 0, time.perf_counter()
     while step < cfg.steps:
         micro = [next(batches)[1] for _ in range(cfg.accum_steps)]
+        t_step = time.perf_counter()
         loss, gnorm, lr = generator_step(model, opt, micro, step, cfg, device, ema, tokenizer)
+        if cfg.compile and step == start:  # compile time, apart from the steady-state tokens/s logged below
+            log.info("first step (includes torch.compile): %.1f s", time.perf_counter() - t_step)
         step += 1
         loss_sum += loss
         n_sum += 1

@@ -40,11 +40,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     A.add(p, "lr", help="peak learning rate (sets train.lr)")
     A.add(p, "out", help="run folder (checkpoints, logs, samples)")
     A.add(p, "resume")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the tokenizer and its frozen encoder (sets train.compile; first steps compile)")
     A.add(p, "device", default=None, help=f"{A.DEVICE_CHOICES} (sets train.device, default auto)")
 
 
 # flag (args attribute) -> the config field it sets
-FLAG_FIELDS = {"data": "train.data", "steps": "train.steps", "batch_size": "train.batch_size", "lr": "train.lr",
+FLAG_FIELDS = {"compile": "train.compile", "data": "train.data", "steps": "train.steps", "batch_size": "train.batch_size", "lr": "train.lr",
                "device": "train.device"}
 
 
@@ -224,6 +226,8 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
     device = info.device
     model = build_tokenizer(cfg.model).to(device)
     dataset, image_ds = _make_dataset(cfg, model, run_dir, info, log)
+    if t.compile:  # after the feature cache (built eagerly); in place, so checkpoints keep their keys
+        model.compile()
     stream = EpochStream(dataset, t.batch_size, info.rank, info.world_size, t.seed, t.num_workers)
     p = build_parts(cfg, model, info)
     step = 0
