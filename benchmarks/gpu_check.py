@@ -153,7 +153,8 @@ def sampling(s: dict, clock: Clock, precision: str) -> list[dict]:
         # 'eager' backend instead; this still checks the fullgraph capture and the compile=True call path.
         import vfmtok.generator.generate as G
 
-        G._COMPILED[str(None)] = torch.compile(G.decode_step, fullgraph=True, backend="eager", dynamic=False)
+        traced = torch.compile(G.decode_step, fullgraph=True, backend="eager", dynamic=False)
+        G.compiled_decode_step = lambda mode=None: traced  # generate(compile=True) looks it up in the module
     torch.manual_seed(0)
     gpt = create_gpt(s["sample_gpt"], vocab_size=s["vocab"], num_tokens=s["tokens"], token_grid=_grid(s["tokens"])).to(dev).eval()
     if dev.type == "cuda" and precision == "bf16":

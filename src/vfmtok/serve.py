@@ -24,6 +24,8 @@ import torch
 from PIL import Image
 
 from vfmtok.figures import sampling_regions, upscale
+from vfmtok.utils import args as A
+from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError, require
 from vfmtok.utils.images import make_grid, to_uint8
 from vfmtok.utils.report import img_tag
@@ -255,7 +257,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="exported model folder (default: the bundled model)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    p.add_argument("--device", default="cpu")
+    A.add(p, "device")
     p.add_argument("--max-upload-mb", type=float, default=4.0, help="largest accepted upload")
 
 
@@ -266,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
     require(0 <= args.port <= 65535, f"--port must be 0..65535, got {args.port}")
     require(args.max_upload_mb > 0, "--max-upload-mb must be positive")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    app = ServeApp(args.model or bundled_model_dir(), args.device, int(args.max_upload_mb * 2**20))
+    app = ServeApp(args.model or bundled_model_dir(), resolve_device(args.device), int(args.max_upload_mb * 2**20))
     server = make_server(app, args.host, args.port)
     host, port = server.server_address[:2]
     print(f"vfmtok serve: http://{host}:{port}/  (model {app.model_dir}; Ctrl-C stops)", flush=True)

@@ -12,6 +12,8 @@ from vfmtok.eval.class_consistency import (DEFAULT_INPUT_SIZE, class_consistency
 from vfmtok.eval.commands import generate, load_generator, load_tokenizer, print_result
 from vfmtok.eval.imagesets import load_npz_images
 from vfmtok.eval.records import checkpoint_record, make_record, markdown_table
+from vfmtok.utils import args as A
+from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import require
 
 
@@ -36,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="VGG16 weights of the classifier ('random': smoke tests only)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    A.add(p, "device")
     p.add_argument("--no-cache", action="store_true", help="refit the classifier instead of reading the cache")
     p.add_argument("--out", type=Path, default=None, help="results JSON (a Markdown table is written beside it)")
 
@@ -69,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     require((args.gpt is None) != (args.samples is None), "give either --gpt or --samples")
     for name in ("per_class", "train_per_class", "val_per_class", "batch_size", "input_size"):
         require(getattr(args, name) > 0, f"--{name.replace('_', '-')} must be positive")
+    args.device = str(resolve_device(args.device))
     images, labels, sample_desc, ckpt = _samples(args)
     res = int(images.shape[1])
     cp = fit_class_probe(args.data, res, args.train_split, args.train_per_class, args.seed, input_size=args.input_size,
