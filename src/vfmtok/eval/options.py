@@ -57,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         A.add(parser, "per_class", "--images-per-class", default=50)
         parser.add_argument("--cfg-scales", type=A.non_negative_float, nargs="+", default=[1.0],
                             help="one result per scale, e.g. 1.0 2.0")
+        parser.add_argument("--compile", action="store_true",
+                            help="torch.compile the decode step when sampling with --gpt (CUDA graphs on GPUs)")
         parser.add_argument("--cfg-power", type=A.non_negative_float, default=None,
                             help="RAR's CFG schedule: the scale ramps 1 -> s as 1 + (s-1)(1-cos(pi (t/N)^pow))/2")
         A.add_all(parser, "temperature", "top_k", "top_p")
