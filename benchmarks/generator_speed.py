@@ -1,8 +1,10 @@
-"""Generator sampling speed, every backend variant side by side in one run: plain eager, plain + torch.compile
-(default, default with freezing, max-autotune with freezing) and the optional CPU kernels (vfmtok.accel.cpu).
+"""Generator sampling speed, every backend variant side by side in one run: plain eager and plain + torch.compile
+(default, default with freezing, max-autotune with freezing). The compiled CPU kernels this project had
+(vfmtok.accel.cpu) were measured with this script at commit 0706983 (`--variants eager compile compile-freezing
+accel`, benchmarks/results/generator_speed.md) and removed: they did not beat compile + freezing by 1.3x.
 
     python benchmarks/generator_speed.py                                   # GPT-B, batch 1 and 32, 1 and 2 threads
-    python benchmarks/generator_speed.py --presets GPT-nano --batches 2 --threads 1 --variants eager accel   # smoke
+    python benchmarks/generator_speed.py --presets GPT-nano --batches 2 --threads 1 --variants eager compile   # smoke
 
 Each thread count runs in its own subprocess (compiled CPU code fixes its thread count when it is generated). Within
 one process the variants run one after another on the same model, each after its own warm-up; compile time is
@@ -24,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-from vfmtok.accel import cpu as accel
 from vfmtok.generator import generate as gen_mod
 from vfmtok.generator.gpt import count_params, create_gpt
 from vfmtok.utils.io import write_json, write_text
@@ -35,7 +36,6 @@ VARIANTS = {  # name -> (compile argument, inductor freezing, CPU kernels)
     "compile": (True, False, False),
     "compile-freezing": (True, True, False),
     "compile-max-autotune-freezing": ("max-autotune", True, False),
-    "accel": (False, False, True),
 }
 
 
@@ -65,7 +65,7 @@ def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 3) -> float:
 
 def run_variant(model, name: str, batch: int, device: torch.device) -> dict:
     """Warm up (compiles where the variant compiles), then time one whole 256-token generate() at `batch` rows."""
-    compile_arg, freezing, kernels = VARIANTS[name]
+    compile_arg, freezing, _ = VARIANTS[name]
     labels = torch.arange(batch, device=device) % DATA["num_classes"]
     gen = torch.Generator(device=device)
     with ExitStack() as stack:
@@ -73,8 +73,6 @@ def run_variant(model, name: str, batch: int, device: torch.device) -> dict:
             gen_mod.compiled_decode_step.cache_clear()
             torch._dynamo.reset()
             stack.enter_context(torch._inductor.config.patch(freezing=freezing))
-        if kernels and not stack.enter_context(accel.accelerate(model, enabled=True)):
-            return {"variant": name, "skipped": accel.unavailable_reason(model)}
         t = time.perf_counter()
         model.setup_caches(batch, DATA["num_tokens"] + 1)
         step = gen_mod.compiled_decode_step(compile_arg if isinstance(compile_arg, str) else None) \

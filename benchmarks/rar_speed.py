@@ -4,8 +4,8 @@ batch, the same shared KV cache, decode step and sampler (`vfmtok.generator.gene
     python benchmarks/rar_speed.py                      # CPU: prefill + 8 timed decode steps, extrapolated to 256
     python benchmarks/rar_speed.py --device cuda --full # GPU: whole images through generate(), also compiled
 
-Writes benchmarks/results/rar_speed.{json,md} (--out). Random weights: speed does not depend on them. The CPU
-accel kernels (`vfmtok.accel`) are not used, so both models run the same torch code path.
+Writes benchmarks/results/rar_speed.{json,md} (--out). Random weights: speed does not depend on them;
+both models run the same plain torch code path.
 `decode_timing` is the function a larger benchmark (benchmarks/generator_speed.py) can call per model.
 """
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from vfmtok.accel import cpu as cpu_accel
 from vfmtok.cli import main
 from vfmtok.export import export_pair
 from vfmtok.generator.gpt import GPT
@@ -45,17 +44,10 @@ def test_sample_uses_the_bundled_model_by_default(tiny_pair, tmp_path, monkeypat
     assert main(["sample", "--class", "golf ball", "--per-class", "2", "--out", str(tmp_path / "s"), "--device", "cpu"]) == 0
     info = json.loads((tmp_path / "s" / "sample_info.json").read_text())
     assert info["labels"] == [1, 1] and info["gpt"].endswith("generator")
-    gpt = GPT.from_pretrained(bundle / "generator")  # what this machine's kernels say about it, recorded as it is
-    why = (cpu_accel.unavailable_reason(gpt) if cpu_accel.enabled_by_default()
-           else "turned off (--no-cpu-accel or VFMTOK_CPU_ACCEL=0)")
-    assert info["cpu_kernels"] == ("on" if why is None else f"off: {why}")
     assert info["device"] == "cpu" and info["tokenizer_hash"] == load_tokenizer(bundle / "tokenizer").checkpoint_hash
-    assert main(["sample", "--class", "golf ball", "--per-class", "2", "--out", str(tmp_path / "plain"), "--device", "cpu",
-                 "--no-cpu-accel"]) == 0
-    plain = json.loads((tmp_path / "plain" / "sample_info.json").read_text())
-    assert plain["cpu_kernels"].startswith("off: turned off")
-    with np.load(tmp_path / "s" / "samples.npz") as a, np.load(tmp_path / "plain" / "samples.npz") as b:
-        assert np.array_equal(a["arr_0"], b["arr_0"])  # the kernels change the speed, not the samples
+    assert main(["sample", "--class", "golf ball", "--per-class", "2", "--out", str(tmp_path / "again"), "--device", "cpu"]) == 0
+    with np.load(tmp_path / "s" / "samples.npz") as a, np.load(tmp_path / "again" / "samples.npz") as b:
+        assert np.array_equal(a["arr_0"], b["arr_0"])  # the same seed gives the same samples
 
 
 def test_export_refuses_a_mismatched_tokenizer(tiny_pair, tmp_path):

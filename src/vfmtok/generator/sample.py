@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vfmtok.accel.cpu import accelerate
 from vfmtok.generator.generate import generate
 from vfmtok.generator.pairing import check_tokenizer
 from vfmtok.utils.classnames import normalise_class
@@ -43,12 +42,11 @@ def parse_labels(specs: Sequence[str | int], class_names: Sequence[str] | None, 
 @torch.no_grad()
 def generate_images(gpt: Any, tokenizer: Any, labels: torch.Tensor, cfg_scale: float = 1.0, cfg_interval: int = -1,
                     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-                    batch_size: int = 32, cpu_accel: bool | None = None, compile: bool | str = False,
+                    batch_size: int = 32, compile: bool | str = False,
                     cfg_power: float | None = None) -> np.ndarray:
     """uint8 images (N, H, W, 3) from a GPT or RAR for class labels (N,); the same seed and batch_size give the same images.
 
-    An fp32 GPT on the CPU samples through `vfmtok.accel.cpu.accelerate` unless cpu_accel is False (None: on unless
-    VFMTOK_CPU_ACCEL=0); compile is passed to `generate` (torch.compile of the decode step, the tool for GPUs).
+    compile is passed to `generate` (torch.compile of the decode step).
     """
     check_tokenizer(gpt, tokenizer)
     labels = torch.as_tensor(labels, dtype=torch.long).flatten()
@@ -59,12 +57,11 @@ def generate_images(gpt: Any, tokenizer: Any, labels: torch.Tensor, cfg_scale: f
     device = gpt.head.weight.device
     gen = torch.Generator(device=device).manual_seed(seed)
     chunks = []
-    with accelerate(gpt, enabled=False if compile else cpu_accel):  # swapped in once for all batches
-        for start in tqdm(range(0, len(labels), batch_size), desc="sampling", unit="batch", disable=None):
-            batch = labels[start: start + batch_size]
-            ids = generate(gpt, batch, cfg_scale, cfg_interval, temperature, top_k, top_p, generator=gen,
-                           compile=compile, cfg_power=cfg_power)
-            chunks.append(to_uint8(tokenizer.decode(ids)).numpy())
+    for start in tqdm(range(0, len(labels), batch_size), desc="sampling", unit="batch", disable=None):
+        batch = labels[start: start + batch_size]
+        ids = generate(gpt, batch, cfg_scale, cfg_interval, temperature, top_k, top_p, generator=gen,
+                       compile=compile, cfg_power=cfg_power)
+        chunks.append(to_uint8(tokenizer.decode(ids)).numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, tokenizer.image_size, tokenizer.image_size, 3), np.uint8)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,7 +13,6 @@ from vfmtok.export import DEFAULT_MODEL_NAME, default_generator
 from vfmtok.generator.checkpoint import load_generator
 from vfmtok.generator.pairing import load_gpt_tokenizer
 from vfmtok.generator.sample import generate_images, parse_labels, save_samples
-from vfmtok.accel import cpu as cpu_accel
 from vfmtok.utils import args as A
 from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import require
@@ -37,16 +35,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     A.add(p, "out", required=False, default="samples")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the decode step (CUDA graphs on GPUs; the tool for GPU speed)")
-    p.add_argument("--cpu-accel", action=argparse.BooleanOptionalAction, default=None,
-                   help="fp32 CPU sampling on the compiled kernels of vfmtok.accel.cpu (default: on unless "
-                        "VFMTOK_CPU_ACCEL=0; off with --compile)")
 
 
 def sample(gpt_path: str | Path | None = None, tokenizer: str | Path | None = None, classes: Sequence[str | int] = (),
            per_class: int = 4, out: str | Path = "samples", cfg_scale: float = 1.0, cfg_interval: int = -1,
            temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0, batch_size: int = 32,
            device: str = "auto", precision: str = "bf16", compile: bool = False,
-           cpu_accel_on: bool | None = None, cfg_power: float | None = None) -> dict[str, Any]:
+           cfg_power: float | None = None) -> dict[str, Any]:
     """Sample `per_class` images of each class (all classes when none given) into `out`; returns the written paths."""
     require(per_class >= 1 and batch_size >= 1, f"per_class and batch_size must be >= 1, got {per_class} and {batch_size}")
     dev = resolve_device(device)
@@ -55,24 +50,17 @@ def sample(gpt_path: str | Path | None = None, tokenizer: str | Path | None = No
     if dev.type == "cuda" and precision != "fp32":
         gpt = gpt.to(torch.bfloat16 if precision == "bf16" else torch.float16)
     tok = load_gpt_tokenizer(gpt, tokenizer, dev)
-    kernels = None
-    wanted = cpu_accel.enabled_by_default() if cpu_accel_on is None else cpu_accel_on
-    if dev.type == "cpu" and not compile:
-        why = cpu_accel.unavailable_reason(gpt) if wanted else "turned off (--no-cpu-accel or VFMTOK_CPU_ACCEL=0)"
-        kernels = "on" if why is None else f"off: {why}"
-        if why is not None and gpt.model_type == "gpt":  # the kernels only ever serve the GPT
-            print(f"note: compiled CPU kernels off ({why}); sampling takes the plain torch path", file=sys.stderr)
     n_cls = gpt.config.num_classes
     chosen = parse_labels(classes, gpt.class_names, n_cls) if classes else list(range(n_cls))
     labels = [c for c in chosen for _ in range(per_class)]
     t0 = time.perf_counter()
     images = generate_images(gpt, tok, torch.tensor(labels), cfg_scale, cfg_interval, temperature, top_k, top_p, seed,
-                             batch_size, cpu_accel=wanted, compile=compile, cfg_power=cfg_power)
+                             batch_size, compile=compile, cfg_power=cfg_power)
     info = {"gpt": str(gpt_path), "arch": gpt.model_type, "tokenizer": str(tok.checkpoint_path),
             "tokenizer_hash": tok.checkpoint_hash, "cfg_scale": cfg_scale, "cfg_interval": cfg_interval,
             "cfg_power": cfg_power, "temperature": temperature, "top_k": top_k,
             "top_p": top_p, "seed": seed, "batch_size": batch_size, "precision": precision,
-            "device": str(dev), "cpu_kernels": kernels, "compile": compile,
+            "device": str(dev), "compile": compile,
             "seconds_incl_compile": round(time.perf_counter() - t0, 3), "labels": labels}
     paths = save_samples(out, images, labels, gpt.class_names, ncol=per_class if per_class > 1 else 8, info=info)
     return {**paths, "num_images": len(images)}
@@ -82,6 +70,6 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of `vfmtok sample`."""
     paths = sample(args.gpt, args.tokenizer, args.classes, args.per_class, args.out, args.cfg_scale, args.cfg_interval,
                    args.temperature, args.top_k, args.top_p, args.seed, args.batch_size, args.device, args.precision,
-                   args.compile, args.cpu_accel, args.cfg_power)
+                   args.compile, args.cfg_power)
     print(f"wrote {paths['num_images']} images: {paths['grid']}, {paths['npz']}, {paths['images']}/")
     return 0
