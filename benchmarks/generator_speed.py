@@ -31,11 +31,11 @@ from vfmtok.generator.gpt import count_params, create_gpt
 from vfmtok.utils.io import write_json, write_text
 
 DATA = dict(vocab_size=16384, num_tokens=256, token_grid=(16, 16), num_classes=1000)
-VARIANTS = {  # name -> (compile argument, inductor freezing, CPU kernels)
-    "eager": (False, False, False),
-    "compile": (True, False, False),
-    "compile-freezing": (True, True, False),
-    "compile-max-autotune-freezing": ("max-autotune", True, False),
+VARIANTS = {  # name -> (compile argument, inductor freezing)
+    "eager": (False, False),
+    "compile": (True, False),
+    "compile-freezing": (True, True),
+    "compile-max-autotune-freezing": ("max-autotune", True),
 }
 
 
@@ -65,7 +65,7 @@ def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 3) -> float:
 
 def run_variant(model, name: str, batch: int, device: torch.device) -> dict:
     """Warm up (compiles where the variant compiles), then time one whole 256-token generate() at `batch` rows."""
-    compile_arg, freezing, _ = VARIANTS[name]
+    compile_arg, freezing = VARIANTS[name]
     labels = torch.arange(batch, device=device) % DATA["num_classes"]
     gen = torch.Generator(device=device)
     with ExitStack() as stack:
@@ -116,10 +116,9 @@ def worker(args: argparse.Namespace) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    """Markdown: tokens/s per variant, its ratio to plain eager, and the CPU kernels' ratio to the best plain one."""
+    """Markdown: tokens/s per variant and its ratio to plain eager."""
     lines = ["| threads | preset | batch | variant | tokens/s | vs eager | warm-up s (compile) | GFLOP/s (2 x params) |",
              "|---|---|---|---|---|---|---|---|"]
-    verdicts = []
     for res in results:
         groups: dict[tuple, list[dict]] = {}
         for r in res["rows"]:
@@ -133,12 +132,7 @@ def table(results: list[dict]) -> str:
                 rel = f"{r['tokens_per_s'] / rate['eager']:.2f}x" if "eager" in rate else ""
                 lines.append(f"| {res['threads']} | {preset} | {batch} | {r['variant']} | {r['tokens_per_s']} | {rel} | "
                              f"{r['warmup_s']} | {r['gflops']} |")
-            plain = {k: v for k, v in rate.items() if k != "accel"}
-            if "accel" in rate and plain:
-                best = max(plain, key=plain.get)
-                verdicts.append(f"- {res['threads']} thread(s), {preset} batch {batch}: CPU kernels {rate['accel']} vs best "
-                                f"plain variant {best} {plain[best]} tokens/s = **{rate['accel'] / plain[best]:.2f}x**")
-    return "\n".join(lines + [""] + verdicts)
+    return "\n".join(lines)
 
 
 def main() -> None:

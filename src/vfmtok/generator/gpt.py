@@ -167,15 +167,15 @@ class KVCache(nn.Module):
         return F.scaled_dot_product_attention(q, self.k[:b], self.v[:b], attn_mask=mask)
 
 
-def install_caches(attns: list[nn.Module], cache_class: type[nn.Module], max_batch: int, max_seq: int, n_head: int,
+def install_caches(attns: list[nn.Module], max_batch: int, max_seq: int, n_head: int,
                    head_dim: int, dtype: torch.dtype, device: torch.device) -> bool:
     """Give each attention module (attribute kv_cache) a fresh cache; False when the present ones already fit."""
     old = attns[0].kv_cache
-    if type(old) is cache_class and old.max_batch >= max_batch and old.max_seq == max_seq \
+    if old is not None and old.max_batch >= max_batch and old.max_seq == max_seq \
             and old.dtype == dtype and next(old.buffers()).device == device:
         return False
     for a in attns:
-        a.kv_cache = cache_class(max_batch, max_seq, n_head, head_dim, dtype, device)
+        a.kv_cache = KVCache(max_batch, max_seq, n_head, head_dim, dtype, device)
     return True
 
 
@@ -252,7 +252,6 @@ class GPT(GeneratorIO, nn.Module):
         self.head = nn.Linear(config.dim, config.vocab_size, bias=False)
         self.register_buffer("rope", rope_table(config), persistent=False)
         self.register_buffer("causal_mask", None, persistent=False)
-        self.cache_class: type[nn.Module] = KVCache  # any module with KVCache's constructor and attend()
         # Filled by from_pretrained / the trainer; saved in config.json beside GPTConfig.
         self.class_names: list[str] | None = None
         self.tokenizer_info: dict[str, Any] | None = None
@@ -279,7 +278,7 @@ class GPT(GeneratorIO, nn.Module):
         """Preallocate per-layer KV caches (seq rounded up to a multiple of 8) and the causal mask; reused when big enough."""
         max_seq = find_multiple(max_seq, 8)
         dtype = dtype or self.head.weight.dtype
-        if install_caches([b.attention for b in self.blocks], self.cache_class, max_batch, max_seq,
+        if install_caches([b.attention for b in self.blocks], max_batch, max_seq,
                           self.config.n_head, self.config.head_dim, dtype, self.head.weight.device):
             self.causal_mask = torch.ones(max_seq, max_seq, dtype=torch.bool, device=self.head.weight.device).tril()
 

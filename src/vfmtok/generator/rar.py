@@ -165,7 +165,6 @@ class RAR(GeneratorIO, nn.Module):
         self.head = nn.Linear(d, config.vocab_size)
         self.register_buffer("causal_mask", None, persistent=False)
         self.register_buffer("cond_cache", None, persistent=False)  # class embedding of the rows being decoded
-        self.cache_class: type[nn.Module] = KVCache
         self.class_names: list[str] | None = None
         self.tokenizer_info: dict[str, Any] | None = None
         self.source: Path | None = None
@@ -196,7 +195,7 @@ class RAR(GeneratorIO, nn.Module):
         """KV caches for max_seq inputs (class + tokens) plus the cls token, rounded up to a multiple of 8."""
         seq = find_multiple(max_seq + 1, 8)
         dtype, device = dtype or self.head.weight.dtype, self.head.weight.device
-        if install_caches([b.attn for b in self.blocks], self.cache_class, max_batch, seq, self.config.n_head,
+        if install_caches([b.attn for b in self.blocks], max_batch, seq, self.config.n_head,
                           self.config.head_dim, dtype, device):
             self.causal_mask = torch.ones(seq, seq, dtype=torch.bool, device=device).tril()
             self.cond_cache = torch.zeros(max_batch, self.config.dim, dtype=dtype, device=device)
