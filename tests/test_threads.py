@@ -8,7 +8,8 @@ from vfmtok.utils import threads
 
 
 def test_default_is_the_free_cores(monkeypatch):
-    monkeypatch.delenv(threads.ENV_THREADS, raising=False)
+    for name in (threads.ENV_THREADS, "OMP_NUM_THREADS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(threads, "usable_cores", lambda: 8)
     monkeypatch.setattr(threads, "busy_elsewhere", lambda: 3)
     assert threads.default_threads() == 5
@@ -38,3 +39,16 @@ def test_bad_thread_counts_are_refused(bad, capsys):
     assert main(["export", "--gpt", "g", "--threads", bad]) == 2  # the CLI turns argparse errors into one line
     err = capsys.readouterr().err
     assert "--threads" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_explicit_counts_beat_the_load_heuristic_and_ranks_split_the_cores(monkeypatch):
+    for name in (threads.ENV_THREADS, "OMP_NUM_THREADS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 8)
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert threads.default_threads() == 3  # (8 - 2) free cores shared by two ranks
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what torchrun sets: the count must not follow the momentary load
+    assert threads.default_threads() == 1
+    monkeypatch.setenv(threads.ENV_THREADS, "4")
+    assert threads.default_threads() == 4

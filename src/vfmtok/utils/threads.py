@@ -20,7 +20,7 @@ ENV_THREADS = "VFMTOK_THREADS"  # same meaning as --threads, for scripts and sub
 def add_argument(p: argparse.ArgumentParser) -> None:
     """The shared --threads option (every command gets it from cli.build_parser)."""
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                   help=f"CPU threads for torch (default: ${ENV_THREADS}, else the cores not busy with other processes)")
+                   help=f"CPU threads for torch (default: ${ENV_THREADS}, else $OMP_NUM_THREADS, else the cores not busy with other processes)")
 
 
 def _positive_int(text: str) -> int:
@@ -80,12 +80,23 @@ def busy_elsewhere(samples: int = 3, interval: float = 0.02) -> int:
     return counts[len(counts) // 2]
 
 
+def _env_count(name: str) -> int | None:
+    text = os.environ.get(name, "").strip()
+    return int(text) if text.isdigit() and int(text) >= 1 else None
+
+
 def default_threads() -> int:
-    """$VFMTOK_THREADS, else the free cores (at least one)."""
-    env = os.environ.get(ENV_THREADS, "").strip()
-    if env.isdigit() and int(env) >= 1:
-        return int(env)
-    return max(1, usable_cores() - busy_elsewhere())
+    """$VFMTOK_THREADS, else $OMP_NUM_THREADS, else this rank's share of the free cores (at least one).
+
+    An explicit count wins over the load heuristic because float reductions depend on the thread count: a resumed
+    run (or a second rank) that picked another count from a momentary load would drift from the original by
+    rounding. torchrun sets OMP_NUM_THREADS for its workers, and ranks on one host split the free cores.
+    """
+    for name in (ENV_THREADS, "OMP_NUM_THREADS"):
+        if (n := _env_count(name)) is not None:
+            return n
+    local_ranks = _env_count("LOCAL_WORLD_SIZE") or 1
+    return max(1, (usable_cores() - busy_elsewhere()) // local_ranks)
 
 
 def prepare_environment() -> None:
