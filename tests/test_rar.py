@@ -267,8 +267,11 @@ def official_rar_state(dim=32, layers=2, head_dim=16, mlp=64, vocab=20, classes=
     return sd
 
 
-def test_import_official_rar_state(tmp_path):
-    from vfmtok.generator.rar_import import import_rar, import_rar_state
+def test_import_official_rar_state(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from vfmtok.cli import main
+    from vfmtok.official.rar_import import import_rar_state
 
     sd = official_rar_state()
     cfg, state = import_rar_state({f"module.{k}": v for k, v in sd.items()})
@@ -283,11 +286,24 @@ def test_import_official_rar_state(tmp_path):
     assert torch.equal(m.blocks[0].fc2.bias, sd["blocks.0.mlp.fc2.bias"])
     assert torch.equal(m.final_modulation.bias, sd["adaln_before_head.adaLN_modulation.1.bias"])
     assert torch.equal(m.target_pos_embed, sd["target_aware_pos_embed"][0]) and torch.equal(m.head.bias, sd["lm_head.bias"])
-    torch.save(sd, tmp_path / "rar_x.bin")
-    import_rar(tmp_path / "rar_x.bin", tmp_path / "out")
-    back = load_generator(tmp_path / "out")
+    torch.save({f"module.{k}": v for k, v in sd.items()}, tmp_path / "rar_x.bin")  # 1d-tokenizer's .bin: a DDP state dict
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "rar_x.safetensors"))
     labels, ids = torch.tensor([1]), torch.randint(0, 20, (1, 15))
-    assert torch.equal(back(labels, ids)[0], m.eval()(labels, ids)[0])
+    for name in ("rar_x.bin", "rar_x.safetensors"):
+        assert main(["import-official", "--rar", str(tmp_path / name), "--out", str(tmp_path / "o")]) == 0
+        back = load_generator(tmp_path / "o")
+        assert isinstance(back, RAR) and torch.equal(back(labels, ids)[0], m.eval()(labels, ids)[0])
+        assert (tmp_path / "o" / "README.md").is_file()
+    capsys.readouterr()
+    gpt = tmp_path / "gpt.pt"
+    torch.save({"model": {"tok_embeddings.weight": torch.zeros(4, 2), "cls_embedding.embedding_table.weight": torch.zeros(2, 2)}}, gpt)
+    for cmd, wants in ((["--gpt", str(tmp_path / "rar_x.bin")], "pass it with --rar"),
+                       (["--rar", str(gpt), "--which", "model"], "pass it with --gpt"),
+                       (["--gpt", str(gpt), "--rar", str(tmp_path / "rar_x.bin")], "not both")):
+        assert main(["import-official", *cmd, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert wants in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.tmp").exists()
     with pytest.raises(VFMTokError, match="keys an official RAR does not have"):
         import_rar_state({**sd, "extra.weight": torch.zeros(1)})
     with pytest.raises(VFMTokError, match="looks like a LlamaGen GPT"):

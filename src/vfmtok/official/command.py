@@ -1,8 +1,9 @@
-"""`vfmtok import-official`: official tokenizer/GPT `.pt` files (+ the DINOv2 `.pth`) -> vfmtok checkpoint folders.
+"""`vfmtok import-official`: official tokenizer/GPT/RAR files (+ the DINOv2 `.pth`) -> vfmtok checkpoint folders.
 
 --tokenizer alone: OUT is a tokenizer folder (model.safetensors, config.json, encoder.safetensors = the DINOv2 in
-timm layout, README.md). --gpt alone: OUT is a GPT folder. Both: OUT/tokenizer and OUT/generator, the GPT's config
-naming "../tokenizer" as `vfmtok export` does. Everything is built under OUT.tmp and renamed when complete.
+timm layout, README.md). --gpt (LlamaGen GPT) or --rar (1d-tokenizer / VFMTok-RAR) alone: OUT is a generator folder.
+A tokenizer and a generator: OUT/tokenizer and OUT/generator, the generator's config naming "../tokenizer" as
+`vfmtok export` does. Everything is built under OUT.tmp and renamed when complete.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from vfmtok.official.gpt_import import infer_gpt_config, is_official_gpt, map_gpt_state
+from vfmtok.official.rar_import import import_rar_state, is_official_rar
 from vfmtok.official.reading import load_official, pick_state, saved_args, strip_prefixes
 from vfmtok.official.tokenizer_import import (dinov2_arch, dinov2_to_timm, infer_tokenizer_config,
                                               is_official_tokenizer, map_tokenizer_state)
@@ -23,20 +25,20 @@ from vfmtok.utils.hub import write_model_card
 from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, load_state_strict, read_json, save_safetensors, write_json
 
 ENCODER_FILE = "encoder.safetensors"
+# what each --option takes, and the keys that identify it (for one-line errors naming the right option)
+_KINDS = {"tokenizer": ("an official VFMTok tokenizer", "decode_transformer.* / slot_quantize.*"),
+          "gpt": ("an official LlamaGen/VFMTok GPT", "tok_embeddings / cls_embedding"),
+          "rar": ("an official RAR (1d-tokenizer / VFMTok-RAR)", "target_aware_pos_embed / timesteps_embeddings")}
 
 
 def _official_state(path: Path, which: str, want: str) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
     ckpt = load_official(path)
     state, source = pick_state(ckpt, which, path)
-    is_tok, is_gpt = is_official_tokenizer(state), is_official_gpt(state)
-    if want == "tokenizer" and not is_tok:
-        hint = " (it is a LlamaGen GPT: pass it with --gpt)" if is_gpt else ""
-        raise VFMTokError(f"{path} is not an official VFMTok tokenizer checkpoint{hint}: no decode_transformer.* / "
-                          "slot_quantize.* keys")
-    if want == "gpt" and not is_gpt:
-        hint = " (it is a VFMTok tokenizer: pass it with --tokenizer)" if is_tok else ""
-        raise VFMTokError(f"{path} is not an official LlamaGen/VFMTok GPT checkpoint{hint}: no tok_embeddings / "
-                          "cls_embedding keys")
+    kinds = {"tokenizer": is_official_tokenizer(state), "gpt": is_official_gpt(state), "rar": is_official_rar(state)}
+    if not kinds[want]:
+        other = next((k for k, hit in kinds.items() if hit), None)
+        hint = f" (it is {_KINDS[other][0]}: pass it with --{other})" if other else ""
+        raise VFMTokError(f"{path} is not {_KINDS[want][0]} checkpoint{hint}: no {_KINDS[want][1]} keys")
     return state, saved_args(ckpt), source
 
 
@@ -105,13 +107,34 @@ def import_gpt(path: Path, out: Path, which: str = "ema", num_tokens: int | None
     facts = {"source": path.name, "source_sha256": file_sha256(path), "weights": source, "preset": preset,
              "null_class": "appended (zero row; the official model has no trained null class)" if appended else "trained",
              "params": sum(p.numel() for p in model.parameters())}
+    _save_generator(model, out, facts, "GPT")
+    return facts
+
+
+def import_rar(path: Path, out: Path, which: str = "ema", num_tokens: int | None = None,
+               tokenizer_info: dict | None = None, n_head: int | None = None) -> dict[str, Any]:
+    """Write an official RAR as a vfmtok RAR folder `out`; returns import facts."""
+    from vfmtok.generator.rar import RAR
+
+    state, _, source = _official_state(path, which, "rar")
+    cfg, mapped = import_rar_state(state, num_tokens, n_head, str(path))
+    model = RAR(cfg)
+    load_state_strict(model, mapped, f"{path} ({source})")
+    model.tokenizer_info = tokenizer_info
+    facts = {"source": path.name, "source_sha256": file_sha256(path), "weights": source,
+             "shape": f"{cfg.dim} hidden / {cfg.n_layer} layers / {cfg.n_head} heads / MLP {cfg.mlp_dim}",
+             "params": sum(p.numel() for p in model.parameters())}
+    _save_generator(model, out, facts, "RAR")
+    return facts
+
+
+def _save_generator(model, out: Path, facts: dict[str, Any], kind: str) -> None:
     model.save_pretrained(out)
     meta_path = out / "config.json"
     meta = read_json(meta_path)
     meta["config"]["official_import"] = facts
     write_json(meta_path, meta)
-    write_model_card(out, "gpt", meta["config"], _card("GPT", facts))
-    return facts
+    write_model_card(out, "gpt", meta["config"], _card(kind, facts))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -120,18 +143,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dinov2", type=Path, default=None, help="DINOv2 weights the tokenizer was trained with "
                    "(facebookresearch dinov2_vitl14_reg4_pretrain.pth)")
     p.add_argument("--gpt", type=Path, default=None, help="official GPT .pt (e.g. GPT-B-300e.pt) or FSDP consolidated.pth")
+    p.add_argument("--rar", type=Path, default=None, help="official RAR weights (1d-tokenizer rar_*.bin, VFMTok-RAR "
+                   ".bin / .safetensors state dict)")
     p.add_argument("--which", default="ema", choices=["ema", "model"], help="weights inside the .pt to import")
-    p.add_argument("--num-tokens", type=int, default=None, help="GPT sequence length when the file records no args "
-                   "(default 256: VFMTok's 16 x 16)")
-    p.add_argument("--n-head", type=int, default=None, help="GPT attention heads, only for a depth/width no LlamaGen "
-                   "preset has")
+    p.add_argument("--num-tokens", type=int, default=None, help="generator sequence length when the file records "
+                   "none (GPT default 256: VFMTok's 16 x 16; RAR: from its step table)")
+    p.add_argument("--n-head", type=int, default=None, help="attention heads: a GPT of a depth/width no LlamaGen "
+                   "preset has; a RAR whose head width is not 64")
     p.add_argument("--out", type=Path, required=True, help="output checkpoint folder")
+
+
+def _import_into(args: argparse.Namespace, tmp: Path) -> None:
+    """Every requested import, written under `tmp` (the tokenizer first: the generator's config names its hash)."""
+    gen_path = args.gpt or args.rar
+    both = args.tokenizer is not None and gen_path is not None
+    info = None
+    if args.tokenizer is not None:
+        tdir = tmp / "tokenizer" if both else tmp
+        facts = import_tokenizer(args.tokenizer, args.dinov2, tdir, args.which)
+        print(f"tokenizer: {facts['params']:,} parameters from {facts['source']} ({facts['weights']}), "
+              f"encoder {facts['encoder']}")
+        if both:
+            info = {"checkpoint_path": "../tokenizer", "checkpoint_hash": file_sha256(tdir / WEIGHTS_NAME)}
+    gdir = tmp / "generator" if both else tmp
+    if args.gpt is not None:
+        facts = import_gpt(args.gpt, gdir, args.which, args.num_tokens, info, args.n_head)
+        print(f"gpt: {facts['preset']}, {facts['params']:,} parameters from {facts['source']} ({facts['weights']}); "
+              f"null class {facts['null_class']}")
+    if args.rar is not None:
+        facts = import_rar(args.rar, gdir, args.which, args.num_tokens, info, args.n_head)
+        print(f"rar: {facts['shape']}, {facts['params']:,} parameters from {facts['source']} ({facts['weights']})")
+    if both:  # the layout of `vfmtok export`
+        write_json(tmp / "model.json", {"generator": "generator", "tokenizer": "tokenizer",
+                                        "imported_from": {"generator": gen_path.name, "tokenizer": args.tokenizer.name}})
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `vfmtok import-official`."""
-    if args.tokenizer is None and args.gpt is None:
-        raise VFMTokError("pass --tokenizer (with --dinov2) and/or --gpt")
+    if args.tokenizer is None and args.gpt is None and args.rar is None:
+        raise VFMTokError("pass --tokenizer (with --dinov2) and/or a generator (--gpt or --rar)")
+    if args.gpt is not None and args.rar is not None:
+        raise VFMTokError("pass one generator: --gpt (LlamaGen) or --rar, not both")
     if args.tokenizer is not None and args.dinov2 is None:
         raise VFMTokError("--tokenizer needs --dinov2 (the official trainer does not save the frozen DINOv2)")
     out = Path(args.out)
@@ -139,23 +191,8 @@ def run(args: argparse.Namespace) -> int:
         raise VFMTokError(f"--out {out} exists and is not a checkpoint folder; refusing to replace it")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    both = args.tokenizer is not None and args.gpt is not None
     try:
-        info = None
-        if args.tokenizer is not None:
-            tdir = tmp / "tokenizer" if both else tmp
-            facts = import_tokenizer(args.tokenizer, args.dinov2, tdir, args.which)
-            print(f"tokenizer: {facts['params']:,} parameters from {facts['source']} ({facts['weights']}), "
-                  f"encoder {facts['encoder']}")
-            if both:
-                info = {"checkpoint_path": "../tokenizer", "checkpoint_hash": file_sha256(tdir / WEIGHTS_NAME)}
-        if args.gpt is not None:
-            facts = import_gpt(args.gpt, tmp / "generator" if both else tmp, args.which, args.num_tokens, info, args.n_head)
-            print(f"gpt: {facts['preset']}, {facts['params']:,} parameters from {facts['source']} ({facts['weights']}); "
-                  f"null class {facts['null_class']}")
-        if both:  # the layout of `vfmtok export`
-            write_json(tmp / "model.json", {"generator": "generator", "tokenizer": "tokenizer",
-                                            "imported_from": {"generator": args.gpt.name, "tokenizer": args.tokenizer.name}})
+        _import_into(args, tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -18,10 +18,18 @@ _PREFIXES = ("module.", "_orig_mod.")
 
 
 def load_official(path: str | Path) -> Any:
-    """torch.load(weights_only=True) allowing argparse.Namespace only; one-line errors for anything else."""
+    """A .safetensors state dict, else torch.load(weights_only=True) allowing argparse.Namespace only; one-line errors."""
     path = Path(path)
     if not path.is_file():
         raise VFMTokError(f"file not found: {path}")
+    if path.suffix == ".safetensors":  # the RAR releases on the Hub use both formats
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise VFMTokError(f"cannot read {path} as safetensors: {str(e).splitlines()[0]}") from None
     try:
         with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))

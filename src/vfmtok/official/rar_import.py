@@ -1,5 +1,5 @@
 """Official RAR weights (bytedance/1d-tokenizer, CVMI-Lab/VFMTok-RAR: `rar_*.bin` or .safetensors state dicts)
--> a vfmtok RAR config + state dict, strictly (every official key used once, every vfmtok key filled).
+-> a vfmtok RAR config + state dict (`vfmtok import-official --rar`), strictly (every official key used once, every vfmtok key filled).
 
 The official model keeps image ids, a mask id, the classes and the null class in one embedding table
 [codebook | mask | classes | null]; here they are two tables (the unused mask row is dropped).
@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
 import torch
 
-from vfmtok.generator.rar import RAR, RARConfig
+from vfmtok.generator.rar import RARConfig
+from vfmtok.official.reading import strip_prefixes
 from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.io import load_state_strict
 
 # official name pattern -> vfmtok name (applied to the per-block / head keys; tables are handled separately)
 _RENAMES = [
@@ -33,16 +32,6 @@ OFFICIAL_POS_SLACK, OFFICIAL_STEP_SLACK = 1024, 100
 def is_official_rar(state: dict[str, torch.Tensor]) -> bool:
     """Whether a state dict has the official RAR layout."""
     return {"target_aware_pos_embed", "timesteps_embeddings", "lm_head.weight"} <= set(state)
-
-
-def _strip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop DDP / torch.compile prefixes."""
-    out = {}
-    for k, v in state.items():
-        for p in ("module.", "_orig_mod."):
-            k = k[len(p):] if k.startswith(p) else k
-        out[k] = v
-    return out
 
 
 def infer_rar_config(state: dict[str, torch.Tensor], num_tokens: int | None = None, n_head: int | None = None,
@@ -72,7 +61,7 @@ def infer_rar_config(state: dict[str, torch.Tensor], num_tokens: int | None = No
 def import_rar_state(state: dict[str, torch.Tensor], num_tokens: int | None = None, n_head: int | None = None,
                      where: str = "checkpoint") -> tuple[RARConfig, dict[str, torch.Tensor]]:
     """(config, vfmtok state dict) of an official RAR state dict; one-line errors for another architecture."""
-    state = _strip(state)
+    state = strip_prefixes(state)
     if not is_official_rar(state):
         hint = " (it looks like a LlamaGen GPT)" if "tok_embeddings.weight" in state else ""
         raise VFMTokError(f"{where} is not an official RAR checkpoint{hint}: no target_aware_pos_embed / "
@@ -98,35 +87,3 @@ def import_rar_state(state: dict[str, torch.Tensor], num_tokens: int | None = No
     if unknown:
         raise VFMTokError(f"{where}: {len(unknown)} keys an official RAR does not have (e.g. {unknown[0]})")
     return cfg, {k: t.contiguous() for k, t in out.items()}
-
-
-def read_state_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from .safetensors, or from .bin/.pt/.pth through torch.load(weights_only=True)."""
-    path = Path(path)
-    if not path.is_file():
-        raise VFMTokError(f"file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for foreign or corrupt files
-        raise VFMTokError(f"cannot read {path} as a tensor-only checkpoint: {str(e).splitlines()[0]}") from None
-    for key in ("state_dict", "model", "ema"):  # wrappers some training scripts add
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict) and "lm_head.weight" not in obj:
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(t, torch.Tensor) for t in obj.values()):
-        raise VFMTokError(f"{path} does not hold a state dict of tensors")
-    return obj
-
-
-def import_rar(path: str | Path, out: str | Path, num_tokens: int | None = None, n_head: int | None = None,
-               tokenizer_info: dict | None = None, class_names: list[str] | None = None) -> RAR:
-    """Write an official RAR file as a vfmtok RAR checkpoint folder `out` (strict load first); returns the model."""
-    cfg, state = import_rar_state(read_state_file(path), num_tokens, n_head, str(path))
-    model = RAR(cfg)
-    load_state_strict(model, state, str(path))
-    model.tokenizer_info, model.class_names = tokenizer_info, class_names
-    model.save_pretrained(out)
-    return model
