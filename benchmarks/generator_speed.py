@@ -5,6 +5,7 @@ accel`, benchmarks/results/generator_speed.md) and removed: they did not beat co
 
     python benchmarks/generator_speed.py                                   # GPT-B, batch 1 and 32, 1 and 2 threads
     python benchmarks/generator_speed.py --presets GPT-nano --batches 2 --threads 1 --variants eager compile   # smoke
+    python benchmarks/generator_speed.py --presets GPT-B RAR-B --batches 32 --variants eager compile-freezing  # RAR vs GPT
 
 Each thread count runs in its own subprocess (compiled CPU code fixes its thread count when it is generated). Within
 one process the variants run one after another on the same model, each after its own warm-up; compile time is
@@ -27,7 +28,8 @@ from pathlib import Path
 import torch
 
 from vfmtok.generator import generate as gen_mod
-from vfmtok.generator.gpt import count_params, create_gpt
+from vfmtok.generator.gpt import create_gpt
+from vfmtok.generator.rar import create_rar
 from vfmtok.utils.io import write_json, write_text
 
 DATA = dict(vocab_size=16384, num_tokens=256, token_grid=(16, 16), num_classes=1000)
@@ -61,6 +63,16 @@ def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 3) -> float:
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
+
+
+def create_model(preset: str) -> torch.nn.Module:
+    """A GPT or RAR preset (by its name) at the paper's data shape, random weights."""
+    return (create_rar if preset.startswith("RAR-") else create_gpt)(preset, **DATA)
+
+
+def linear_params(model: torch.nn.Module) -> int:
+    """Weights of the Linear layers: a token costs 2 FLOPs per one (both architectures; embeddings are lookups)."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
 def run_variant(model, name: str, batch: int, device: torch.device) -> dict:
@@ -102,8 +114,8 @@ def worker(args: argparse.Namespace) -> dict:
     out = {"threads": args.threads[0], "device": str(device), "matmul_gflops": [round(matmul_gflops(device), 1)], "rows": []}
     for preset in args.presets:
         torch.manual_seed(0)
-        model = create_gpt(preset, **DATA).to(device).eval()
-        flops = 2 * count_params(model.config, non_embedding=True)
+        model = create_model(preset).to(device).eval()
+        flops = 2 * linear_params(model)
         for batch in args.batches:
             for name in args.variants:
                 row = {"preset": preset, **run_variant(model, name, batch, device)}
@@ -117,7 +129,7 @@ def worker(args: argparse.Namespace) -> dict:
 
 def table(results: list[dict]) -> str:
     """Markdown: tokens/s per variant and its ratio to plain eager."""
-    lines = ["| threads | preset | batch | variant | tokens/s | vs eager | warm-up s (compile) | GFLOP/s (2 x params) |",
+    lines = ["| threads | preset | batch | variant | tokens/s | vs eager | warm-up s (compile) | GFLOP/s (2 x Linear params) |",
              "|---|---|---|---|---|---|---|---|"]
     for res in results:
         groups: dict[tuple, list[dict]] = {}
