@@ -21,8 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of demo."""
     A.add(p, "out", required=False, default="runs/demo", help="output folder (re-running resumes finished stages)")
     A.add(p, "data")
-    p.add_argument("--tokenizer-steps", type=A.positive_int, default=700)
-    p.add_argument("--generator-steps", type=A.positive_int, default=800)
+    p.add_argument("--tokenizer-steps", type=A.positive_int, default=450)
+    p.add_argument("--generator-steps", type=A.positive_int, default=550)
     A.add(p, "per_class", default=8)
     A.add(p, "device")
     p.add_argument("--quick", action="store_true", help="a tiny smoke run (tests use it)")
