@@ -290,8 +290,8 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
         C.seed_everything((cfg.seed * 1000 + info.rank) * 1000003)
     if info.is_main:
         write_json(run_dir / "run_config.json", to_dict(cfg))  # JSON is YAML: `--config` reads it back
-        log.info("GPT %s: %.2fM params, %d images, %s", cfg.preset, sum(p.numel() for p in raw.parameters()) / 1e6,
-                 getattr(dataset, "num_samples", None) or len(dataset),
+        log.info("%s %s: %.2fM params, %d images, %s", cfg.arch.upper(), cfg.preset,
+                 sum(p.numel() for p in raw.parameters()) / 1e6, getattr(dataset, "num_samples", None) or len(dataset),
                  "FSDP" if cfg.fsdp else f"DDP x{info.world_size}" if info.world_size > 1 else "1 process")
     _loop(cfg, model, raw, opt, ema, stream, step, run_dir, info, log, tokenizer if not cfg.codes else None)
     log.info("done at step %d", cfg.steps)
