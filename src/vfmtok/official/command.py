@@ -134,7 +134,7 @@ def _save_generator(model, out: Path, facts: dict[str, Any], kind: str) -> None:
     meta = read_json(meta_path)
     meta["config"]["official_import"] = facts
     write_json(meta_path, meta)
-    write_model_card(out, "gpt", meta["config"], _card(kind, facts))
+    write_model_card(out, model.model_type, meta["config"], _card(kind, facts))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

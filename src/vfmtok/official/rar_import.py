@@ -1,5 +1,6 @@
 """Official RAR weights (bytedance/1d-tokenizer, CVMI-Lab/VFMTok-RAR: `rar_*.bin` or .safetensors state dicts)
--> a vfmtok RAR config + state dict (`vfmtok import-official --rar`), strictly (every official key used once, every vfmtok key filled).
+-> a vfmtok RAR config + state dict (`vfmtok import-official --rar`), strictly (every official key used once, every
+vfmtok key filled).
 
 The official model keeps image ids, a mask id, the classes and the null class in one embedding table
 [codebook | mask | classes | null]; here they are two tables (the unused mask row is dropped).

@@ -18,7 +18,8 @@ _PREFIXES = ("module.", "_orig_mod.")
 
 
 def load_official(path: str | Path) -> Any:
-    """A .safetensors state dict, else torch.load(weights_only=True) allowing argparse.Namespace only; one-line errors."""
+    """A .safetensors state dict, else torch.load(weights_only=True) allowing argparse.Namespace only; one-line
+    errors."""
     path = Path(path)
     if not path.is_file():
         raise VFMTokError(f"file not found: {path}")

@@ -73,7 +73,7 @@ def write_model_card(folder: str | Path, model_type: str, config: dict[str, Any]
     argv = sys.argv[1:]
     command = card.get("command") or ("vfmtok " + " ".join(shlex.quote(a) for a in argv) if argv
                                       else "(written from Python, not from the vfmtok command line)")
-    arch = config.get("model") or config.get("gpt") or {}
+    arch = config.get(model_type) or config.get("model") or {}  # generators: config[model_type]; tokenizers: "model"
     summary = ", ".join(f"{k}={v}" for k, v in arch.items() if not isinstance(v, (dict, list)))[:600]
     metrics = card.get("metrics") or {}
     lines = ["---", "library_name: vfmtok", f"tags: [vfmtok, {model_type}, image-generation]", "---", "",

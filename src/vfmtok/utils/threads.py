@@ -1,4 +1,5 @@
-"""CPU thread counts that behave when several processes share the cores (`--threads`, default: the free cores).
+"""CPU thread counts that behave when several processes share the cores (`--threads`; default: $VFMTOK_THREADS or
+$OMP_NUM_THREADS when set, else the free cores).
 
 A torch process with one OpenMP thread per core, next to other busy processes, spends most of its time waiting at
 barriers for threads the scheduler has parked; OpenMP waiting that sleeps instead of spinning, and no more threads
@@ -20,7 +21,8 @@ ENV_THREADS = "VFMTOK_THREADS"  # same meaning as --threads, for scripts and sub
 def add_argument(p: argparse.ArgumentParser) -> None:
     """The shared --threads option (every command gets it from cli.build_parser)."""
     p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                   help=f"CPU threads for torch (default: ${ENV_THREADS}, else $OMP_NUM_THREADS, else the cores not busy with other processes)")
+                   help=f"CPU threads for torch (default: ${ENV_THREADS}, else $OMP_NUM_THREADS, else the cores not "
+                   "busy with other processes)")
 
 
 def _positive_int(text: str) -> int:
