@@ -167,6 +167,14 @@ class KVCache(nn.Module):
         return F.scaled_dot_product_attention(q, self.k[:b], self.v[:b], attn_mask=mask)
 
 
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: KVCache | None,
+                     input_pos: torch.Tensor | None, mask: torch.Tensor | None, dropout_p: float) -> torch.Tensor:
+    """(B, H, T, D) heads: a full causal pass when input_pos is None (training, or no cache), else through `cache`."""
+    if input_pos is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout_p)
+    return cache.attend(input_pos, q, k, v, mask)
+
+
 def install_caches(attns: list[nn.Module], max_batch: int, max_seq: int, n_head: int,
                    head_dim: int, dtype: torch.dtype, device: torch.device) -> bool:
     """Give each attention module (attribute kv_cache) a fresh cache; False when the present ones already fit."""
@@ -197,11 +205,7 @@ class Attention(nn.Module):
         q, k, v = self.wqkv(x).view(B, T, 3, self.n_head, self.head_dim).unbind(2)
         q, k = apply_rope(q, rot), apply_rope(k, rot)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        if input_pos is None:  # full causal pass (training, or decoding without a cache)
-            drop = self.attn_dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
-        else:
-            y = self.kv_cache.attend(input_pos, q, k, v, mask)
+        y = causal_attention(q, k, v, self.kv_cache, input_pos, mask, self.attn_dropout if self.training else 0.0)
         return self.resid_drop(self.wo(y.transpose(1, 2).reshape(B, T, C)))
 
 

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vfmtok.generator.checkpoint import GeneratorIO
-from vfmtok.generator.gpt import KVCache, find_multiple, install_caches
+from vfmtok.generator.gpt import KVCache, causal_attention, find_multiple, install_caches
 from vfmtok.utils.errors import VFMTokError, require
 
 
@@ -110,11 +110,7 @@ class RARAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = self.q_norm(q), self.k_norm(k)
-        if input_pos is None:
-            drop = self.attn_dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
-        else:
-            y = self.kv_cache.attend(input_pos, q, k, v, mask)
+        y = causal_attention(q, k, v, self.kv_cache, input_pos, mask, self.attn_dropout if self.training else 0.0)
         return self.proj_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
