@@ -30,6 +30,7 @@ import torch
 from vfmtok.generator import generate as gen_mod
 from vfmtok.generator.gpt import create_gpt
 from vfmtok.generator.rar import create_rar
+from vfmtok.train.generator_arch import arch_of_preset
 from vfmtok.utils.io import write_json, write_text
 
 DATA = dict(vocab_size=16384, num_tokens=256, token_grid=(16, 16), num_classes=1000)
@@ -67,7 +68,7 @@ def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 3) -> float:
 
 def create_model(preset: str) -> torch.nn.Module:
     """A GPT or RAR preset (by its name) at the paper's data shape, random weights."""
-    return (create_rar if preset.startswith("RAR-") else create_gpt)(preset, **DATA)
+    return (create_rar if arch_of_preset(preset) == "rar" else create_gpt)(preset, **DATA)
 
 
 def linear_params(model: torch.nn.Module) -> int:
