@@ -43,8 +43,9 @@ def measure(name: str, model: Path, out: Path, args) -> dict:
         cli(["eval-tokenizer", str(model / "tokenizer"), "--data", args.data, "--split", "val", "--num-images",
              str(args.recon_images), "--second-encoder", "none", *common, "--out", str(rec)])
     if not gen.is_file() and not args.no_run:
-        cli(["eval-generator", "--gpt", str(model / "generator"), "--ref", args.data, "--ref-split", "val",
-             "--ref-num-images", str(args.ref_images), "--images-per-class", str(args.gen_per_class), "--cfg-scales", "1.0",
+        ref_n = [] if args.ref_images is None else ["--ref-num-images", str(args.ref_images)]
+        cli(["eval-generator", "--gpt", str(model / "generator"), "--ref", args.data, "--ref-split", "val", *ref_n,
+             "--images-per-class", str(args.gen_per_class), "--cfg-scales", "1.0",
              "--second-encoder", "none", *common, "--out", str(gen)])
     c, r, g = (read_json(p) if p.is_file() else None for p in (cc, rec, gen))
     info = read_json(model / "model.json") if (model / "model.json").is_file() else {}
@@ -104,7 +105,7 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=50, help="class-consistency samples per class")
     ap.add_argument("--gen-per-class", type=int, default=200, help="gFID samples per class")
     # The same seeded 1,000 val images as (a): their Inception statistics are then read from the cache.
-    ap.add_argument("--ref-images", type=int, default=1000, help="val images for the gFID reference")
+    ap.add_argument("--ref-images", type=int, default=None, help="val images for the gFID reference (default: all)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-run", action="store_true", help="only merge the result files that exist (missing: 'not measured')")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "bundled_model"), help="per-model result files")
