@@ -185,6 +185,8 @@ def test_eval_generator_with_generator_and_cfg_scales(env, monkeypatch):
     for cfg in ("1", "4"):
         with np.load(tmp / f"samples-cfg{cfg}.npz") as z:
             assert z["arr_0"].shape == (12, 32, 32, 3) and z["arr_0"].dtype == np.uint8
+            # the class each sample was drawn for, in order (what class-consistency --samples reads)
+            assert z["labels"].tolist() == sum((c["labels"] for c in calls if c["cfg"] == float(cfg)), [])
 
 
 @pytest.mark.parametrize("case,message", [

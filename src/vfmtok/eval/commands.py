@@ -343,7 +343,7 @@ def eval_generator(args: argparse.Namespace) -> dict:
         checkpoints = {"generator": checkpoint_record(args.gpt), "tokenizer": checkpoint_record(tok.checkpoint_path)}
         data_desc = {"source": "generated", "images_per_class": per_class, "num_classes": num_classes}
         for cfg in args.cfg_scales:
-            runs.append({"cfg": cfg, "n": len(labels),
+            runs.append({"cfg": cfg, "n": len(labels), "labels": labels,
                          "batches": (lambda c=cfg: _sample_batches(args, gpt, tok, c, labels))})
     ext = get_extractor(args.device)  # built after the inputs are checked: a bad path fails fast
     second, second_note = make_second(args.second_encoder, args.device)
@@ -379,7 +379,7 @@ def eval_generator(args: argparse.Namespace) -> dict:
         else:
             m.update(precision=None, recall=None)
         if kept is not None:
-            _save_samples(args.save_samples, r["cfg"], len(args.cfg_scales) > 1, np.concatenate(kept))
+            _save_samples(args.save_samples, r["cfg"], len(args.cfg_scales) > 1, np.concatenate(kept), r["labels"])
         results.append(m)
         rows.append([r["cfg"] if r["cfg"] is not None else "n/a", stats.num_images, m["gFID"], m["IS"],
                      m["precision"], m["recall"]] + ([m[f"FD_{args.second_encoder}"]] if second_col else []))
@@ -402,11 +402,12 @@ def eval_generator(args: argparse.Namespace) -> dict:
     return record
 
 
-def _save_samples(path: Path, cfg: float, several: bool, arr: np.ndarray) -> None:
-    """Write samples as an ADM-style .npz (arr_0); with several CFG scales the scale goes into the name."""
+def _save_samples(path: Path, cfg: float, several: bool, arr: np.ndarray, labels: torch.Tensor) -> None:
+    """Write samples as an ADM-style .npz (arr_0) with their class ids (labels, what `class-consistency --samples`
+    reads); with several CFG scales the scale goes into the name."""
     path = Path(path)
     if several:
         path = path.with_name(f"{path.stem}-cfg{cfg:g}{path.suffix or '.npz'}")
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, arr_0=arr)
+            np.savez(f, arr_0=arr, labels=labels.numpy().astype(np.int64))

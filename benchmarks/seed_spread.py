@@ -1,0 +1,152 @@
+"""gFID / precision / recall and class consistency of every generator checkpoint of a reproduction, over several
+sampling seeds, so that a difference between two points can be told from sampling noise.
+
+Run: python benchmarks/seed_spread.py --runs runs/reproduce_rar --seeds 0 1 2 --per-class 200
+For each tokenizer variant (vfmtok, vqgan) and generator arm (generator/ = GPT, generator_rar/ = RAR) under --runs,
+every checkpoint is sampled --per-class images per class (no CFG) once per seed: `eval-generator` (gFID, precision,
+recall against every validation image) saves the samples with their labels, and `class-consistency --samples` scores
+the same samples. Each evaluation is kept in RUNS/<variant>/seeds/ and skipped when present (the run resumes).
+Writes benchmarks/results/seed_spread.{json,md}. The seeds are sampling seeds: each generator was trained once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+from pathlib import Path
+
+from vfmtok.utils.io import read_json, write_json, write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+ARMS = {"generator": "GPT", "generator_rar": "RAR"}
+METRICS = ("gFID", "precision", "recall", "class_consistency")
+LOWER_IS_BETTER = {"gFID"}
+
+
+def cli(argv: list[str]) -> None:
+    """Run a vfmtok command in-process; stop on failure."""
+    from vfmtok.cli import main
+
+    print("$ vfmtok " + " ".join(argv), flush=True)
+    if main(argv):
+        raise SystemExit(f"failed: vfmtok {' '.join(argv)}")
+
+
+def points(runs: Path, variants: list[str]) -> list[dict]:
+    """(variant, arm, step, checkpoint, tokenizer) of every generator checkpoint under the runs folder."""
+    out = []
+    for v in variants:
+        tok = read_json(runs / v / "result.json")["tokenizer"] if (runs / v / "result.json").is_file() else None
+        for arm_dir, arm in ARMS.items():
+            for ck in sorted((runs / v / arm_dir / "checkpoints").glob("step_*")):
+                out.append({"variant": v, "arm": arm, "step": int(ck.name.split("_")[-1]), "checkpoint": ck, "tokenizer": tok})
+    return out
+
+
+def evaluate(p: dict, seed: int, args) -> dict:
+    """gFID / P / R and class consistency of one checkpoint at one sampling seed (cached in RUNS/<variant>/seeds/)."""
+    d = Path(args.runs) / p["variant"] / "seeds"
+    stem = f"{p['arm'].lower()}_step{p['step']}_seed{seed}_n{args.per_class}"
+    ge, cc, npz = d / f"{stem}_gen.json", d / f"{stem}_cc.json", d / f"{stem}.npz"
+    if not ge.is_file():
+        cli(["eval-generator", "--gpt", str(p["checkpoint"])] + (["--tokenizer", p["tokenizer"]] if p["tokenizer"] else [])
+            + ["--ref", args.data, "--ref-split", "val", "--images-per-class", str(args.per_class), "--cfg-scales", "1.0",
+               "--seed", str(seed), "--second-encoder", "none", "--save-samples", str(npz), "--out", str(ge)])
+    if not cc.is_file():
+        cli(["class-consistency", "--samples", str(npz), "--data", args.data, "--out", str(cc)])
+    g = read_json(ge)["metrics"]["runs"][0]
+    c = read_json(cc)["metrics"]
+    return {"seed": seed, "gFID": g["gFID"], "precision": g["precision"], "recall": g["recall"],
+            "num_images": g["num_images"], "class_consistency": c["class_consistency"], "real_val_top1": c["real_val_top1"]}
+
+
+def summary(evals: list[dict]) -> dict:
+    """Mean, sample standard deviation, min and max over seeds of every metric."""
+    out = {}
+    for m in METRICS:
+        xs = [e[m] for e in evals if e.get(m) is not None]
+        if xs:
+            out[m] = {"mean": statistics.fmean(xs), "sd": statistics.stdev(xs) if len(xs) > 1 else 0.0,
+                      "min": min(xs), "max": max(xs), "n": len(xs)}
+    return out
+
+
+def comparisons(rows: list[dict]) -> list[dict]:
+    """Pairs the README compares: tokenizers at one arm and step, steps within a curve, GPT vs RAR. A difference
+    'exceeds the seed spread' when the two points' ranges over seeds do not overlap."""
+    key = lambda r: (r["variant"], r["arm"], r["step"])
+    by = {key(r): r for r in rows}
+    pairs = []
+    for a, b in itertools.combinations(sorted(by), 2):
+        same = [a[i] == b[i] for i in range(3)]
+        if sum(same) == 2:  # differ in exactly one of tokenizer, arm, step
+            pairs.append((by[a], by[b]))
+    out = []
+    for ra, rb in pairs:
+        for m in METRICS:
+            sa, sb = ra["summary"].get(m), rb["summary"].get(m)
+            if not sa or not sb:
+                continue
+            separate = sa["max"] < sb["min"] or sb["max"] < sa["min"]
+            out.append({"a": _label(ra), "b": _label(rb), "metric": m, "a_mean": sa["mean"], "b_mean": sb["mean"],
+                        "diff": sb["mean"] - sa["mean"], "exceeds_seed_spread": separate})
+    return out
+
+
+def _label(r: dict) -> str:
+    return f"{r['variant']} {r['arm']} step {r['step']}"
+
+
+def write(rows: list[dict], args, command: str) -> None:
+    """seed_spread.json (every evaluation) and seed_spread.md (mean ± sd per point, then the comparisons)."""
+    comp = comparisons(rows)
+    rec = {"command": command, "seeds": args.seeds, "per_class": args.per_class,
+           "points": [{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items()} for r in rows], "comparisons": comp}
+    write_json(Path(args.results) / "seed_spread.json", rec)
+    f = lambda s, d: f"{s['mean']:.{d}f} ± {s['sd']:.{d}f} [{s['min']:.{d}f}, {s['max']:.{d}f}]" if s else "n/a"
+    lines = ["# Seed spread of the reproduction's generator points", "", f"`{command}`", "",
+             f"Each point: {args.per_class} samples per class (no CFG) per sampling seed, seeds {args.seeds}; mean ± sample "
+             "standard deviation [min, max] over seeds. gFID / precision / recall against every Imagenette validation "
+             "image (64 px); class consistency = top-1 of the real-image classifier (`vfmtok class-consistency`) on "
+             "the same samples. Each generator was trained once: the spread is the sampling noise only.", "",
+             "| tokenizer | generator | steps | gFID | precision | recall | class consistency |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        s = r["summary"]
+        lines.append(f"| {r['variant']} | {r['arm']} | {r['step']} | {f(s.get('gFID'), 2)} | {f(s.get('precision'), 3)} | "
+                     f"{f(s.get('recall'), 3)} | {f(s.get('class_consistency'), 3)} |")
+    lines += ["", "## Differences, and whether they exceed the seed spread (the seeds' ranges do not overlap)", "",
+              "| a | b | metric | a | b | b - a | exceeds seed spread |", "|---|---|---|---|---|---|---|"]
+    for c in comp:
+        lines.append(f"| {c['a']} | {c['b']} | {c['metric']} | {c['a_mean']:.3f} | {c['b_mean']:.3f} | {c['diff']:+.3f} | "
+                     f"{'yes' if c['exceeds_seed_spread'] else 'no'} |")
+    write_text(Path(args.results) / "seed_spread.md", "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "reproduce_rar"), help="a reproduce_imagenette.py --runs folder")
+    ap.add_argument("--variants", nargs="+", default=["vfmtok", "vqgan"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--per-class", type=int, default=200, help="samples per class and seed (10 classes: 2,000)")
+    ap.add_argument("--arms", nargs="+", default=list(ARMS.values()), choices=list(ARMS.values()))
+    ap.add_argument("--data", default="imagenette")
+    ap.add_argument("--results", default=str(RESULTS))
+    args = ap.parse_args()
+    command = " ".join(["python benchmarks/seed_spread.py", *sys.argv[1:]])
+    todo = [p for p in points(Path(args.runs), args.variants) if p["arm"] in args.arms]
+    if not todo:
+        raise SystemExit(f"no generator checkpoints under {args.runs}/<{'|'.join(args.variants)}>/generator*/checkpoints")
+    rows = [dict(p, evals=[]) for p in todo]
+    for seed in args.seeds:  # seed-major: a stopped run has every point at the first seeds
+        for r in rows:
+            r["evals"].append(evaluate(r, seed, args))
+            r["summary"] = summary(r["evals"])
+            write([x for x in rows if x["evals"]], args, command)
+    print(f"wrote {Path(args.results) / 'seed_spread.md'}")
+
+
+if __name__ == "__main__":
+    main()
