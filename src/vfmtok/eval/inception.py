@@ -314,6 +314,8 @@ class InceptionExtractor:
         if isinstance(images, np.ndarray):
             images = torch.from_numpy(np.ascontiguousarray(images))
         x = preprocess(images.to(self.device))
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
         with ieee_fp32_convolutions():
             pool3, logits = self.model(x)
         return pool3.float().cpu().numpy(), (logits.float().cpu().numpy() if logits is not None else None)
@@ -375,6 +377,8 @@ def _build(device_str: str, full_path: str | None) -> InceptionExtractor:
         info["logits_sha256"] = file_sha256(full_path)
     device = torch.device(device_str)
     model.eval().requires_grad_(False).to(device)
+    if device.type == "cpu":  # NHWC convolutions are faster with oneDNN (benchmarks/results/inception_speed.md)
+        model.to(memory_format=torch.channels_last)
     return InceptionExtractor(model=model, device=device, info=info, is_unavailable=reason)
 
 
