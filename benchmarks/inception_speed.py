@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ def main() -> int:
     nchw = copy.deepcopy(nhwc).to(memory_format=torch.contiguous_format)
     x = preprocess(torch.randint(0, 256, (args.batch, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)))
     arms = {"NCHW": (nchw, x.contiguous()), "channels-last": (nhwc, x.contiguous(memory_format=torch.channels_last))}
-    best, feats = {k: float("inf") for k in arms}, {}
+    best, feats, load = {k: float("inf") for k in arms}, {}, os.getloadavg()[0]
     with torch.inference_mode():
         for _ in range(args.repeats):
             for name, (model, inp) in arms.items():  # alternating: a slower stretch of the machine hits both
@@ -42,10 +43,11 @@ def main() -> int:
     rate = {k: args.batch / v for k, v in best.items()}
     diff = (feats["NCHW"] - feats["channels-last"]).abs().max().item()
     rec = {"command": " ".join(["python benchmarks/inception_speed.py", *sys.argv[1:]]), "threads": args.threads,
-           "batch": args.batch, "images_per_s": rate, "speedup": rate["channels-last"] / rate["NCHW"], "max_pool3_abs_diff": diff}
+           "batch": args.batch, "images_per_s": rate, "speedup": rate["channels-last"] / rate["NCHW"], "max_pool3_abs_diff": diff,
+           "loadavg_1min_at_start": load}
     write_json(OUT.with_suffix(".json"), rec)
     md = ["# FID Inception on CPU: NCHW vs channels-last", "", f"`{rec['command']}`, {args.threads} thread(s), batch {args.batch}, "
-          f"best of {args.repeats} alternating runs.", "", "| layout | images/s |", "|---|---|"]
+          f"best of {args.repeats} alternating runs; 1-min load average at the start {load:.2f} (other jobs slow both arms alike).", "", "| layout | images/s |", "|---|---|"]
     md += [f"| {k} | {v:.2f} |" for k, v in rate.items()]
     md += ["", f"channels-last / NCHW: **{rec['speedup']:.2f}x**; largest pool3 difference on the same images: {diff:.2e}."]
     write_text(OUT.with_suffix(".md"), "\n".join(md) + "\n")
