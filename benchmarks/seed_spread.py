@@ -90,7 +90,8 @@ def comparisons(rows: list[dict]) -> list[dict]:
             sa, sb = ra["summary"].get(m), rb["summary"].get(m)
             if not sa or not sb:
                 continue
-            separate = sa["max"] < sb["min"] or sb["max"] < sa["min"]
+            # one seed has no spread to compare against: no verdict
+            separate = None if min(sa["n"], sb["n"]) < 2 else (sa["max"] < sb["min"] or sb["max"] < sa["min"])
             out.append({"a": _label(ra), "b": _label(rb), "metric": m, "a_mean": sa["mean"], "b_mean": sb["mean"],
                         "diff": sb["mean"] - sa["mean"], "exceeds_seed_spread": separate})
     return out
@@ -121,7 +122,7 @@ def write(rows: list[dict], args, command: str) -> None:
               "| a | b | metric | a | b | b - a | exceeds seed spread |", "|---|---|---|---|---|---|---|"]
     for c in comp:
         lines.append(f"| {c['a']} | {c['b']} | {c['metric']} | {c['a_mean']:.3f} | {c['b_mean']:.3f} | {c['diff']:+.3f} | "
-                     f"{'yes' if c['exceeds_seed_spread'] else 'no'} |")
+                     f"{ {True: 'yes', False: 'no', None: 'n/a (one seed)'}[c['exceeds_seed_spread']]} |")
     write_text(Path(args.results) / "seed_spread.md", "\n".join(lines) + "\n")
 
 
