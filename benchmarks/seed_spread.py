@@ -51,6 +51,8 @@ def evaluate(p: dict, seed: int, args) -> dict:
     d = Path(args.runs) / p["variant"] / "seeds"
     stem = f"{p['arm'].lower()}_step{p['step']}_seed{seed}_n{args.per_class}"
     ge, cc, npz = d / f"{stem}_gen.json", d / f"{stem}_cc.json", d / f"{stem}.npz"
+    if args.no_run and not (ge.is_file() and cc.is_file()):
+        return None
     if not ge.is_file():
         cli(["eval-generator", "--gpt", str(p["checkpoint"])] + (["--tokenizer", p["tokenizer"]] if p["tokenizer"] else [])
             + ["--ref", args.data, "--ref-split", "val", "--images-per-class", str(args.per_class), "--cfg-scales", "1.0",
@@ -135,6 +137,7 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", default=list(ARMS.values()), choices=list(ARMS.values()))
     ap.add_argument("--data", default="imagenette")
     ap.add_argument("--results", default=str(RESULTS))
+    ap.add_argument("--no-run", action="store_true", help="only summarise the evaluations already in RUNS/*/seeds/")
     args = ap.parse_args()
     command = " ".join(["python benchmarks/seed_spread.py", *sys.argv[1:]])
     todo = [p for p in points(Path(args.runs), args.variants) if p["arm"] in args.arms]
@@ -143,7 +146,10 @@ def main() -> None:
     rows = [dict(p, evals=[]) for p in todo]
     for seed in args.seeds:  # seed-major: a stopped run has every point at the first seeds
         for r in rows:
-            r["evals"].append(evaluate(r, seed, args))
+            e = evaluate(r, seed, args)
+            if e is None:
+                continue
+            r["evals"].append(e)
             r["summary"] = summary(r["evals"])
             write([x for x in rows if x["evals"]], args, command)
     print(f"wrote {Path(args.results) / 'seed_spread.md'}")
