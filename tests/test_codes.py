@@ -124,6 +124,14 @@ def test_code_dataset_items_and_views(folder_ds, tmp_path):
     assert all(np.array_equal(fixed[i][0].numpy(), codes[i, 0]) for i in range(9))
 
 
+def test_recorded_tokenizer_path_is_absolute(tmp_path, monkeypatch):
+    # extract-codes run with a relative --tokenizer: the GPT reads the record from its own checkpoint folder
+    monkeypatch.chdir(tmp_path)
+    tok = FakeTokenizer()
+    tok.checkpoint_path = Path("tok/checkpoints/step_0000001")
+    assert tokenizer_facts(tok)["checkpoint_path"] == str(tmp_path / "tok" / "checkpoints" / "step_0000001")
+
+
 def test_mismatch_and_bad_folder_errors(tmp_path):
     facts = tokenizer_facts(FakeTokenizer())
     check_codes_match(facts, 64, 16, (4, 4), "x")

@@ -12,8 +12,10 @@ from vfmtok.utils.io import resolve_checkpoint
 
 
 def tokenizer_facts(tok: Any) -> dict[str, Any]:
-    """What identifies a tokenizer's ids: hash, path, codebook size, num_tokens, token grid, image size."""
-    return {"checkpoint_hash": tok.checkpoint_hash, "checkpoint_path": str(tok.checkpoint_path),
+    """What identifies a tokenizer's ids: hash, absolute path, codebook size, num_tokens, token grid, image size."""
+    # Absolute: a recorded relative path is read from the GPT checkpoint's folder (exports link "../tokenizer"),
+    # so a path relative to the directory extract-codes ran in would point nowhere.
+    return {"checkpoint_hash": tok.checkpoint_hash, "checkpoint_path": str(Path(tok.checkpoint_path).absolute()),
             "codebook_size": int(tok.codebook_size), "num_tokens": int(tok.num_tokens),
             "token_grid": [int(x) for x in tok.token_grid], "image_size": int(tok.image_size)}
 

@@ -1,0 +1,37 @@
+#!/bin/bash
+# The bundled VFMTok pair's recipe (README "The bundled model, measured"): vfmtok-cpu-64 tokenizer on Imagenette,
+# codes of every train image (+ flips), GPT-tiny on them, exported in fp16. Every stage resumes; re-running skips
+# what is done. Usage: benchmarks/train_bundled.sh RUN_DIR [EXPORT_DIR]
+#   TOK_STEPS (2200), GPT_STEPS (3250), THREADS (1 per stage) override the budget.
+set -euo pipefail
+R=${1:?usage: benchmarks/train_bundled.sh RUN_DIR [EXPORT_DIR]}
+EXPORT=${2:-}
+TOK_STEPS=${TOK_STEPS:-2200}
+GPT_STEPS=${GPT_STEPS:-3250}
+THREADS=${THREADS:-1}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PY:-$HERE/.venv/bin/python}
+V="$PY -m vfmtok.cli"
+mkdir -p "$R"
+at() { [ -f "$1/latest.txt" ] && [ "$(cat "$1/latest.txt")" = "step_$(printf %07d "$2")" ]; }
+resume() { [ -f "$1/latest.txt" ] && echo --resume || true; }
+
+echo "== $(date -u) tokenizer to $TOK_STEPS steps"
+at "$R/tokenizer" "$TOK_STEPS" || $V train-tokenizer --threads "$THREADS" --preset vfmtok-cpu-64 --data imagenette \
+  --steps "$TOK_STEPS" --batch-size 16 --set train.cache_features=false --set train.save_every=200 \
+  --out "$R/tokenizer" --device cpu $(resume "$R/tokenizer")
+
+echo "== $(date -u) codes of every train image and its flip"
+[ -f "$R/codes.done" ] || { rm -rf "$R/codes"; $V extract-codes --threads "$THREADS" --tokenizer "$R/tokenizer" \
+  --data imagenette --split train --out "$R/codes" --device cpu && touch "$R/codes.done"; }
+
+echo "== $(date -u) GPT-tiny to $GPT_STEPS steps"
+at "$R/generator" "$GPT_STEPS" || $V train-generator --threads "$THREADS" --codes "$R/codes" --preset GPT-tiny \
+  --steps "$GPT_STEPS" --batch-size 32 --lr 1e-3 --warmup-steps 100 --ema-decay 0.999 --save-every 250 \
+  --out "$R/generator" --device cpu $(resume "$R/generator")
+
+if [ -n "$EXPORT" ]; then
+  echo "== $(date -u) export to $EXPORT"
+  $V export --gpt "$R/generator" --out "$EXPORT"
+fi
+echo "== $(date -u) done"
