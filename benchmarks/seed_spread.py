@@ -135,12 +135,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--per-class", type=int, default=200, help="samples per class and seed (10 classes: 2,000)")
     ap.add_argument("--arms", nargs="+", default=list(ARMS.values()), choices=list(ARMS.values()))
+    ap.add_argument("--steps", type=int, nargs="+", default=None, help="only these checkpoints (default: all)")
     ap.add_argument("--data", default="imagenette")
     ap.add_argument("--results", default=str(RESULTS))
     ap.add_argument("--no-run", action="store_true", help="only summarise the evaluations already in RUNS/*/seeds/")
     args = ap.parse_args()
     command = " ".join(["python benchmarks/seed_spread.py", *sys.argv[1:]])
-    todo = [p for p in points(Path(args.runs), args.variants) if p["arm"] in args.arms]
+    todo = [p for p in points(Path(args.runs), args.variants)
+            if p["arm"] in args.arms and (args.steps is None or p["step"] in args.steps)]
     if not todo:
         raise SystemExit(f"no generator checkpoints under {args.runs}/<{'|'.join(args.variants)}>/generator*/checkpoints")
     rows = [dict(p, evals=[]) for p in todo]
