@@ -16,19 +16,11 @@ import json
 import sys
 from pathlib import Path
 
+from reproduce_imagenette import cli  # run as a script: benchmarks/ is on sys.path
 from vfmtok.utils.io import read_json, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"PSNR": 20.0, "class_consistency": 0.60}
-
-
-def cli(argv: list[str]) -> None:
-    """Run a vfmtok command in-process; stop on failure."""
-    from vfmtok.cli import main
-
-    print("$ vfmtok " + " ".join(argv), flush=True)
-    if main(argv):
-        raise SystemExit(f"failed: vfmtok {' '.join(argv)}")
 
 
 def measure(name: str, model: Path, out: Path, args) -> dict:

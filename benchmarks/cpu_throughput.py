@@ -75,10 +75,13 @@ def loader_rate(data: str, batches: int, batch: int) -> float:
         loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True)
     t0, n, i = time.perf_counter(), 0, 0
     while i < batches:  # several epochs of the small sample: a single one is too short to time
+        start = i
         for x, _ in loader:
             n, i = n + x.shape[0], i + 1
             if i == batches:
                 break
+        if i == start:
+            raise SystemExit(f"{data} gives no batch of {batch} images")
     return n / (time.perf_counter() - t0)
 
 

@@ -17,22 +17,13 @@ import statistics
 import sys
 from pathlib import Path
 
+from reproduce_imagenette import cli  # run as a script: benchmarks/ is on sys.path
 from vfmtok.utils.io import read_json, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 ARMS = {"generator": "GPT", "generator_rar": "RAR"}
 METRICS = ("gFID", "precision", "recall", "class_consistency")
-LOWER_IS_BETTER = {"gFID"}
-
-
-def cli(argv: list[str]) -> None:
-    """Run a vfmtok command in-process; stop on failure."""
-    from vfmtok.cli import main
-
-    print("$ vfmtok " + " ".join(argv), flush=True)
-    if main(argv):
-        raise SystemExit(f"failed: vfmtok {' '.join(argv)}")
 
 
 def points(runs: Path, variants: list[str]) -> list[dict]:
