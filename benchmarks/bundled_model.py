@@ -6,17 +6,21 @@ Per model, with the repo's own commands (each result file is kept; re-running sk
   (a) `vfmtok eval-tokenizer` on --recon-images Imagenette val images: PSNR / SSIM / LPIPS / rFID / usage;
   (b) `vfmtok class-consistency`, --per-class samples per class without CFG;
   (c) `vfmtok eval-generator`, --gen-per-class samples per class without CFG vs --ref-images val images: gFID / P / R.
-Writes <results>/bundled_model.json and bundled_model.md, with the targets (PSNR >= 20 dB, class consistency >= 60%).
+(b) and (c) draw with each model's recommended sampling (its GPT config.json "sampling", else T 1 and no top-k).
+Writes <results>/bundled_model.json and bundled_model.md, with the targets (PSNR >= 20 dB, class consistency >= 60%);
+--record also writes each model's numbers into its model.json and model cards.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
 from reproduce_imagenette import cli  # run as a script: benchmarks/ is on sys.path
+from vfmtok.export import record_measured
 from vfmtok.utils.io import read_json, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,9 +32,12 @@ def measure(name: str, model: Path, out: Path, args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cc, rec, gen = out / "class_consistency.json", out / "eval_tokenizer.json", out / "eval_generator.json"
     common = ["--device", args.device, "--seed", "0"]
-    if not cc.is_file() and not args.no_run:
-        cli(["class-consistency", "--gpt", str(model / "generator"), "--data", args.data, "--per-class", str(args.per_class),
-             "--cfg-scale", "1.0", *common, "--out", str(cc)])
+    for seed in args.cc_seeds:  # seed 0 keeps its old file name; the seed also picks the probe's training images
+        path = cc if seed == 0 else out / f"class_consistency_seed{seed}.json"
+        if not path.is_file() and not args.no_run:
+            cli(["class-consistency", "--gpt", str(model / "generator"), "--data", args.data, "--per-class",
+                 str(args.per_class), "--cfg-scale", "1.0", "--device", args.device, "--seed", str(seed), "--out", str(path)])
+    extra = {s: out / f"class_consistency_seed{s}.json" for s in args.cc_seeds if s != 0}
     if not rec.is_file() and not args.no_run:
         cli(["eval-tokenizer", str(model / "tokenizer"), "--data", args.data, "--split", "val", "--num-images",
              str(args.recon_images), "--second-encoder", "none", *common, "--out", str(rec)])
@@ -50,8 +57,15 @@ def measure(name: str, model: Path, out: Path, args) -> dict:
         res["commands"]["eval_tokenizer"] = r["command"]
     if c is not None:
         m = c["metrics"]
+        s = c["data"]["samples"]
         res.update(class_consistency=m["class_consistency"], real_val_top1=m["real_val_top1"],
-                   class_consistency_per_class=m["per_class"], class_samples=m["num_samples"])
+                   class_consistency_per_class=m["per_class"], class_samples=m["num_samples"],
+                   sampling={"temperature": s["temperature"], "top_k": s["top_k"], "top_p": s["top_p"]})
+        per_seed = {0: m["class_consistency"], **{k: read_json(p)["metrics"]["class_consistency"]
+                                                 for k, p in extra.items() if p.is_file()}}
+        if len(per_seed) > 1:
+            res.update(class_consistency_seeds=per_seed, class_consistency_mean=statistics.mean(per_seed.values()),
+                       class_consistency_sd=statistics.stdev(per_seed.values()))
         res["commands"]["class_consistency"] = c["command"]
     if g is not None:
         g0 = g["metrics"]["runs"][0]
@@ -61,20 +75,52 @@ def measure(name: str, model: Path, out: Path, args) -> dict:
     return res
 
 
+def flat_measured(m: dict) -> dict[str, float]:
+    """The numbers of one model's result, named with their sample counts, for its model.json and model cards."""
+    rc, n_rec, n_cc, n_gen = m["recon"], m.get("recon_images"), m.get("class_samples"), m.get("gen_samples")
+    out = {f"{k}_{n_rec}_val": rc.get(k) for k in ("PSNR", "SSIM", "LPIPS", "rFID")}
+    out.update({f"class_consistency_{n_cc}_samples": m["class_consistency"], "classifier_real_val_top1": m.get("real_val_top1"),
+                f"gFID_{n_gen}_samples": m["gFID"], "precision": m.get("precision"), "recall": m.get("recall")})
+    if "class_consistency_mean" in m:
+        k = len(m["class_consistency_seeds"])
+        out.update({f"class_consistency_mean_{k}_seeds": m["class_consistency_mean"],
+                    f"class_consistency_sd_{k}_seeds": m["class_consistency_sd"]})
+    return {k: float(v) for k, v in out.items() if v is not None}
+
+
+def shown(sampling: dict | None) -> str:
+    """'T 1, top-k 5' (top-p only when on); no CFG anywhere in this table."""
+    if not sampling:
+        return "not measured"
+    extra = f", top-p {sampling['top_p']:g}" if sampling.get("top_p", 1.0) < 1.0 else ""
+    return f"T {sampling['temperature']:g}, top-k {sampling['top_k'] or 'off'}{extra}"
+
+
+def cc_cell(m: dict) -> str:
+    """Seed 0's class consistency, and the mean +- sd over seeds when several were measured."""
+    if m["class_consistency"] is None:
+        return "not measured"
+    if "class_consistency_mean" not in m:
+        return f"{m['class_consistency']:.1%}"
+    seeds = ", ".join(f"{v:.1%}" for v in m["class_consistency_seeds"].values())
+    return f"{m['class_consistency_mean']:.1%} +- {m['class_consistency_sd']:.1%} (seeds {seeds})"
+
+
 def write_tables(results: dict, folder: Path, command: str) -> None:
     """bundled_model.json and a Markdown table with the targets marked."""
     write_json(folder / "bundled_model.json", {"command": command, "targets": TARGETS, "models": results})
     f = lambda x, d=2: "not measured" if x is None else f"{x:.{d}f}"  # noqa: E731
     pct = lambda x: "not measured" if x is None else f"{x:.1%}"  # noqa: E731
     lines = ["# Bundled-model candidates, measured the same way", "", f"Command: `{command}`", "",
-             "| model | tokenizer | PSNR (target >= 20) | SSIM | LPIPS | rFID | class consistency (target >= 60%) | "
-             "same classifier on real val | gFID | precision | recall |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | tokenizer | PSNR (target >= 20) | SSIM | LPIPS | rFID | sampling | class consistency (target >= 60%) | "
+             "same classifier on real val | gFID | precision | recall |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in results.items():
         rc = m["recon"]
         ok = lambda v, t: "" if v is None else (" (met)" if v >= t else " (missed)")  # noqa: E731
         lines.append(f"| {name} | {m['tokenizer_arch']} | {f(rc.get('PSNR'))}{ok(rc.get('PSNR'), TARGETS['PSNR'])} | {f(rc.get('SSIM'), 3)} | "
-                     f"{f(rc.get('LPIPS'), 3)} | {f(rc.get('rFID'), 1)} | {pct(m['class_consistency'])}"
-                     f"{ok(m['class_consistency'], TARGETS['class_consistency'])} | {pct(m.get('real_val_top1'))} | "
+                     f"{f(rc.get('LPIPS'), 3)} | {f(rc.get('rFID'), 1)} | {shown(m.get('sampling'))} | {cc_cell(m)}"
+                     f"{ok(m.get('class_consistency_mean', m['class_consistency']), TARGETS['class_consistency'])} | "
+                     f"{pct(m.get('real_val_top1'))} | "
                      f"{f(m['gFID'], 1)} | {f(m.get('precision'), 3)} | {f(m.get('recall'), 3)} |")
     some = next(iter(results.values()))
     lines += ["", f"Reconstruction: {some.get('recon_images', 'n/a')} Imagenette val images at 64 px. Class consistency: "
@@ -95,17 +141,22 @@ def main() -> None:
     ap.add_argument("--data", default="imagenette")
     ap.add_argument("--recon-images", type=int, default=1000)
     ap.add_argument("--per-class", type=int, default=50, help="class-consistency samples per class")
+    ap.add_argument("--cc-seeds", type=int, nargs="+", default=[0], help="class-consistency seeds (mean and sd when several)")
     ap.add_argument("--gen-per-class", type=int, default=200, help="gFID samples per class")
-    # The same seeded 1,000 val images as (a): their Inception statistics are then read from the cache.
     ap.add_argument("--ref-images", type=int, default=None, help="val images for the gFID reference (default: all)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-run", action="store_true", help="only merge the result files that exist (missing: 'not measured')")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "bundled_model"), help="per-model result files")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--record", action="store_true", help="also write each model's numbers into its model.json and model cards")
     args = ap.parse_args()
     models = dict(m.split("=", 1) for m in args.model)
     results = {name: measure(name, Path(d), Path(args.runs) / name, args) for name, d in models.items()}
-    write_tables(results, Path(args.results), " ".join([Path(sys.executable).name] + sys.argv))
+    command = " ".join([Path(sys.executable).name] + sys.argv)
+    write_tables(results, Path(args.results), command)
+    if args.record:
+        for name, d in models.items():
+            record_measured(d, flat_measured(results[name]), command)
     print(json.dumps({k: {"PSNR": v["recon"].get("PSNR"), "class_consistency": v["class_consistency"], "gFID": v["gFID"]}
                       for k, v in results.items()}, indent=1))
 

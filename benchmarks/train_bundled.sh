@@ -1,13 +1,17 @@
 #!/bin/bash
 # The bundled VFMTok pair's recipe (README "The bundled model, measured"): vfmtok-cpu-64 tokenizer on Imagenette,
-# codes of every train image (+ flips), GPT-tiny on them, exported in fp16. Every stage resumes; re-running skips
-# what is done. Usage: benchmarks/train_bundled.sh RUN_DIR [EXPORT_DIR]
-#   TOK_STEPS (2200), GPT_STEPS (3250), THREADS (1 per stage) override the budget.
+# codes of every train image (+ flips), GPT-tiny on them (constant LR to GPT_FLAT_STEPS, then resumed with a cosine
+# decay to 0 at GPT_STEPS), exported in fp16 with TOP_K as its recommended sampling (chosen by
+# benchmarks/sampling_sweep.py). Every stage resumes; re-running skips what is done.
+# Usage: benchmarks/train_bundled.sh RUN_DIR [EXPORT_DIR]
+#   TOK_STEPS (2200), GPT_FLAT_STEPS (3250), GPT_STEPS (8000), TOP_K (5), THREADS (1 per stage) override the budget.
 set -euo pipefail
 R=${1:?usage: benchmarks/train_bundled.sh RUN_DIR [EXPORT_DIR]}
 EXPORT=${2:-}
 TOK_STEPS=${TOK_STEPS:-2200}
-GPT_STEPS=${GPT_STEPS:-3250}
+GPT_FLAT_STEPS=${GPT_FLAT_STEPS:-3250}
+GPT_STEPS=${GPT_STEPS:-8000}
+TOP_K=${TOP_K:-5}
 THREADS=${THREADS:-1}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$HERE/.venv/bin/python}
@@ -25,13 +29,19 @@ echo "== $(date -u) codes of every train image and its flip"
 [ -f "$R/codes.done" ] || { rm -rf "$R/codes"; $V extract-codes --threads "$THREADS" --tokenizer "$R/tokenizer" \
   --data imagenette --split train --out "$R/codes" --device cpu && touch "$R/codes.done"; }
 
-echo "== $(date -u) GPT-tiny to $GPT_STEPS steps"
-at "$R/generator" "$GPT_STEPS" || $V train-generator --threads "$THREADS" --codes "$R/codes" --preset GPT-tiny \
-  --steps "$GPT_STEPS" --batch-size 32 --lr 1e-3 --warmup-steps 100 --ema-decay 0.999 --save-every 250 \
-  --out "$R/generator" --device cpu $(resume "$R/generator")
+gpt() {  # $1 = steps, then extra flags; the same run folder throughout
+  local steps=$1; shift
+  $V train-generator --threads "$THREADS" --codes "$R/codes" --preset GPT-tiny --steps "$steps" --batch-size 32 \
+    --lr 1e-3 --warmup-steps 100 --ema-decay 0.999 --save-every 250 --out "$R/generator" --device cpu "$@" $(resume "$R/generator")
+}
+echo "== $(date -u) GPT-tiny to $GPT_FLAT_STEPS steps at a constant LR"
+[ -f "$R/gpt_flat.done" ] || { gpt "$GPT_FLAT_STEPS" && touch "$R/gpt_flat.done"; }
+echo "== $(date -u) GPT-tiny on to $GPT_STEPS steps, cosine LR decay"
+at "$R/generator" "$GPT_STEPS" || gpt "$GPT_STEPS" --set lr_schedule=cosine
 
 if [ -n "$EXPORT" ]; then
   echo "== $(date -u) export to $EXPORT"
-  $V export --gpt "$R/generator" --out "$EXPORT"
+  $V export --gpt "$R/generator" --out "$EXPORT" --top-k "$TOP_K" \
+    --recipe "TOK_STEPS=$TOK_STEPS GPT_FLAT_STEPS=$GPT_FLAT_STEPS GPT_STEPS=$GPT_STEPS TOP_K=$TOP_K benchmarks/train_bundled.sh"
 fi
 echo "== $(date -u) done"

@@ -11,6 +11,7 @@ import vfmtok.eval.commands as C
 from vfmtok.cli import main
 from vfmtok.eval import inception as I
 from vfmtok.eval.imagesets import open_image_set
+from vfmtok.generator.checkpoint import GeneratorIO
 from vfmtok.utils.io import file_sha256
 
 
@@ -148,6 +149,8 @@ def test_eval_generator_with_generator_and_cfg_scales(env, monkeypatch):
     class FakeGPT:
         class config:
             num_classes = 4
+
+        sampling_args = GeneratorIO.sampling_args  # no recommended sampling: the flags' values, else off
 
         def recorded_tokenizer(self):
             return None

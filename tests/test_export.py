@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vfmtok.cli import main
-from vfmtok.export import export_pair
+from vfmtok.export import export_pair, record_measured
 from vfmtok.generator.gpt import GPT
 from vfmtok.generator.sample import generate_images
 from vfmtok.tokenizer.api import build_tiny_tokenizer, load_tokenizer
@@ -57,3 +57,58 @@ def test_export_refuses_a_mismatched_tokenizer(tiny_pair, tmp_path):
         export_pair(pair / "gpt", tmp_path / "x", tokenizer_path=other)
     assert not (tmp_path / "x").exists()
 
+
+
+def test_export_cards_name_the_classes_and_recipe_and_record_measured_numbers(tiny_pair, tmp_path):
+    pair = tiny_pair
+    out = export_pair(pair / "gpt", tmp_path / "bundle", info={"recipe": "benchmarks/train_bundled.sh R E"})
+    names = GPT.from_pretrained(out / "generator").class_names
+    for sub in ("tokenizer", "generator"):
+        card = (out / sub / "README.md").read_text()
+        assert f"{len(names)} classes: {', '.join(names)}" in card and "`benchmarks/train_bundled.sh R E`" in card
+        assert "None measured" in card
+    record_measured(out, {"PSNR_1000_val": 17.1788, "class_consistency_500_samples": 0.36}, "bench --x")
+    info = json.loads((out / "model.json").read_text())
+    assert info["measured"] == {"PSNR_1000_val": 17.1788, "class_consistency_500_samples": 0.36}
+    assert info["measured_by"] == "bench --x" and info["recipe"] == "benchmarks/train_bundled.sh R E"
+    for sub in ("tokenizer", "generator"):
+        card = (out / sub / "README.md").read_text()
+        assert "| PSNR_1000_val | 17.18 |" in card and "| class_consistency_500_samples | 0.36 |" in card
+        assert "None measured" not in card and card.count("## Metrics") == 1 and "## Command" in card
+    GPT.from_pretrained(out / "generator")  # the weights and configs are untouched
+    with pytest.raises(VFMTokError, match="not an exported model"):
+        record_measured(tmp_path, {"x": 1.0}, "y")
+
+
+def test_recommended_sampling_is_the_default_and_flags_override_it(tiny_pair, tmp_path):
+    pair = tiny_pair
+    out = export_pair(pair / "gpt", tmp_path / "bundle", sampling={"temperature": 0.9, "top_k": 3, "top_p": None})
+    meta = json.loads((out / "generator" / "config.json").read_text())
+    assert meta["config"]["sampling"] == {"temperature": 0.9, "top_k": 3}
+    assert json.loads((out / "model.json").read_text())["sampling"] == {"temperature": 0.9, "top_k": 3}
+    gpt = GPT.from_pretrained(out / "generator")
+    assert gpt.sampling_args() == (0.9, 3, 1.0) and gpt.sampling_args(1.0, 0, 0.5) == (1.0, 0, 0.5)
+    assert GPT.from_pretrained(pair / "gpt").sampling_args() == (1.0, 0, 1.0)  # no recommendation: sampling is off
+    gen = str(out / "generator")
+    assert main(["sample", "--gpt", gen, "--class", "1", "--per-class", "2", "--out", str(tmp_path / "a"), "--device", "cpu"]) == 0
+    assert main(["sample", "--gpt", gen, "--class", "1", "--per-class", "2", "--top-k", "3", "--temperature", "0.9",
+                 "--out", str(tmp_path / "b"), "--device", "cpu"]) == 0
+    assert main(["sample", "--gpt", gen, "--class", "1", "--per-class", "2", "--top-k", "0", "--out", str(tmp_path / "c"),
+                 "--device", "cpu"]) == 0
+    info = {k: json.loads((tmp_path / k / "sample_info.json").read_text()) for k in "abc"}
+    assert (info["a"]["temperature"], info["a"]["top_k"]) == (0.9, 3) and (info["c"]["temperature"], info["c"]["top_k"]) == (0.9, 0)
+    arr = {k: np.load(tmp_path / k / "samples.npz")["arr_0"] for k in "abc"}
+    assert np.array_equal(arr["a"], arr["b"])  # the default is exactly the recommended settings
+    meta["config"]["sampling"] = {"top_k": -1}
+    (out / "generator" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(VFMTokError, match="bad 'sampling'"):
+        GPT.from_pretrained(out / "generator")
+
+
+def test_re_export_keeps_the_training_origin(tiny_pair, tmp_path):
+    first = export_pair(tiny_pair / "gpt", tmp_path / "a")
+    origin = json.loads((first / "model.json").read_text())["exported_from"]
+    again = export_pair(first / "generator", tmp_path / "b", sampling={"top_k": 2})
+    info = json.loads((again / "model.json").read_text())
+    assert info["exported_from"]["generator"] == origin["generator"] and info["exported_from"]["tokenizer"] == origin["tokenizer"]
+    assert info["exported_from"]["re_exported_from"].endswith("a") and info["sampling"] == {"top_k": 2}

@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from vfmtok.utils import args as A
-from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, write_json
+from vfmtok.utils.errors import VFMTokError, require
+from vfmtok.utils.hub import CARD_NAME, metrics_table
+from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, read_json, write_json, write_text
 
 DEFAULT_MODEL_NAME = "imagenette64"
 DEFAULT_EXPORT_NAME = "vfmtok-model"
@@ -37,8 +38,9 @@ def default_generator() -> Path:
 
 
 def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Path | None = None,
-                dtype: str = "fp16", info: dict | None = None) -> Path:
-    """Write the pair into `out` (built under a temporary name, swapped in when complete); weights stored as `dtype`."""
+                dtype: str = "fp16", info: dict | None = None, sampling: dict | None = None) -> Path:
+    """Write the pair into `out` (built under a temporary name, swapped in when complete); weights stored as `dtype`.
+    `sampling` ({temperature, top_k, top_p}) becomes the GPT's recommended sampling, what `vfmtok sample` uses."""
     from vfmtok.generator.checkpoint import load_generator
     from vfmtok.generator.pairing import load_gpt_tokenizer
 
@@ -46,20 +48,20 @@ def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Pat
         raise VFMTokError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype}")
     gpt = load_generator(gpt_path)
     tok = load_gpt_tokenizer(gpt, tokenizer_path)
+    gpt.sampling = {**gpt.sampling, **{k: v for k, v in (sampling or {}).items() if v is not None}}
     out = Path(out)
     if out.exists() and not (out / "model.json").is_file() and (not out.is_dir() or any(out.iterdir())):
         raise VFMTokError(f"{out} exists and is not an exported model; choose a new --out (nothing was replaced)")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    info = {**(info or {}), **({"sampling": gpt.sampling} if gpt.sampling else {})}
     try:
-        tok.save_pretrained(tmp / "tokenizer", dtype=DTYPES[dtype])
+        tok.save_pretrained(tmp / "tokenizer", dtype=DTYPES[dtype], card=_card("tokenizer", gpt, info))
         gpt.tokenizer_info = {**(gpt.tokenizer_info or {}), "checkpoint_path": "../tokenizer",
                               "checkpoint_hash": file_sha256(tmp / "tokenizer" / WEIGHTS_NAME)}
-        gpt.save_pretrained(tmp / "generator", dtype=DTYPES[dtype])
+        gpt.save_pretrained(tmp / "generator", dtype=DTYPES[dtype], card=_card("generator", gpt, info))
         write_json(tmp / "model.json", {"generator": "generator", "tokenizer": "tokenizer", "dtype": dtype,
-                                        "exported_from": {"generator": _shown(gpt.source),
-                                                          "tokenizer": _shown(tok.checkpoint_path)},
-                                        **(info or {})})
+                                        "exported_from": _origin(gpt.source, tok.checkpoint_path), **info})
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half-written folder left behind
         raise
@@ -67,6 +69,39 @@ def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Pat
         shutil.rmtree(out)
     tmp.rename(out)
     return out
+
+
+def _origin(gpt_dir: Path, tok_dir: Path) -> dict:
+    """The training checkpoints a pair came from; a re-export of an exported pair keeps its origin's record."""
+    earlier = Path(gpt_dir).parent / "model.json"
+    if earlier.is_file() and isinstance(read_json(earlier).get("exported_from"), dict):
+        return {**read_json(earlier)["exported_from"], "re_exported_from": _shown(Path(gpt_dir).parent)}
+    return {"generator": _shown(gpt_dir), "tokenizer": _shown(tok_dir)}
+
+
+def _card(role: str, gpt, info: dict) -> dict:
+    """Model-card fields of one half of an exported pair: what it is, its classes, how it was trained, its numbers."""
+    names = list(gpt.class_names or [])
+    recipe = info.get("recipe")
+    what = (f"The {role} of an exported vfmtok tokenizer + GPT pair (the other half is in ../"
+            f"{'generator' if role == 'tokenizer' else 'tokenizer'}; `vfmtok sample --gpt <this pair>/generator`).")
+    return {"what": what + (f" Trained by: `{recipe}`." if recipe else ""),
+            "data": f"{len(names)} classes: {', '.join(names)}" if names else None,
+            "metrics": info.get("measured")}
+
+
+def record_measured(model: str | Path, measured: dict[str, float], by: str) -> None:
+    """Store numbers measured on an exported pair in its model.json and in both model cards' Metrics sections."""
+    model = Path(model)
+    require((model / "model.json").is_file(), f"{model} is not an exported model (no model.json)")
+    info = read_json(model / "model.json")
+    info.update(measured=dict(measured), measured_by=by)
+    write_json(model / "model.json", info)
+    table = metrics_table(measured)
+    for sub in (info.get("tokenizer", "tokenizer"), info.get("generator", "generator")):
+        card = model / sub / CARD_NAME
+        head = card.read_text().split("## Metrics")[0] if card.is_file() else "# " + sub + "\n\n"
+        write_text(card, head + "## Metrics\n\n" + "\n".join(table) + f"\n\nMeasured by: `{by}`\n")
 
 
 def _shown(path: Path) -> str:
@@ -84,6 +119,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     A.add(p, "tokenizer", help=A.GPT_TOKENIZER_HELP)
     A.add(p, "out", required=False, default=None, help=f"output folder, replaced if it holds an earlier export (default: a new ./{DEFAULT_EXPORT_NAME})")
     p.add_argument("--dtype", default="fp16", choices=list(DTYPES), help="storage dtype of the weights")
+    p.add_argument("--recipe", default=None, help="the command that trained the pair, for model.json and the model cards")
+    for name in ("temperature", "top_k", "top_p"):
+        A.add(p, name, help="recommended sampling stored in the GPT's config.json (what `vfmtok sample` uses by default)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
         args.out = Path(DEFAULT_EXPORT_NAME)
         if args.out.exists():
             raise VFMTokError(f"./{DEFAULT_EXPORT_NAME} already exists; pass --out to choose the folder")
-    out = export_pair(args.gpt, args.out, args.tokenizer, args.dtype)
+    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
+    out = export_pair(args.gpt, args.out, args.tokenizer, args.dtype, {"recipe": args.recipe} if args.recipe else None,
+                      sampling)
     print(f"wrote {out} (sample with: vfmtok sample --gpt {out / 'generator'} --class 0)")
     return 0

@@ -111,7 +111,9 @@ def run(args: argparse.Namespace) -> int:
     written = [save_png(out / "reconstructions.png", reconstruction_rows(tok, x, scale=2))]
     n_cls = gpt.config.num_classes
     labels = torch.arange(n_cls).repeat_interleave(args.per_class)
-    imgs = generate_images(gpt, tok, labels, cfg_scale=1.0, seed=args.seed)
+    temperature, top_k, top_p = gpt.sampling_args()  # what `vfmtok sample` draws with by default
+    imgs = generate_images(gpt, tok, labels, cfg_scale=1.0, temperature=temperature, top_k=top_k, top_p=top_p,
+                           seed=args.seed)
     rows = [upscale(make_grid(imgs[labels.numpy() == c], ncol=args.per_class), 2) for c in range(n_cls)]
     names = gpt.class_names or [str(c) for c in range(n_cls)]
     written.append(save_png(out / "samples.png", labelled_rows(rows, names)))

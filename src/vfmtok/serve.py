@@ -59,8 +59,9 @@ class ServeApp:
     # ---------------------------------------------------------------------------------------------- pages
     def page(self, result: str = "", error: str | None = None, form: dict | None = None) -> str:
         """The whole page: both forms (keeping the user's values), then an error or the result."""
-        f = {"class": self.class_names[0], "seed": "0", "n": "4", "temperature": "1.0", "top_k": "0", "cfg": "1.0",
-             **(form or {})}
+        temperature, top_k, _ = self.gpt.sampling_args()  # the model's recommended sampling, when it has one
+        f = {"class": self.class_names[0], "seed": "0", "n": "4", "temperature": f"{temperature:g}", "top_k": str(top_k),
+             "cfg": "1.0", **(form or {})}
         v = {k: html.escape(str(x), quote=True) for k, x in f.items()}
         options = "".join(f"<option value='{html.escape(c, quote=True)}'>" for c in self.class_names)
         sample_form = (
@@ -102,7 +103,7 @@ class ServeApp:
         with self.lock:
             t0 = time.perf_counter()
             imgs = generate_images(self.gpt, self.tok, torch.full((n,), label), cfg_scale=cfg, temperature=temperature,
-                                   top_k=top_k, seed=seed, batch_size=MAX_IMAGES)
+                                   top_k=top_k, top_p=self.gpt.sampling_args()[2], seed=seed, batch_size=MAX_IMAGES)
             took = time.perf_counter() - t0
         grid = upscale(make_grid(imgs, ncol=min(n, 4)), 3)
         name = html.escape(self.class_names[label])

@@ -30,9 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-per-class", type=int, default=100, help="real validation images per class for its reference top-1")
     p.add_argument("--per-class", type=int, default=50, help="samples per class (with --gpt)")
     p.add_argument("--cfg-scale", type=float, default=1.0)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
+    A.add_all(p, "temperature", "top_k", "top_p")
     p.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE, help="classifier input size (images are upsampled)")
     p.add_argument("--encoder-weights", default="imagenet", choices=["imagenet", "random"],
                    help="VGG16 weights of the classifier ('random': smoke tests only)")
@@ -56,6 +54,7 @@ def _samples(args) -> tuple[np.ndarray, np.ndarray, dict, dict]:
     recorded = gpt.recorded_tokenizer()
     require(args.tokenizer is not None or recorded, "--gpt needs --tokenizer (none is recorded in the GPT's config)")
     tok = load_tokenizer(args.tokenizer or recorded, args.device)
+    args.temperature, args.top_k, args.top_p = gpt.sampling_args(args.temperature, args.top_k, args.top_p)
     n_cls = int(gpt.config.num_classes)
     labels = torch.arange(n_cls).repeat_interleave(args.per_class)
     images = generate(gpt, tok, labels, cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k,

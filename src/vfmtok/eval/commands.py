@@ -332,6 +332,7 @@ def eval_generator(args: argparse.Namespace) -> dict:
         data_desc = {**samples.description, "num_available": len(samples)}
     else:
         gpt = load_generator(args.gpt, args.device)
+        args.temperature, args.top_k, args.top_p = gpt.sampling_args(args.temperature, args.top_k, args.top_p)
         tok = for_protocol(load_tokenizer(gpt_tokenizer_path(gpt, args.tokenizer), args.device), protocol)
         num_classes = int(gpt.config.num_classes)
         per_class = args.images_per_class if args.num_images is None else args.num_images // num_classes

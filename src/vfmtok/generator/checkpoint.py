@@ -24,12 +24,26 @@ class GeneratorIO:
     config_class: ClassVar[type]
 
     def export_config(self) -> dict[str, Any]:
-        """config.json payload: the architecture + class names + the tokenizer it was trained on."""
-        return {self.model_type: to_dict(self.config), "class_names": self.class_names, "tokenizer": self.tokenizer_info}
+        """config.json payload: the architecture + class names + the tokenizer it was trained on (+ its sampling)."""
+        out = {self.model_type: to_dict(self.config), "class_names": self.class_names, "tokenizer": self.tokenizer_info}
+        if getattr(self, "sampling", None):
+            out["sampling"] = dict(self.sampling)
+        return out
 
-    def save_pretrained(self, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
-        """Write model.safetensors (floats stored as `dtype` when given) + config.json."""
-        return save_pretrained(folder, cast_floats(self.state_dict(), dtype), self.export_config(), self.model_type)
+    def sampling_args(self, temperature: float | None = None, top_k: int | None = None,
+                      top_p: float | None = None) -> tuple[float, int, float]:
+        """(temperature, top_k, top_p): each given value, else the model's recommended one, else 1.0 / 0 / 1.0 (off).
+
+        The recommendation lives in config.json's "sampling" (like a Hub generation_config.json), written by
+        `vfmtok export --temperature/--top-k` from a measured sweep."""
+        rec = getattr(self, "sampling", None) or {}
+        pick = lambda given, key, off: type(off)(given if given is not None else rec.get(key, off))  # noqa: E731
+        return pick(temperature, "temperature", 1.0), pick(top_k, "top_k", 0), pick(top_p, "top_p", 1.0)
+
+    def save_pretrained(self, folder: str | os.PathLike, dtype: torch.dtype | None = None,
+                        card: dict[str, Any] | None = None) -> Path:
+        """Write model.safetensors (floats stored as `dtype` when given) + config.json + README.md model card."""
+        return save_pretrained(folder, cast_floats(self.state_dict(), dtype), self.export_config(), self.model_type, card)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu"):
@@ -43,6 +57,7 @@ class GeneratorIO:
         load_state_strict(model, state, str(folder))
         model.class_names = config.get("class_names")
         model.tokenizer_info = config.get("tokenizer")
+        model.sampling = _checked_sampling(config.get("sampling"), folder)
         model.source = folder
         return model.to(device).eval()
 
@@ -55,6 +70,17 @@ class GeneratorIO:
         if not path.is_absolute() and self.source is not None:
             path = (self.source / path).resolve()
         return path
+
+
+def _checked_sampling(rec: Any, folder: Path) -> dict[str, Any]:
+    """config.json's recommended sampling, checked: only known keys with usable values."""
+    if rec is None:
+        return {}
+    ok = isinstance(rec, dict) and set(rec) <= {"temperature", "top_k", "top_p", "measured_by"} and \
+        float(rec.get("temperature", 1.0)) > 0 and int(rec.get("top_k", 0)) >= 0 and 0 < float(rec.get("top_p", 1.0)) <= 1
+    if not ok:
+        raise VFMTokError(f"{folder}/config.json: bad 'sampling' {rec!r} (temperature > 0, top_k >= 0, 0 < top_p <= 1)")
+    return dict(rec)
 
 
 def generator_classes() -> dict[str, type]:

@@ -39,10 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def sample(gpt_path: str | Path | None = None, tokenizer: str | Path | None = None, classes: Sequence[str | int] = (),
            per_class: int = 4, out: str | Path = "samples", cfg_scale: float = 1.0, cfg_interval: int = -1,
-           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0, batch_size: int = 32,
+           temperature: float | None = None, top_k: int | None = None, top_p: float | None = None, seed: int = 0,
+           batch_size: int = 32,
            device: str = "auto", precision: str = "bf16", compile: bool = False,
            cfg_power: float | None = None) -> dict[str, Any]:
-    """Sample `per_class` images of each class (all classes when none given) into `out`; returns the written paths."""
+    """Sample `per_class` images of each class (all classes when none given) into `out`; returns the written paths.
+    temperature / top_k / top_p left None take the model's recommended sampling (GeneratorIO.sampling_args)."""
     require(per_class >= 1 and batch_size >= 1, f"per_class and batch_size must be >= 1, got {per_class} and {batch_size}")
     dev = resolve_device(device)
     gpt_path = gpt_path or default_generator()
@@ -50,6 +52,7 @@ def sample(gpt_path: str | Path | None = None, tokenizer: str | Path | None = No
     if dev.type == "cuda" and precision != "fp32":
         gpt = gpt.to(torch.bfloat16 if precision == "bf16" else torch.float16)
     tok = load_gpt_tokenizer(gpt, tokenizer, dev)
+    temperature, top_k, top_p = gpt.sampling_args(temperature, top_k, top_p)
     n_cls = gpt.config.num_classes
     chosen = parse_labels(classes, gpt.class_names, n_cls) if classes else list(range(n_cls))
     labels = [c for c in chosen for _ in range(per_class)]

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from vfmtok.eval.protocol import LABEL_KINDS, PROTOCOLS, for_protocol, get_protocol, make_labels, protocol_record
+from vfmtok.utils import args as A
 from vfmtok.utils.errors import require
 from vfmtok.utils.io import atomic_path, write_json
 
@@ -33,9 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", default=None, choices=list(LABEL_KINDS), help="default: the protocol's (official: random)")
     p.add_argument("--cfg-scale", type=float, default=1.0)
     p.add_argument("--cfg-interval", type=int, default=-1)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
+    A.add_all(p, "temperature", "top_k", "top_p")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32, help="per rank and step")
     p.add_argument("--device", default="auto")
@@ -56,6 +55,7 @@ def _load_models(args: argparse.Namespace, device: torch.device, protocol):
     from vfmtok.generator.pairing import load_gpt_tokenizer
 
     gpt = GPT.from_pretrained(args.gpt, device=device)
+    args.temperature, args.top_k, args.top_p = gpt.sampling_args(args.temperature, args.top_k, args.top_p)
     if device.type == "cuda" and args.precision != "fp32":
         gpt = gpt.to(torch.bfloat16 if args.precision == "bf16" else torch.float16)
     return gpt, for_protocol(load_gpt_tokenizer(gpt, args.tokenizer, device), protocol)

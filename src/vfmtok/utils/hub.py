@@ -65,6 +65,12 @@ def resolve_hub_checkpoint(text: str) -> Path:
     return folder
 
 
+def metrics_table(metrics: dict[str, Any]) -> list[str]:
+    """A model card's Markdown table of metric -> value (floats to 4 significant digits)."""
+    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    return ["| metric | value |", "|---|---|"] + [f"| {k} | {cell(v)} |" for k, v in metrics.items()]
+
+
 def write_model_card(folder: str | Path, model_type: str, config: dict[str, Any], card: dict[str, Any] | None = None) -> Path:
     """README.md beside config.json: what the model is, its data, the command that wrote it, measured metrics."""
     from vfmtok.utils.io import write_text
@@ -74,7 +80,7 @@ def write_model_card(folder: str | Path, model_type: str, config: dict[str, Any]
     command = card.get("command") or ("vfmtok " + " ".join(shlex.quote(a) for a in argv) if argv
                                       else "(written from Python, not from the vfmtok command line)")
     arch = config.get(model_type) or config.get("model") or {}  # generators: config[model_type]; tokenizers: "model"
-    summary = ", ".join(f"{k}={v}" for k, v in arch.items() if not isinstance(v, (dict, list)))[:600]
+    summary = ", ".join(f"{k}={v}" for k, v in arch.items() if not isinstance(v, (dict, list)))
     metrics = card.get("metrics") or {}
     lines = ["---", "library_name: vfmtok", f"tags: [vfmtok, {model_type}, image-generation]", "---", "",
              f"# {card.get('title') or model_type}", "", "## What", "",
@@ -83,7 +89,7 @@ def write_model_card(folder: str | Path, model_type: str, config: dict[str, Any]
              card.get("data") or str(config.get("data") or "not recorded"), "", "## Command", "",
              f"```\n{command}\n```", "", "## Metrics", ""]
     if metrics:
-        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in metrics.items()]
+        lines += metrics_table(metrics)
     else:
         lines.append("None measured when this folder was written (see the eval commands' JSON results).")
     path = Path(folder) / CARD_NAME
