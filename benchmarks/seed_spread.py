@@ -100,16 +100,24 @@ def write(rows: list[dict], args, command: str) -> None:
     rec = {"command": command, "seeds": args.seeds, "per_class": args.per_class,
            "points": [{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items()} for r in rows], "comparisons": comp}
     write_json(Path(args.results) / "seed_spread.json", rec)
-    f = lambda s, d: f"{s['mean']:.{d}f} ± {s['sd']:.{d}f} [{s['min']:.{d}f}, {s['max']:.{d}f}]" if s else "n/a"
+    def f(s: dict | None, d: int) -> str:
+        if not s:
+            return "n/a"
+        if s["n"] < 2:
+            return f"{s['mean']:.{d}f} (one seed)"
+        return f"{s['mean']:.{d}f} ± {s['sd']:.{d}f} [{s['min']:.{d}f}, {s['max']:.{d}f}]"
+
     lines = ["# Seed spread of the reproduction's generator points", "", f"`{command}`", "",
              f"Each point: {args.per_class} samples per class (no CFG) per sampling seed, seeds {args.seeds}; mean ± sample "
              "standard deviation [min, max] over seeds. gFID / precision / recall against every Imagenette validation "
              "image (64 px); class consistency = top-1 of the real-image classifier (`vfmtok class-consistency`) on "
              "the same samples. Each generator was trained once: the spread is the sampling noise only.", "",
-             "| tokenizer | generator | steps | gFID | precision | recall | class consistency |", "|---|---|---|---|---|---|---|"]
+             "| tokenizer | generator | steps | seeds done | gFID | precision | recall | class consistency |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["summary"]
-        lines.append(f"| {r['variant']} | {r['arm']} | {r['step']} | {f(s.get('gFID'), 2)} | {f(s.get('precision'), 3)} | "
+        n = s.get("gFID", {}).get("n", 0)
+        lines.append(f"| {r['variant']} | {r['arm']} | {r['step']} | {n} | {f(s.get('gFID'), 2)} | {f(s.get('precision'), 3)} | "
                      f"{f(s.get('recall'), 3)} | {f(s.get('class_consistency'), 3)} |")
     lines += ["", "## Differences, and whether they exceed the seed spread (the seeds' ranges do not overlap)", "",
               "| a | b | metric | a | b | b - a | exceeds seed spread |", "|---|---|---|---|---|---|---|"]

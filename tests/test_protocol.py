@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from vfmtok.cli import main
 from vfmtok.eval.protocol import ResizedTokenizer, get_protocol, make_labels, pil_resize
+from vfmtok.generator.checkpoint import GeneratorIO
 from vfmtok.generator.gpt import create_gpt
 from vfmtok.tokenizer.api import VFMTokenizer
 from vfmtok.utils.errors import VFMTokError
@@ -89,6 +90,8 @@ def test_eval_generator_official_protocol_records_random_labels(tmp_path, monkey
     class FakeGPT:
         class config:
             num_classes = 4
+
+        sampling_args = GeneratorIO.sampling_args  # no recommended sampling: the flags' values, else off
 
         def recorded_tokenizer(self):
             return None
