@@ -99,10 +99,11 @@ def test_recommended_sampling_is_the_default_and_flags_override_it(tiny_pair, tm
     assert (info["a"]["temperature"], info["a"]["top_k"]) == (0.9, 3) and (info["c"]["temperature"], info["c"]["top_k"]) == (0.9, 0)
     arr = {k: np.load(tmp_path / k / "samples.npz")["arr_0"] for k in "abc"}
     assert np.array_equal(arr["a"], arr["b"])  # the default is exactly the recommended settings
-    meta["config"]["sampling"] = {"top_k": -1}
-    (out / "generator" / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(VFMTokError, match="bad 'sampling'"):
-        GPT.from_pretrained(out / "generator")
+    for bad in ({"top_k": -1}, {"top_k": "five"}, {"temperature": 0}, {"beam": 2}, [5]):
+        meta["config"]["sampling"] = bad
+        (out / "generator" / "config.json").write_text(json.dumps(meta))
+        with pytest.raises(VFMTokError, match="bad 'sampling'"):
+            GPT.from_pretrained(out / "generator")
 
 
 def test_re_export_keeps_the_training_origin(tiny_pair, tmp_path):

@@ -76,8 +76,11 @@ def _checked_sampling(rec: Any, folder: Path) -> dict[str, Any]:
     """config.json's recommended sampling, checked: only known keys with usable values."""
     if rec is None:
         return {}
-    ok = isinstance(rec, dict) and set(rec) <= {"temperature", "top_k", "top_p", "measured_by"} and \
-        float(rec.get("temperature", 1.0)) > 0 and int(rec.get("top_k", 0)) >= 0 and 0 < float(rec.get("top_p", 1.0)) <= 1
+    try:
+        ok = isinstance(rec, dict) and set(rec) <= {"temperature", "top_k", "top_p", "measured_by"} and \
+            float(rec.get("temperature", 1.0)) > 0 and int(rec.get("top_k", 0)) >= 0 and 0 < float(rec.get("top_p", 1.0)) <= 1
+    except (TypeError, ValueError):  # e.g. "top_k": "five"
+        ok = False
     if not ok:
         raise VFMTokError(f"{folder}/config.json: bad 'sampling' {rec!r} (temperature > 0, top_k >= 0, 0 < top_p <= 1)")
     return dict(rec)
