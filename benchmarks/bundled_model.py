@@ -32,12 +32,12 @@ def measure(name: str, model: Path, out: Path, args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cc, rec, gen = out / "class_consistency.json", out / "eval_tokenizer.json", out / "eval_generator.json"
     common = ["--device", args.device, "--seed", "0"]
-    for seed in args.cc_seeds:  # seed 0 keeps its old file name; the seed also picks the probe's training images
-        path = cc if seed == 0 else out / f"class_consistency_seed{seed}.json"
+    # seed 0 keeps its old file name; the seed also picks the probe's training images
+    cc_files = {s: cc if s == 0 else out / f"class_consistency_seed{s}.json" for s in args.cc_seeds}
+    for seed, path in cc_files.items():
         if not path.is_file() and not args.no_run:
             cli(["class-consistency", "--gpt", str(model / "generator"), "--data", args.data, "--per-class",
                  str(args.per_class), "--cfg-scale", "1.0", "--device", args.device, "--seed", str(seed), "--out", str(path)])
-    extra = {s: out / f"class_consistency_seed{s}.json" for s in args.cc_seeds if s != 0}
     if not rec.is_file() and not args.no_run:
         cli(["eval-tokenizer", str(model / "tokenizer"), "--data", args.data, "--split", "val", "--num-images",
              str(args.recon_images), "--second-encoder", "none", *common, "--out", str(rec)])
@@ -62,7 +62,7 @@ def measure(name: str, model: Path, out: Path, args) -> dict:
                    class_consistency_per_class=m["per_class"], class_samples=m["num_samples"],
                    sampling={"temperature": s["temperature"], "top_k": s["top_k"], "top_p": s["top_p"]})
         per_seed = {0: m["class_consistency"], **{k: read_json(p)["metrics"]["class_consistency"]
-                                                 for k, p in extra.items() if p.is_file()}}
+                                                 for k, p in cc_files.items() if k != 0 and p.is_file()}}
         if len(per_seed) > 1:
             res.update(class_consistency_seeds=per_seed, class_consistency_mean=statistics.mean(per_seed.values()),
                        class_consistency_sd=statistics.stdev(per_seed.values()))

@@ -74,8 +74,9 @@ def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Pat
 def _origin(gpt_dir: Path, tok_dir: Path) -> dict:
     """The training checkpoints a pair came from; a re-export of an exported pair keeps its origin's record."""
     earlier = Path(gpt_dir).parent / "model.json"
-    if earlier.is_file() and isinstance(read_json(earlier).get("exported_from"), dict):
-        return {**read_json(earlier)["exported_from"], "re_exported_from": _shown(Path(gpt_dir).parent)}
+    origin = read_json(earlier).get("exported_from") if earlier.is_file() else None
+    if isinstance(origin, dict):
+        return {**origin, "re_exported_from": _shown(Path(gpt_dir).parent)}
     return {"generator": _shown(gpt_dir), "tokenizer": _shown(tok_dir)}
 
 

@@ -77,7 +77,7 @@ def _checked_sampling(rec: Any, folder: Path) -> dict[str, Any]:
     if rec is None:
         return {}
     try:
-        ok = isinstance(rec, dict) and set(rec) <= {"temperature", "top_k", "top_p", "measured_by"} and \
+        ok = isinstance(rec, dict) and set(rec) <= {"temperature", "top_k", "top_p"} and \
             float(rec.get("temperature", 1.0)) > 0 and int(rec.get("top_k", 0)) >= 0 and 0 < float(rec.get("top_p", 1.0)) <= 1
     except (TypeError, ValueError):  # e.g. "top_k": "five"
         ok = False
