@@ -7,7 +7,7 @@ Per model, with the repo's own commands (each result file is kept; re-running sk
   (b) `vfmtok class-consistency`, --per-class samples per class without CFG;
   (c) `vfmtok eval-generator`, --gen-per-class samples per class without CFG vs --ref-images val images: gFID / P / R.
 (b) and (c) draw with each model's recommended sampling (its GPT config.json "sampling", else T 1 and no top-k).
-Writes <results>/bundled_model.json and bundled_model.md, with the targets (PSNR >= 20 dB, class consistency >= 60%);
+Writes <results>/<name>.json and <name>.md (--name, default bundled_model), with the targets (PSNR >= 20 dB, class consistency >= 60%);
 --record also writes each model's numbers into its model.json and model cards.
 """
 
@@ -106,9 +106,9 @@ def cc_cell(m: dict) -> str:
     return f"{m['class_consistency_mean']:.1%} +- {m['class_consistency_sd']:.1%} (seeds {seeds})"
 
 
-def write_tables(results: dict, folder: Path, command: str) -> None:
-    """bundled_model.json and a Markdown table with the targets marked."""
-    write_json(folder / "bundled_model.json", {"command": command, "targets": TARGETS, "models": results})
+def write_tables(results: dict, folder: Path, command: str, stem: str = "bundled_model") -> None:
+    """<stem>.json and a Markdown table <stem>.md with the targets marked."""
+    write_json(folder / f"{stem}.json", {"command": command, "targets": TARGETS, "models": results})
     f = lambda x, d=2: "not measured" if x is None else f"{x:.{d}f}"  # noqa: E731
     pct = lambda x: "not measured" if x is None else f"{x:.1%}"  # noqa: E731
     lines = ["# Bundled-model candidates, measured the same way", "", f"Command: `{command}`", "",
@@ -132,7 +132,7 @@ def write_tables(results: dict, folder: Path, command: str) -> None:
         names = list(per[0][1])
         lines += ["", "Per-class class consistency:", "", "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         lines += [f"| {n} | " + " | ".join(f"{v[c]:.0%}" for c in names) + " |" for n, v in per]
-    write_text(folder / "bundled_model.md", "\n".join(lines) + "\n")
+    write_text(folder / f"{stem}.md", "\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -148,12 +148,13 @@ def main() -> None:
     ap.add_argument("--no-run", action="store_true", help="only merge the result files that exist (missing: 'not measured')")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "bundled_model"), help="per-model result files")
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--name", default="bundled_model", help="stem of the result files (a variant's own table)")
     ap.add_argument("--record", action="store_true", help="also write each model's numbers into its model.json and model cards")
     args = ap.parse_args()
     models = dict(m.split("=", 1) for m in args.model)
     results = {name: measure(name, Path(d), Path(args.runs) / name, args) for name, d in models.items()}
     command = " ".join([Path(sys.executable).name] + sys.argv)
-    write_tables(results, Path(args.results), command)
+    write_tables(results, Path(args.results), command, args.name)
     if args.record:
         for name, d in models.items():
             record_measured(d, flat_measured(results[name]), command)
