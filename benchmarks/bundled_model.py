@@ -19,7 +19,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from reproduce_imagenette import cli  # run as a script: benchmarks/ is on sys.path
+from reproduce_imagenette import cli, named_dirs  # run as a script: benchmarks/ is on sys.path
 from vfmtok.export import record_measured
 from vfmtok.utils.io import read_json, write_json, write_text
 
@@ -151,7 +151,7 @@ def main() -> None:
     ap.add_argument("--name", default="bundled_model", help="stem of the result files (a variant's own table)")
     ap.add_argument("--record", action="store_true", help="also write each model's numbers into its model.json and model cards")
     args = ap.parse_args()
-    models = dict(m.split("=", 1) for m in args.model)
+    models = named_dirs(args.model)
     results = {name: measure(name, Path(d), Path(args.runs) / name, args) for name, d in models.items()}
     command = " ".join([Path(sys.executable).name] + sys.argv)
     write_tables(results, Path(args.results), command, args.name)

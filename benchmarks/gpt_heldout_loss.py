@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from reproduce_imagenette import named_dirs  # run as a script: benchmarks/ is on sys.path
 from vfmtok.data.codes import CodeDataset
 from vfmtok.generator.checkpoint import load_generator
-from vfmtok.utils.errors import require
 from vfmtok.utils.io import write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,9 +56,7 @@ def main() -> None:
     data = {split: code_batch(folder, args.num) for split, folder in
             (("train", args.train_codes), ("val", args.val_codes))}
     rows = []
-    for spec in args.gpt:
-        require("=" in spec, f"--gpt wants NAME=DIR, got {spec!r}")
-        name, folder = spec.rsplit("=", 1)  # the name may hold "=", a path rarely does
+    for name, folder in named_dirs(args.gpt).items():
         model = load_generator(folder).eval()
         losses = {split: mean_loss(model, *batch) for split, batch in data.items()}
         rows.append({"name": name, "gpt": folder, **losses, "gap": losses["val"] - losses["train"]})

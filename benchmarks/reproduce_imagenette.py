@@ -47,6 +47,14 @@ def cli(argv: list[str]) -> None:
         raise SystemExit(f"failed: vfmtok {' '.join(argv)}")
 
 
+def named_dirs(specs: list[str]) -> dict[str, str]:
+    """{NAME: DIR} from repeated NAME=DIR arguments; the last '=' splits, so a name may hold one."""
+    for spec in specs:
+        if "=" not in spec:
+            raise SystemExit(f"want NAME=DIR, got {spec!r}")
+    return dict(spec.rsplit("=", 1) for spec in specs)
+
+
 def metrics_of(path: Path) -> dict:
     return json.loads(path.read_text())["metrics"]
 

@@ -16,7 +16,7 @@ import math
 import sys
 from pathlib import Path
 
-from reproduce_imagenette import cli  # run as a script: benchmarks/ is on sys.path
+from reproduce_imagenette import cli, named_dirs  # run as a script: benchmarks/ is on sys.path
 from vfmtok.utils.io import read_json, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--name", default="sampling_sweep", help="stem of the result files")
     args = ap.parse_args()
-    models = dict(m.split("=", 1) for m in args.model)
+    models = named_dirs(args.model)
     results = {name: sweep(Path(d), Path(args.runs) / name, args) for name, d in models.items()}
     write_tables(results, Path(args.results), " ".join([Path(sys.executable).name] + sys.argv), args.seed, args.name)
     print(json.dumps({n: max(r, key=lambda x: x["class_consistency"]) for n, r in results.items()}, indent=1))

@@ -1,6 +1,9 @@
-"""Shared fixtures: a tiny saved tokenizer, CPU thread limits."""
+"""Shared fixtures: a tiny saved tokenizer, CPU thread limits, benchmark scripts as modules."""
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,3 +37,22 @@ def tiny_pair(tmp_path_factory):
     gpt.tokenizer_info = {"checkpoint_path": str(tok.checkpoint_path), "checkpoint_hash": tok.checkpoint_hash}
     gpt.save_pretrained(root / "gpt")
     return root
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """load_benchmark(name): benchmarks/<name>.py as a module, with benchmarks/ importable as when run as a script."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod  # dataclasses look their module up by name
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

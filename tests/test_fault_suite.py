@@ -1,22 +1,13 @@
 """Issue 15 item 2: the fault suite's checks catch corruption, and a short run (a few kills) finds no problem."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def suite():
-    spec = importlib.util.spec_from_file_location("fault_suite", ROOT / "benchmarks" / "fault_suite.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["fault_suite"] = mod  # dataclasses look their module up by name
-    spec.loader.exec_module(mod)
-    return mod
+def suite(load_benchmark):
+    return load_benchmark("fault_suite")
 
 
 def test_checker_flags_torn_files_and_incomplete_checkpoints(suite, tmp_path):

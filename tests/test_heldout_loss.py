@@ -1,23 +1,12 @@
-"""benchmarks/gpt_heldout_loss.py: the batched mean loss equals a naive per-sequence sum of -log p(next token)."""
+"""benchmarks/gpt_heldout_loss.py: the batched mean loss equals a naive per-token mean; NAME=DIR arguments parse."""
 
-import importlib.util
-from pathlib import Path
-
+import pytest
 import torch
 
 from vfmtok.generator.gpt import create_gpt
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("gpt_heldout_loss", ROOT / "benchmarks" / "gpt_heldout_loss.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_mean_loss_is_the_per_token_mean_over_uneven_batches():
+def test_mean_loss_is_the_per_token_mean_over_uneven_batches(load_benchmark):
     torch.manual_seed(0)
     m = create_gpt("GPT-nano", vocab_size=40, num_tokens=6, token_grid=(2, 3), num_classes=4).eval()
     ids, labels = torch.randint(0, 40, (7, 6)), torch.randint(0, 4, (7,))
@@ -28,5 +17,12 @@ def test_mean_loss_is_the_per_token_mean_over_uneven_batches():
             logp = torch.log_softmax(logits[0], -1)
             nll += [-logp[t, ids[i, t]].item() for t in range(6)]
     naive = sum(nll) / len(nll)
-    got = _bench().mean_loss(m, ids, labels, batch=3)  # batches of 3, 3, 1
+    got = load_benchmark("gpt_heldout_loss").mean_loss(m, ids, labels, batch=3)  # batches of 3, 3, 1
     assert abs(got - naive) < 1e-5
+
+
+def test_named_dirs_splits_at_the_last_equals_sign_and_refuses_a_bare_path(load_benchmark):
+    named_dirs = load_benchmark("reproduce_imagenette").named_dirs
+    assert named_dirs(["a=x/y", "TENCROP=1: b=/r/z"]) == {"a": "x/y", "TENCROP=1: b": "/r/z"}
+    with pytest.raises(SystemExit, match="want NAME=DIR"):
+        named_dirs(["runs/export"])
