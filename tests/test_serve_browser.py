@@ -79,6 +79,17 @@ class WebDriver:
     def click(self, css: str) -> None:
         self.cmd("POST", f"/element/{self.find(css)}/click", {})
 
+    def submit(self, css: str, timeout: float = 120.0) -> None:
+        """Click a form's button and wait for the next page: until then, finds would return the old page's
+        elements, which go stale (chromedriver answers 404) when the new document replaces them."""
+        old = self.find("html")
+        self.click(css)
+        end = time.time() + timeout
+        while self.find("html") == old:
+            if time.time() > end:
+                raise AssertionError(f"no new page within {timeout} s after clicking {css}")
+            time.sleep(0.2)
+
     def screenshot(self, path: Path) -> None:
         path.write_bytes(base64.b64decode(self.cmd("GET", "/screenshot")))
 
@@ -143,7 +154,7 @@ def test_sample_upload_and_errors_in_a_browser(site, browser, tmp_path):
     browser.get(url + "/")
     browser.type("#class", name)
     browser.type("input[name=n]", "8")
-    browser.click("#go")
+    browser.submit("#go")
     took = browser.text("#took")
     assert took.startswith("8 images in ") and " s (seed 0" in took
     assert browser.text("#result h2") == name
@@ -151,19 +162,19 @@ def test_sample_upload_and_errors_in_a_browser(site, browser, tmp_path):
 
     picture = _photo(tmp_path)
     browser.cmd("POST", f"/element/{browser.find('#image')}/value", {"text": str(picture)})
-    browser.click("#send")
+    browser.submit("#send")
     ids = browser.text("#ids").split()
     assert len(ids) == app.tok.num_tokens and all(0 <= int(t) < app.tok.codebook_size for t in ids)
     browser.screenshot(shots / "serve_upload.png")
 
     browser.get(url + "/")
     browser.type("#class", "zebra")
-    browser.click("#go")
+    browser.submit("#go")
     assert browser.text("#error").startswith("unknown class 'zebra'; known names:")
     bad = tmp_path / "notes.txt"
     bad.write_text("not a picture")
     browser.cmd("POST", f"/element/{browser.find('#image')}/value", {"text": str(bad)})
-    browser.click("#send")
+    browser.submit("#send")
     assert "not an image" in browser.text("#error")
     for shot in ("serve.png", "serve_upload.png"):
         assert Image.open(shots / shot).size[0] > 500  # a real rendering came back
