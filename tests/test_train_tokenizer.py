@@ -127,3 +127,46 @@ def test_encode_and_reconstruct_commands(tmp_path, tiny_tokenizer_dir, capsys):
     rc = cli_main(["encode", "--tokenizer", str(tiny_tokenizer_dir), str(tmp_path / "big.png"), "--no-resize", "--out", str(tmp_path / "x.npz")])
     assert rc == 2 and "this tokenizer takes 32x32 images" in capsys.readouterr().err
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_decoder_only_phase_keeps_codes_and_trains_the_decoder(tmp_path):
+    from vfmtok.tokenizer.api import VFMTokenizer
+
+    first = train_tokenizer(tiny_run(3), tmp_path / "a")
+    # re-seeding every step would rewrite the codebook if it were not switched off for a decoder-only phase
+    second = train_tokenizer(tiny_run(3, init_from=str(first), trainable="decoder", reseed_dead_every=1), tmp_path / "b")
+    a, b = (VFMTokenizer.from_pretrained(f).model.eval() for f in (first, second))
+    sa, sb = a.trainable_state_dict(), b.trainable_state_dict()
+    decoder = [k for k in sa if k.split(".")[0] in ("post_quant", "decoder", "pixel_decoder")]
+    assert decoder and any(not torch.equal(sa[k], sb[k]) for k in decoder)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if k not in decoder)  # region encoder, pre_quant, codebook
+    images = torch.rand(4, 3, a.cfg.image_size, a.cfg.image_size) * 2 - 1
+    assert torch.equal(a.encode(images), b.encode(images))
+    assert not torch.allclose(a.decode(a.encode(images)), b.decode(b.encode(images)))
+
+    # a GPT trained on the first run's codes accepts the decoder-only phase, not a phase that trained everything
+    from types import SimpleNamespace
+
+    from vfmtok.generator.pairing import check_tokenizer
+
+    tok_a, tok_b = VFMTokenizer.from_pretrained(first), VFMTokenizer.from_pretrained(second)
+    gpt = SimpleNamespace(config=SimpleNamespace(vocab_size=tok_a.codebook_size, num_tokens=tok_a.num_tokens,
+                                                 token_grid=tok_a.token_grid),
+                          tokenizer_info={"checkpoint_hash": tok_a.checkpoint_hash})
+    check_tokenizer(gpt, tok_b)
+    resaved = tok_b.save_pretrained(tmp_path / "resaved")  # the lineage travels with exports
+    check_tokenizer(gpt, VFMTokenizer.from_pretrained(resaved))
+    everything = train_tokenizer(tiny_run(1, init_from=str(first)), tmp_path / "c")
+    with pytest.raises(VFMTokError, match="the GPT was trained on codes of tokenizer"):
+        check_tokenizer(gpt, VFMTokenizer.from_pretrained(everything))
+
+
+def test_init_from_a_different_model_is_a_one_line_error(tmp_path):
+    first = train_tokenizer(tiny_run(1), tmp_path / "a")
+    cfg = tiny_run(1, init_from=str(first))
+    cfg.model.codebook_size *= 2
+    with pytest.raises(VFMTokError, match="its model config differs in codebook_size"):
+        train_tokenizer(cfg, tmp_path / "b")
+    cfg = tiny_run(1, trainable="encoder")
+    with pytest.raises(VFMTokError, match="train.trainable must be all or decoder"):
+        train_tokenizer(cfg, tmp_path / "c")

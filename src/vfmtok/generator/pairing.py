@@ -38,7 +38,8 @@ def check_tokenizer(gpt: Any, tokenizer: Any) -> None:
     check_codes_match(facts, c.vocab_size, c.num_tokens, c.token_grid, "tokenizer")
     want = (gpt.tokenizer_info or {}).get("checkpoint_hash")
     have = getattr(tokenizer, "checkpoint_hash", None)
-    if want and have and want != have:
+    # a decoder-only fine-tuning keeps its starting point's ids and records that checkpoint's hash
+    if want and have and want != have and want not in getattr(tokenizer, "same_codes_as", ()):
         where = (gpt.tokenizer_info or {}).get("checkpoint_path", "?")
         raise VFMTokError(f"the GPT was trained on codes of tokenizer {want} ({where}), not on this tokenizer ({have})")
 

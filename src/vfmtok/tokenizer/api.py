@@ -28,6 +28,8 @@ class VFMTokenizer:
         self.class_names = class_names
         self._hash: str | None = None
         self.encoder_file: Path | None = None  # encoder weights stored inside the checkpoint folder (official import)
+        # hashes of the checkpoints whose code ids this one reproduces exactly (decoder-only fine-tuning keeps them)
+        self.same_codes_as: list[str] = []
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -48,13 +50,15 @@ class VFMTokenizer:
         model.load_trainable_state_dict(state, source=str(folder))
         tok = cls(model.to(device), folder, config.get("class_names"))
         tok.encoder_file = local
+        tok.same_codes_as = [str(h) for h in config.get("same_codes_as", [])]
         return tok
 
     def save_pretrained(self, folder: str | os.PathLike, extra: dict[str, Any] | None = None,
                         dtype: torch.dtype | None = None, card: dict[str, Any] | None = None) -> Path:
         """Write model.safetensors (floats stored as `dtype` when given) + config.json + README.md model card; the
         frozen encoder is not saved."""
-        config = {"model": to_dict(self.model.cfg), "class_names": self.class_names, **(extra or {})}
+        config = {"model": to_dict(self.model.cfg), "class_names": self.class_names,
+                  **({"same_codes_as": self.same_codes_as} if self.same_codes_as else {}), **(extra or {})}
         if self.encoder_file is not None and self.encoder_file.is_file():
             # keep the folder self-contained: the encoder file goes along (hard link when possible)
             dst = Path(folder) / self.encoder_file.name

@@ -15,6 +15,10 @@ from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.io import load_state_strict
 
 
+# top-level modules that map code vectors to outputs (VFMTok's ViT decoder included): what follows the codebook lookup
+DECODER_SIDE = ("post_quant", "decoder", "pixel_decoder")
+
+
 @dataclass
 class TokenizerOutput:
     """Forward result used by the training losses."""
@@ -117,6 +121,12 @@ class TokenizerBase(nn.Module):
         if cls is not None:
             out["cls"] = cls
         return out
+
+    def train_decoder_only(self) -> None:
+        """Freeze everything up to and including the codebook, so every image keeps its code ids."""
+        for name, p in self.named_parameters():
+            if name.split(".")[0] not in DECODER_SIDE:
+                p.requires_grad_(False)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """State without the frozen encoder's weights (they are never saved)."""

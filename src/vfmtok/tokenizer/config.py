@@ -80,6 +80,9 @@ class LossConfig:
     disc_ch: int = 64
 
 
+TRAINABLE = ("all", "decoder")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation and bookkeeping of a tokenizer training run."""
@@ -110,6 +113,10 @@ class TrainConfig:
     seed: int = 0
     precision: str = "bf16"               # used on GPU (fp16 adds a grad scaler); CPU always runs fp32
     device: str = "auto"
+    init_from: str | None = None          # start from this checkpoint's weights (same model config): a new phase
+    # "all" | "decoder": train only what follows the codebook lookup; codes stay bit-identical, so a generator
+    # trained on them stays valid (decoder fine-tuning; dead-code re-seeding is then off)
+    trainable: str = "all"
 
     def validate(self) -> None:
         """One-line errors for values no run can use (e.g. --set train.steps=-5)."""
@@ -123,6 +130,8 @@ class TrainConfig:
             raise VFMTokError(f"train.lr_schedule must be constant or cosine, got '{self.lr_schedule}'")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise VFMTokError(f"train.precision must be fp32, bf16 or fp16, got '{self.precision}'")
+        if self.trainable not in TRAINABLE:
+            raise VFMTokError(f"train.trainable must be {' or '.join(TRAINABLE)}, got '{self.trainable}'")
 
 
 @dataclass

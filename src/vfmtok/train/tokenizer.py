@@ -18,16 +18,18 @@ from vfmtok.data.loaders import EpochStream, shard_folder
 from vfmtok.data.shards import ShardDataset
 from vfmtok.data.sources import resolve_dataset
 from vfmtok.encoders.base import EncoderOutput, drop_frozen_state, frozen_prefixes
-from vfmtok.tokenizer.base import TokenizerBase
+from vfmtok.tokenizer.api import MODEL_TYPES
+from vfmtok.tokenizer.base import DECODER_SIDE, TokenizerBase
 from vfmtok.tokenizer.build import build_tokenizer
-from vfmtok.tokenizer.config import TokenizerRunConfig, get_preset
+from vfmtok.tokenizer.config import TokenizerConfig, TokenizerRunConfig, get_preset
 from vfmtok.tokenizer.losses import TokenizerLoss
 from vfmtok.train import common as C
 from vfmtok.utils import args as A
 from vfmtok.utils.config import apply_overrides, to_dict
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.images import save_pairs_grid
-from vfmtok.utils.io import load_state_strict, resolve_checkpoint, write_json
+from vfmtok.utils.io import (CONFIG_NAME, WEIGHTS_NAME, file_sha256, load_pretrained, load_state_strict, read_json,
+                             resolve_checkpoint, write_json)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -89,6 +91,26 @@ def _make_dataset(cfg: TokenizerRunConfig, model: TokenizerBase, run_dir: Path, 
     if dist.is_initialized():
         dist.barrier()
     return CachedFeatureDataset(path), base
+
+
+def init_weights(model: TokenizerBase, cfg: TokenizerConfig, source: str) -> Path:
+    """Load a checkpoint's (EMA) weights into a freshly built model of the same config; returns its folder."""
+    folder = resolve_checkpoint(source)
+    state, config, _ = load_pretrained(folder, MODEL_TYPES, required=("model",))
+    ours, theirs = json.loads(json.dumps(to_dict(cfg))), config["model"]
+    differ = [k for k in ours if k not in ("encoder_weights", "encoder_pretrained") and theirs.get(k) != ours[k]]
+    if differ:
+        raise VFMTokError(f"train.init_from {folder}: its model config differs in {', '.join(differ)}; "
+                          "build the same model (--preset / --set model.*) as that run")
+    model.load_trainable_state_dict(state, source=str(folder))
+    return folder
+
+
+def codes_lineage(source: str) -> list[str]:
+    """Hashes of the checkpoints whose ids a decoder-only phase started from `source` keeps: its own and its lineage."""
+    folder = resolve_checkpoint(source)
+    meta = read_json(folder / CONFIG_NAME)
+    return [file_sha256(folder / WEIGHTS_NAME), *meta.get("config", {}).get("same_codes_as", [])]
 
 
 def _preview_images(cfg: TokenizerRunConfig, image_ds, n: int = 8) -> torch.Tensor:
@@ -225,6 +247,12 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
     C.seed_everything(t.seed + info.rank)
     device = info.device
     model = build_tokenizer(cfg.model).to(device)
+    if t.init_from and not resume:  # on resume the checkpoint holds the weights
+        log.info("initialised from %s", init_weights(model, cfg.model, t.init_from))
+    if t.trainable == "decoder":
+        model.train_decoder_only()
+        log.info("training the decoder side only (%s); codes stay fixed, dead-code re-seeding is off",
+                 ", ".join(DECODER_SIDE))
     dataset, image_ds = _make_dataset(cfg, model, run_dir, info, log)
     if t.compile:  # after the feature cache (built eagerly); in place, so checkpoints keep their keys
         model.compile()
@@ -249,12 +277,14 @@ def _loop(cfg, p: TokenizerParts, stream: EpochStream, step: int, run_dir: Path,
           class_names, previews) -> Path | None:
     """Steps from `step` to train.steps; checkpoints (collective: every rank's RNG) and logs on rank 0."""
     t, device, model = cfg.train, info.device, p.model
+    same_codes = {"same_codes_as": codes_lineage(t.init_from)} if t.trainable == "decoder" and t.init_from else {}
 
     def checkpoint(at: int) -> Path | None:
         st = p.train_state(at)
         if not info.is_main:
             return None
-        config = {"model": to_dict(cfg.model), "class_names": class_names, "step": at, "train": to_dict(t), "loss": to_dict(cfg.loss)}
+        config = {"model": to_dict(cfg.model), "class_names": class_names, "step": at, "train": to_dict(t),
+                  "loss": to_dict(cfg.loss), **same_codes}
         return C.save_checkpoint(run_dir, at, st["ema"], config, cfg.model.arch, st)
 
     metrics_f = C.open_metrics(run_dir, step) if info.is_main else None
@@ -276,7 +306,7 @@ def _loop(cfg, p: TokenizerParts, stream: EpochStream, step: int, run_dir: Path,
             log.info(json.dumps(rec))
             bar.set_postfix(loss=f"{logs['total']:.3f}", usage=f"{usage['usage']:.2f}", ips=f"{ips:.1f}")
         # After logging: re-seeding restarts the usage window, which would log as zero usage.
-        if t.reseed_dead_every and step % t.reseed_dead_every == 0 and step < t.steps:
+        if t.reseed_dead_every and t.trainable == "all" and step % t.reseed_dead_every == 0 and step < t.steps:
             n = model.quantizer.reseed_dead_codes(out.pre_quant, p.reseed_gen)
             log.info("step %d: re-seeded %d dead codes", step, n)
         bar.update(1)
