@@ -156,6 +156,12 @@ def test_decoder_only_phase_keeps_codes_and_trains_the_decoder(tmp_path):
     check_tokenizer(gpt, tok_b)
     resaved = tok_b.save_pretrained(tmp_path / "resaved")  # the lineage travels with exports
     check_tokenizer(gpt, VFMTokenizer.from_pretrained(resaved))
+    # resuming keeps the hash it started from, though the source run has since moved on to a later checkpoint
+    train_tokenizer(tiny_run(4), tmp_path / "a", resume=True)
+    resumed = train_tokenizer(tiny_run(4, init_from=str(tmp_path / "a"), trainable="decoder"), tmp_path / "b",
+                              resume=True)
+    assert resumed.name == "step_0000004"
+    check_tokenizer(gpt, VFMTokenizer.from_pretrained(resumed))
     everything = train_tokenizer(tiny_run(1, init_from=str(first)), tmp_path / "c")
     with pytest.raises(VFMTokError, match="the GPT was trained on codes of tokenizer"):
         check_tokenizer(gpt, VFMTokenizer.from_pretrained(everything))

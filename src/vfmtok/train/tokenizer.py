@@ -93,8 +93,9 @@ def _make_dataset(cfg: TokenizerRunConfig, model: TokenizerBase, run_dir: Path, 
     return CachedFeatureDataset(path), base
 
 
-def init_weights(model: TokenizerBase, cfg: TokenizerConfig, source: str) -> Path:
-    """Load a checkpoint's (EMA) weights into a freshly built model of the same config; returns its folder."""
+def init_weights(model: TokenizerBase, cfg: TokenizerConfig, source: str) -> tuple[Path, list[str]]:
+    """Load a checkpoint's (EMA) weights into a freshly built model of the same config; returns its folder and the
+    hashes of the checkpoints whose ids it gives (itself, then its own `same_codes_as`)."""
     folder = resolve_checkpoint(source)
     state, config, _ = load_pretrained(folder, MODEL_TYPES, required=("model",))
     ours, theirs = json.loads(json.dumps(to_dict(cfg))), config["model"]
@@ -103,14 +104,7 @@ def init_weights(model: TokenizerBase, cfg: TokenizerConfig, source: str) -> Pat
         raise VFMTokError(f"train.init_from {folder}: its model config differs in {', '.join(differ)}; "
                           "build the same model (--preset / --set model.*) as that run")
     model.load_trainable_state_dict(state, source=str(folder))
-    return folder
-
-
-def codes_lineage(source: str) -> list[str]:
-    """Hashes of the checkpoints whose ids a decoder-only phase started from `source` keeps: its own and its lineage."""
-    folder = resolve_checkpoint(source)
-    meta = read_json(folder / CONFIG_NAME)
-    return [file_sha256(folder / WEIGHTS_NAME), *meta.get("config", {}).get("same_codes_as", [])]
+    return folder, [file_sha256(folder / WEIGHTS_NAME), *config.get("same_codes_as", [])]
 
 
 def _preview_images(cfg: TokenizerRunConfig, image_ds, n: int = 8) -> torch.Tensor:
@@ -247,8 +241,11 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
     C.seed_everything(t.seed + info.rank)
     device = info.device
     model = build_tokenizer(cfg.model).to(device)
+    same_codes: list[str] = []  # what a decoder-only phase's checkpoints record as `same_codes_as`
     if t.init_from and not resume:  # on resume the checkpoint holds the weights
-        log.info("initialised from %s", init_weights(model, cfg.model, t.init_from))
+        source, lineage = init_weights(model, cfg.model, t.init_from)
+        same_codes = lineage if t.trainable == "decoder" else []
+        log.info("initialised from %s", source)
     if t.trainable == "decoder":
         model.train_decoder_only()
         log.info("training the decoder side only (%s); codes stay fixed, dead-code re-seeding is off",
@@ -262,11 +259,13 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
     if resume:
         folder, st = C.load_resume_state(run_dir)
         step = p.load(st, folder, info)
+        # from the checkpoint, not init_from again: that run may have moved on to a later checkpoint since
+        same_codes = read_json(folder / CONFIG_NAME)["config"].get("same_codes_as", [])
         log.info("resumed from %s at step %d", folder, step)
     if info.is_main:
         write_json(run_dir / "run_config.json", to_dict(cfg))
     previews = _preview_images(cfg, image_ds) if info.is_main else None
-    folder = _loop(cfg, p, stream, step, run_dir, info, log, image_ds.class_names, previews)
+    folder = _loop(cfg, p, stream, step, run_dir, info, log, image_ds.class_names, previews, same_codes)
     if dist.is_initialized():
         dist.barrier()
     C.cleanup_distributed()
@@ -274,17 +273,16 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
 
 
 def _loop(cfg, p: TokenizerParts, stream: EpochStream, step: int, run_dir: Path, info: C.DistInfo, log,
-          class_names, previews) -> Path | None:
+          class_names, previews, same_codes: list[str]) -> Path | None:
     """Steps from `step` to train.steps; checkpoints (collective: every rank's RNG) and logs on rank 0."""
     t, device, model = cfg.train, info.device, p.model
-    same_codes = {"same_codes_as": codes_lineage(t.init_from)} if t.trainable == "decoder" and t.init_from else {}
 
     def checkpoint(at: int) -> Path | None:
         st = p.train_state(at)
         if not info.is_main:
             return None
         config = {"model": to_dict(cfg.model), "class_names": class_names, "step": at, "train": to_dict(t),
-                  "loss": to_dict(cfg.loss), **same_codes}
+                  "loss": to_dict(cfg.loss), **({"same_codes_as": same_codes} if same_codes else {})}
         return C.save_checkpoint(run_dir, at, st["ema"], config, cfg.model.arch, st)
 
     metrics_f = C.open_metrics(run_dir, step) if info.is_main else None
