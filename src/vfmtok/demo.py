@@ -12,7 +12,6 @@ import argparse
 import time
 from pathlib import Path
 
-
 from vfmtok.utils import args as A
 from vfmtok.utils.device import resolve_device
 
@@ -35,18 +34,7 @@ def _stage(name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run every stage and print the report's path."""
-    from vfmtok.data.imagefolder import ImageFolderDataset
     from vfmtok.data.sources import resolve_dataset
-    from vfmtok.eval.commands import eval_generator, eval_tokenizer
-    from vfmtok.eval.options import options
-    from vfmtok.generator.sample_cmd import sample
-    from vfmtok.tokenizer.api import VFMTokenizer
-    from vfmtok.tokenizer.config import get_preset
-    from vfmtok.utils.io import resolve_checkpoint
-    from vfmtok.train.extract import extract_codes
-    from vfmtok.train import generator_arch
-    from vfmtok.train.generator import GeneratorTrainConfig, train_generator
-    from vfmtok.train.tokenizer import train_tokenizer
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -55,6 +43,52 @@ def run(args: argparse.Namespace) -> int:
 
     _stage("1/6 tokenizer: VFMTok on frozen VGG16 (ImageNet) features")
     t = time.time()
+    tok_dir, tok = _tokenizer_stage(args, data, out)
+    timings["tokenizer"] = time.time() - t
+
+    _stage("2/6 extract codes (image + horizontal flip)")
+    t = time.time()
+    from vfmtok.data.imagefolder import ImageFolderDataset
+    from vfmtok.train.extract import extract_codes
+
+    train_ds = ImageFolderDataset(data, tok.image_size, split="train")
+    codes = extract_codes(tok, train_ds, out / "codes", batch_size=32)
+    timings["codes"] = time.time() - t
+
+    _stage(f"3/6 generator: class-conditional {args.arch.upper()} on the codes")
+    t = time.time()
+    gpt_dir = _generator_stage(args, tok, codes, len(train_ds.classes), out)
+    timings["generator"] = time.time() - t
+
+    _stage("4/6 sample every class without classifier-free guidance")
+    t = time.time()
+    from vfmtok.generator.sample_cmd import sample
+
+    per_class = 2 if args.quick else args.per_class
+    sample(gpt_dir, tok_dir, per_class=per_class, out=out / "samples", cfg_scale=1.0, seed=0, device=args.device)
+    timings["sample"] = time.time() - t
+
+    _stage("5/6 evaluate: reconstruction (PSNR/SSIM/LPIPS/rFID, codebook usage), generation (gFID, precision/recall), "
+           "class consistency")
+    t = time.time()
+    _evaluate_stage(args, tok_dir, data, out)
+    timings["evaluate"] = time.time() - t
+
+    _stage("6/6 report")
+    from vfmtok.demo_report import write_report
+
+    report = write_report(out, tok_dir, gpt_dir, data, timings)
+    print(f"\nreport: {report.resolve()}")
+    return 0
+
+
+def _tokenizer_stage(args: argparse.Namespace, data: Path, out: Path):
+    """Train (or resume) the vfmtok-cpu-64 tokenizer; returns its checkpoint folder and the loaded tokenizer."""
+    from vfmtok.tokenizer.api import VFMTokenizer
+    from vfmtok.tokenizer.config import get_preset
+    from vfmtok.train.tokenizer import train_tokenizer
+    from vfmtok.utils.io import resolve_checkpoint
+
     cfg = get_preset("vfmtok-cpu-64")
     cfg.train.data = str(data)
     cfg.train.steps = 6 if args.quick else args.tokenizer_steps
@@ -67,19 +101,17 @@ def run(args: argparse.Namespace) -> int:
     if not _finished(tok_run, cfg.train.steps):
         train_tokenizer(cfg, tok_run, resume=(tok_run / "latest.txt").exists())
     tok_dir = resolve_checkpoint(tok_run)
-    tok = VFMTokenizer.from_pretrained(tok_dir)
-    timings["tokenizer"] = time.time() - t
+    return tok_dir, VFMTokenizer.from_pretrained(tok_dir)
 
-    _stage("2/6 extract codes (image + horizontal flip)")
-    t = time.time()
-    train_ds = ImageFolderDataset(data, tok.image_size, split="train")
-    codes = extract_codes(tok, train_ds, out / "codes", batch_size=32)
-    timings["codes"] = time.time() - t
 
-    _stage(f"3/6 generator: class-conditional {args.arch.upper()} on the codes")
-    t = time.time()
+def _generator_stage(args: argparse.Namespace, tok, codes: Path, num_classes: int, out: Path) -> Path:
+    """Train (or resume) GPT-tiny / RAR-tiny on the codes; returns its checkpoint folder."""
+    from vfmtok.train import generator_arch
+    from vfmtok.train.generator import GeneratorTrainConfig, train_generator
+    from vfmtok.utils.io import resolve_checkpoint
+
     facts = dict(vocab_size=tok.codebook_size, num_tokens=tok.num_tokens, token_grid=tuple(tok.token_grid),
-                 num_classes=len(train_ds.classes))
+                 num_classes=num_classes)
     gsteps = 6 if args.quick else args.generator_steps
     base = generator_arch.base_fields("RAR-tiny" if args.arch == "rar" else "GPT-tiny", args.arch, facts)
     gcfg = GeneratorTrainConfig(**{**base, **dict(
@@ -88,39 +120,27 @@ def run(args: argparse.Namespace) -> int:
     gpt_run = out / "generator"
     if not _finished(gpt_run, gsteps):
         train_generator(gcfg, gpt_run, resume=(gpt_run / "latest.txt").exists())
-    gpt_dir = resolve_checkpoint(gpt_run)
-    timings["generator"] = time.time() - t
+    return resolve_checkpoint(gpt_run)
 
-    _stage("4/6 sample every class without classifier-free guidance")
-    t = time.time()
-    per_class = 2 if args.quick else args.per_class
-    sample(gpt_dir, tok_dir, per_class=per_class, out=out / "samples", cfg_scale=1.0, seed=0, device=args.device)
-    timings["sample"] = time.time() - t
 
-    _stage("5/6 evaluate: reconstruction (PSNR/SSIM/LPIPS/rFID, codebook usage), generation (gFID, precision/recall), "
-           "class consistency")
-    t = time.time()
+def _evaluate_stage(args: argparse.Namespace, tok_dir: Path, data: Path, out: Path) -> None:
+    """Reconstruction and sample metrics, and the class-consistency score, as JSON files in `out`."""
+    from vfmtok.eval import class_consistency_cmd as CC
+    from vfmtok.eval.commands import eval_generator, eval_tokenizer
+    from vfmtok.eval.options import options
+
     n_eval = 16 if args.quick else 100
+    samples = str(out / "samples" / "samples.npz")
     eval_tokenizer(options("eval-tokenizer", checkpoint=tok_dir, data=str(data), split="val", num_images=n_eval,
                            out=out / "eval_tokenizer.json", device=args.device))
-    eval_generator(options("eval-generator", samples=str(out / "samples" / "samples.npz"), ref=str(data),
+    eval_generator(options("eval-generator", samples=samples, ref=str(data),
                            ref_split="val", out=out / "eval_generator.json", device=args.device))
     # Does each sample look like its class? A linear probe on frozen VGG16, fit on the real train images.
-    from vfmtok.eval import class_consistency_cmd as CC
-
     probe_size = ["--train-per-class", "4", "--val-per-class", "2", "--input-size", "32"] if args.quick else []
     cc = argparse.ArgumentParser()
     CC.add_arguments(cc)
-    CC.run(cc.parse_args(["--samples", str(out / "samples" / "samples.npz"), "--data", str(data), "--device",
+    CC.run(cc.parse_args(["--samples", samples, "--data", str(data), "--device",
                           str(resolve_device(args.device)), *probe_size, "--out", str(out / "class_consistency.json")]))
-    timings["evaluate"] = time.time() - t
-
-    _stage("6/6 report")
-    from vfmtok.demo_report import write_report
-
-    report = write_report(out, tok_dir, gpt_dir, data, timings)
-    print(f"\nreport: {report.resolve()}")
-    return 0
 
 
 def _finished(run_dir: Path, steps: int) -> bool:

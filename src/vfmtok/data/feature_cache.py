@@ -118,26 +118,10 @@ def build_feature_cache(encoder: FrozenEncoder, dataset, path: str | Path, views
         write_json(work / PROGRESS_NAME, {"build": build, "done": 0})
     else:
         arrays = _open_arrays(work, shapes, "r+")
-    device = next(encoder.parameters()).device
-    n_levels = len(encoder.spec.level_names)
     with tqdm(total=n, initial=start, desc=f"caching {encoder.spec.name} features", unit="img", disable=None) as bar:
         for lo in range(start, n, batch_size):
             hi = min(lo + batch_size, n)
-            crops = np.stack([np.stack([view_image(dataset, i, v, seed) for v in range(views)]) for i in range(lo, hi)])
-            x = torch.from_numpy(crops.reshape(-1, 3, size, size)).to(device).float().div(127.5).sub(1.0)
-            out = encoder(x)
-            arrays["images"][lo:hi] = crops
-            arrays["labels"][lo:hi] = [_label(dataset, i) for i in range(lo, hi)]
-            feats = {f"level{li}": out.levels[li] for li in range(n_levels)}
-            if "target" in arrays:
-                feats["target"] = out.target
-            elif not torch.equal(out.target, out.levels[-1]):
-                raise VFMTokError(f"{encoder.spec.name} declares target_is_last_level but its target differs")
-            for k, t in feats.items():
-                arr = t.reshape(hi - lo, views, *t.shape[1:]).cpu().numpy().astype(np.float16)
-                if not np.isfinite(arr).all():
-                    raise VFMTokError(f"{encoder.spec.name} {k} features overflow float16 (|x| > 65504); cannot cache them")
-                arrays[k][lo:hi] = arr
+            _encode_into(encoder, dataset, arrays, lo, hi, views, seed)
             for a in arrays.values():
                 a.flush()
             write_json(work / PROGRESS_NAME, {"build": build, "done": hi})  # only after the data is on disk
@@ -152,6 +136,27 @@ def build_feature_cache(encoder: FrozenEncoder, dataset, path: str | Path, views
         shutil.rmtree(final)
     work.rename(final)
     return final
+
+
+def _encode_into(encoder: FrozenEncoder, dataset, arrays: dict, lo: int, hi: int, views: int, seed: int) -> None:
+    """Encode images lo..hi-1 in their `views` views into the open cache arrays (features as float16)."""
+    size = int(dataset.image_size)
+    device = next(encoder.parameters()).device
+    crops = np.stack([np.stack([view_image(dataset, i, v, seed) for v in range(views)]) for i in range(lo, hi)])
+    x = torch.from_numpy(crops.reshape(-1, 3, size, size)).to(device).float().div(127.5).sub(1.0)
+    out = encoder(x)
+    arrays["images"][lo:hi] = crops
+    arrays["labels"][lo:hi] = [_label(dataset, i) for i in range(lo, hi)]
+    feats = {f"level{li}": out.levels[li] for li in range(len(encoder.spec.level_names))}
+    if "target" in arrays:
+        feats["target"] = out.target
+    elif not torch.equal(out.target, out.levels[-1]):
+        raise VFMTokError(f"{encoder.spec.name} declares target_is_last_level but its target differs")
+    for k, t in feats.items():
+        arr = t.reshape(hi - lo, views, *t.shape[1:]).cpu().numpy().astype(np.float16)
+        if not np.isfinite(arr).all():
+            raise VFMTokError(f"{encoder.spec.name} {k} features overflow float16 (|x| > 65504); cannot cache them")
+        arrays[k][lo:hi] = arr
 
 
 def _resume_point(work: Path, build: dict, shapes: dict[str, list[int]]) -> int:

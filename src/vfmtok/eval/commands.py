@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from vfmtok.eval.fid import EncoderFeatures, FeatureStats, load_cached_stats, save_cached_stats, source_fingerprint
+from vfmtok.eval.fid import EncoderFeatures
 from vfmtok.eval.image_metrics import (PSNR_DESCRIPTION, SSIM_DESCRIPTION, SSIM_PAPER_NOTE, CodeUsage, psnr, ssim,
                                        uint8_to_signed, uint8_to_unit)
 from vfmtok.eval.imagesets import ImageSet, iter_batches, open_image_set, subset_indices
-from vfmtok.eval.inception import InceptionExtractor, get_extractor, inception_score
+from vfmtok.eval.inception import InceptionExtractor, get_extractor
 from vfmtok.eval.options import add_arguments, options, prepare  # noqa: F401 (the CLI and the demo use them here)
 from vfmtok.eval.prdc import precision_recall
 from vfmtok.eval.protocol import for_protocol, get_protocol, make_labels, pil_resize, protocol_record, resized_set
+from vfmtok.eval.reference import FeatureSink, Reference, fd_or_none, load_reference, reference_stats
 from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, print_result
 from vfmtok.generator.pairing import gpt_tokenizer_path
 from vfmtok.utils.errors import VFMTokError, require
@@ -100,80 +99,33 @@ def make_second(name: str, device: str):
         return None, f"FD-{name} unavailable: {e}"
 
 
-# ------------------------------------------------------------------------------------------------- features
-@dataclass
-class FeatureSink:
-    """Accumulates Inception pool3 / logits and second-opinion features of one image set."""
-
-    inception: InceptionExtractor | None
-    second: EncoderFeatures | None
-    pool3: list = field(default_factory=list)
-    logits: list = field(default_factory=list)
-    other: list = field(default_factory=list)
-
-    def add(self, u8: torch.Tensor, signed: torch.Tensor | None = None) -> None:
-        """Add a uint8 (B,H,W,3) batch; `signed` is the same batch in [-1,1] (B,3,H,W) if already at hand."""
-        if self.inception is not None:
-            f, lg = self.inception(u8)
-            self.pool3.append(f)
-            if lg is not None:
-                self.logits.append(lg)
-        if self.second is not None:
-            self.other.append(self.second(uint8_to_signed(u8) if signed is None else signed))
-
-    def stats(self, net: dict, meta: dict) -> FeatureStats:
-        """Inception statistics (with features kept for P/R)."""
-        return FeatureStats.from_features(np.concatenate(self.pool3), net, meta)
-
-    def second_stats(self, meta: dict) -> FeatureStats | None:
-        """Second-opinion statistics, or None when that network is off."""
-        if self.second is None or not self.other:
-            return None
-        return FeatureStats.from_features(np.concatenate(self.other), self.second.info, meta, keep_features=False)
-
-    def inception_score(self) -> tuple[float, float] | None:
-        """(mean, std) over 10 splits, or None without logits or with fewer than 10 images."""
-        if not self.logits or sum(len(x) for x in self.logits) < 10:
-            return None
-        return inception_score(np.concatenate(self.logits))
-
-
-def _indices_sha(idx: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(idx, dtype=np.int64).tobytes()).hexdigest()[:16]
-
-
-def reference_stats(images: ImageSet, idx: np.ndarray, ext: InceptionExtractor, second: EncoderFeatures | None,
-                    batch_size: int, use_cache: bool, desc: str) -> tuple[FeatureStats, FeatureStats | None, bool]:
-    """(Inception stats, second-opinion stats, came_from_cache) of real images, cached per data/subset/network."""
-    base = {"data": images.description, "n_total": len(images), "indices": _indices_sha(idx), "resolution": images.resolution}
-    src = images.description.get("path") or images.description.get("source")
-    if src and Path(src).exists():
-        base["fingerprint"] = source_fingerprint(src)
-    key_inc = {**base, "net": ext.info["sha256"], "kind": "inception-pool3"}
-    key_2nd = {**base, "net": second.info, "kind": "second"} if second is not None else None
-    inc = load_cached_stats(key_inc) if use_cache else None
-    sec = load_cached_stats(key_2nd) if (use_cache and key_2nd) else None
-    if inc is not None and (second is None or sec is not None):
-        return inc, sec, True
-    sink = FeatureSink(ext if inc is None else None, second if (second is not None and sec is None) else None)
-    total = math.ceil(len(idx) / batch_size)
-    for u8, _ in tqdm(iter_batches(images, idx, batch_size), total=total, desc=desc, disable=None):
-        sink.add(u8)
-    meta = {"data": images.description, "num_images": len(idx), "resolution": images.resolution}
-    if inc is None:
-        inc = sink.stats(ext.info, meta)
-        save_cached_stats(key_inc, inc)
-    if key_2nd is not None and sec is None:
-        sec = sink.second_stats(meta)
-        save_cached_stats(key_2nd, sec)
-    return inc, sec, False
-
-
-def _fd(a: FeatureStats | None, b: FeatureStats | None) -> float | None:
-    return None if a is None or b is None else a.distance(b)
-
-
 # ------------------------------------------------------------------------------------------------- eval-tokenizer
+def _reconstruct(tok, images: ImageSet, idx: np.ndarray, res: int, args, rec: FeatureSink, lpips_net):
+    """Encode + decode every chosen image; returns the reconstructions' feature sink, the code usage and the
+    per-image PSNR / SSIM / LPIPS batches, all scored at `res` on uint8-quantised images."""
+    usage = CodeUsage(tok.codebook_size)
+    scores: dict[str, list] = {"PSNR": [], "SSIM": [], "LPIPS": []}
+    total = math.ceil(len(idx) / args.batch_size)
+    for u8, _ in tqdm(iter_batches(images, idx, args.batch_size), total=total, desc="reconstruct", disable=None):
+        x = uint8_to_signed(u8).to(args.device)
+        with torch.inference_mode():
+            ids = tok.encode(x)
+            rec_u8 = to_uint8(tok.decode(ids))
+        usage.update(ids)
+        if res != tok.image_size:  # official: both uint8 images PIL-resized before scoring
+            u8, rec_u8 = pil_resize(u8, res), pil_resize(rec_u8, res)
+            x = uint8_to_signed(u8).to(args.device)
+        ref01, rec01 = uint8_to_unit(u8), uint8_to_unit(rec_u8)
+        scores["PSNR"].append(psnr(ref01, rec01))
+        scores["SSIM"].append(ssim(ref01, rec01))
+        rec_signed = uint8_to_signed(rec_u8).to(args.device)
+        if lpips_net is not None:
+            with torch.inference_mode():
+                scores["LPIPS"].append(lpips_net(x, rec_signed).float().cpu())
+        rec.add(rec_u8, rec_signed)
+    return rec, usage, scores
+
+
 def eval_tokenizer(args: argparse.Namespace) -> dict:
     """Reconstruct a validation set: rFID (vs the same images), rIS, PSNR, SSIM, LPIPS, codebook usage/perplexity."""
     prepare(args)
@@ -190,27 +142,7 @@ def eval_tokenizer(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
 
     real_inc, real_2nd, cached = reference_stats(scored, idx, ext, second, args.batch_size, not args.no_cache, "real images")
-    rec = FeatureSink(ext, second)
-    usage = CodeUsage(tok.codebook_size)
-    psnrs, ssims, lps = [], [], []
-    total = math.ceil(len(idx) / args.batch_size)
-    for u8, _ in tqdm(iter_batches(images, idx, args.batch_size), total=total, desc="reconstruct", disable=None):
-        x = uint8_to_signed(u8).to(args.device)
-        with torch.inference_mode():
-            ids = tok.encode(x)
-            rec_u8 = to_uint8(tok.decode(ids))
-        usage.update(ids)
-        if res != tok.image_size:  # official: both uint8 images PIL-resized before scoring
-            u8, rec_u8 = pil_resize(u8, res), pil_resize(rec_u8, res)
-            x = uint8_to_signed(u8).to(args.device)
-        ref01, rec01 = uint8_to_unit(u8), uint8_to_unit(rec_u8)
-        psnrs.append(psnr(ref01, rec01))
-        ssims.append(ssim(ref01, rec01))
-        rec_signed = uint8_to_signed(rec_u8).to(args.device)
-        if lpips_net is not None:
-            with torch.inference_mode():
-                lps.append(lpips_net(x, rec_signed).float().cpu())
-        rec.add(rec_u8, rec_signed)
+    rec, usage, scores = _reconstruct(tok, images, idx, res, args, FeatureSink(ext, second), lpips_net)
 
     meta = {"kind": "reconstructions", "num_images": len(idx), "resolution": res}
     rec_stats = rec.stats(ext.info, meta)
@@ -218,13 +150,13 @@ def eval_tokenizer(args: argparse.Namespace) -> dict:
     metrics = {
         "rFID": real_inc.distance(rec_stats),
         "rIS": is_[0] if is_ else None, "rIS_std": is_[1] if is_ else None,
-        "PSNR": float(torch.cat(psnrs).mean()),
-        "SSIM": float(torch.cat(ssims).mean()),
-        "LPIPS": float(torch.cat(lps).mean()) if lps else None,
+        "PSNR": float(torch.cat(scores["PSNR"]).mean()),
+        "SSIM": float(torch.cat(scores["SSIM"]).mean()),
+        "LPIPS": float(torch.cat(scores["LPIPS"]).mean()) if scores["LPIPS"] else None,
         **usage.summary(),
     }
     if args.second_encoder.lower() != "none":
-        metrics[f"FD_{args.second_encoder}"] = _fd(real_2nd, rec.second_stats(meta))
+        metrics[f"FD_{args.second_encoder}"] = fd_or_none(real_2nd, rec.second_stats(meta))
     notes = [PSNR_DESCRIPTION, f"{SSIM_DESCRIPTION} ({SSIM_PAPER_NOTE})",
              "rFID: TF-Inception pool3 of the reconstructions vs the same real images (uint8, TF1 bilinear resize to 299)",
              f"images quantised to uint8 before every metric; evaluated at {res}px"]
@@ -253,54 +185,6 @@ def eval_tokenizer(args: argparse.Namespace) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- eval-generator
-@dataclass
-class Reference:
-    """What the samples are compared with. `pr_features` feed precision/recall; for an ADM reference batch they
-    come from its `arr_0` images while mu/sigma are stored statistics of other images, so they are kept apart
-    from `stats.features` (which must be the features behind sigma)."""
-
-    stats: FeatureStats
-    pr_features: np.ndarray | None
-    second: FeatureStats | None
-    description: dict
-    notes: list[str] = field(default_factory=list)
-
-
-def _stats_file_reference(args, ref: str, ext: InceptionExtractor, has_images: bool) -> Reference:
-    stats = FeatureStats.load(ref, expect_net={**ext.info, "dim": 2048})
-    desc = {"source": ref, "format": "stats-npz", "num_images": stats.num_images}
-    notes = [stats.meta["note"]] if "note" in stats.meta else []
-    if args.second_encoder.lower() != "none":
-        notes.append(f"FD-{args.second_encoder} unavailable: the reference is a statistics file")
-    pr = stats.features
-    if pr is None and has_images:  # ADM reference batch: P/R on its arr_0 images, at their own size (as ADM does)
-        arr_set = open_image_set(ref, None)
-        arr_stats, _, _ = reference_stats(arr_set, np.arange(len(arr_set)), ext, None, args.batch_size,
-                                          not args.no_cache, "reference arr_0")
-        pr, desc["pr_images"] = arr_stats.features, len(arr_set)
-    if pr is None:
-        notes.append("precision/recall unavailable: the reference statistics file holds no features or images")
-    return Reference(stats, pr, None, desc, notes)
-
-
-def load_reference(args, res: int, ext: InceptionExtractor, second: EncoderFeatures | None) -> Reference:
-    """The reference of `eval-generator`: a statistics .npz (ours, or an ADM batch) or real images at `res`."""
-    ref = str(args.ref)
-    if ref.lower().endswith(".npz"):
-        require(Path(ref).is_file(), f"reference file not found: {ref}")
-        with np.load(ref, allow_pickle=False) as z:
-            has_stats, has_images = "mu" in z.files and "sigma" in z.files, "arr_0" in z.files
-        require(has_stats or has_images, f"{ref} holds neither mu/sigma statistics nor arr_0 images")
-        if has_stats:
-            return _stats_file_reference(args, ref, ext, has_images)
-    images = open_image_set(ref, res, split=args.ref_split)
-    idx = subset_indices(len(images), args.ref_num_images, args.seed)
-    require(len(idx) >= 2, f"need at least 2 reference images, {ref} gives {len(idx)}")
-    inc, sec, cached = reference_stats(images, idx, ext, second, args.batch_size, not args.no_cache, "reference")
-    notes = ["reference statistics read from the cache (--no-cache recomputes)"] if cached else []
-    return Reference(inc, inc.features, sec, {**images.description, "num_images": len(idx), "num_available": len(images)}, notes)
-
-
 def _sample_batches(args, gpt, tok, cfg: float, labels: torch.Tensor):
     """Generated uint8 batches for one CFG scale (seed advances per chunk, identical across scales)."""
     step = args.batch_size * GENERATE_CHUNK_BATCHES
@@ -315,12 +199,9 @@ def _sample_batches(args, gpt, tok, cfg: float, labels: torch.Tensor):
         yield torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def eval_generator(args: argparse.Namespace) -> dict:
-    """gFID / IS / precision / recall (+ FD on a second encoder) of samples against a reference, per CFG scale."""
-    prepare(args)
-    require((args.samples is None) != (args.gpt is None), "give either --samples or --gpt (with --tokenizer), not both")
-    protocol = get_protocol(getattr(args, "protocol", "vfmtok"))
-    label_kind = getattr(args, "labels", None) or protocol.labels
+def _generator_inputs(args, protocol, label_kind: str):
+    """What eval-generator scores: (runs, checkpoints, data description, resolution); a run is a dict with its CFG
+    scale (None for a samples file), its count, labels and a factory of uint8 batches."""
     runs: list[dict] = []  # each: cfg, iterator factory, count
     checkpoints: dict = {}
     if args.samples is not None:
@@ -346,6 +227,43 @@ def eval_generator(args: argparse.Namespace) -> dict:
         for cfg in args.cfg_scales:
             runs.append({"cfg": cfg, "n": len(labels), "labels": labels,
                          "batches": (lambda c=cfg: _sample_batches(args, gpt, tok, c, labels))})
+    return runs, checkpoints, data_desc, res
+
+
+def _score_run(args, r: dict, ext: InceptionExtractor, second: EncoderFeatures | None, ref: Reference) -> dict:
+    """gFID / IS / P/R (+ FD on a second encoder) of one run's images; keeps them with --save-samples."""
+    sink = FeatureSink(ext, second)
+    kept = [] if (args.save_samples is not None and r["cfg"] is not None) else None
+    bar = tqdm(total=r["n"], desc="samples" if r["cfg"] is None else f"cfg {r['cfg']}", disable=None)
+    for u8 in r["batches"]():
+        sink.add(u8)
+        if kept is not None:
+            kept.append(u8.numpy())
+        bar.update(len(u8))
+    bar.close()
+    require(sum(len(f) for f in sink.pool3) >= 2, "need at least 2 samples for FID statistics")
+    stats = sink.stats(ext.info, {"cfg": r["cfg"]})
+    is_ = sink.inception_score()
+    m = {"cfg_scale": r["cfg"], "num_images": stats.num_images, "gFID": ref.stats.distance(stats),
+         "IS": is_[0] if is_ else None, "IS_std": is_[1] if is_ else None}
+    if args.second_encoder.lower() != "none":
+        m[f"FD_{args.second_encoder}"] = fd_or_none(ref.second, sink.second_stats({}))
+    if ref.pr_features is not None and len(ref.pr_features) > 3 and stats.num_images > 3:
+        m.update(precision_recall(ref.pr_features, stats.features, k=3, device=args.device))
+    else:
+        m.update(precision=None, recall=None)
+    if kept is not None:
+        _save_samples(args.save_samples, r["cfg"], len(args.cfg_scales) > 1, np.concatenate(kept), r["labels"])
+    return m
+
+
+def eval_generator(args: argparse.Namespace) -> dict:
+    """gFID / IS / precision / recall (+ FD on a second encoder) of samples against a reference, per CFG scale."""
+    prepare(args)
+    require((args.samples is None) != (args.gpt is None), "give either --samples or --gpt (with --tokenizer), not both")
+    protocol = get_protocol(getattr(args, "protocol", "vfmtok"))
+    label_kind = getattr(args, "labels", None) or protocol.labels
+    runs, checkpoints, data_desc, res = _generator_inputs(args, protocol, label_kind)
     ext = get_extractor(args.device)  # built after the inputs are checked: a bad path fails fast
     second, second_note = make_second(args.second_encoder, args.device)
     ref = load_reference(args, res, ext, second)
@@ -357,32 +275,9 @@ def eval_generator(args: argparse.Namespace) -> dict:
     results, rows = [], []
     second_col = args.second_encoder.lower() != "none"
     for r in runs:
-        sink = FeatureSink(ext, second)
-        kept = [] if (args.save_samples is not None and r["cfg"] is not None) else None
-        label = "samples" if r["cfg"] is None else f"cfg {r['cfg']}"
-        bar = tqdm(total=r["n"], desc=label, disable=None)
-        for u8 in r["batches"]():
-            sink.add(u8)
-            if kept is not None:
-                kept.append(u8.numpy())
-            bar.update(len(u8))
-        bar.close()
-        require(sum(len(f) for f in sink.pool3) >= 2, "need at least 2 samples for FID statistics")
-        stats = sink.stats(ext.info, {"cfg": r["cfg"]})
-        is_ = sink.inception_score()
-        m = {"cfg_scale": r["cfg"], "num_images": stats.num_images,
-             "gFID": ref.stats.distance(stats),
-             "IS": is_[0] if is_ else None, "IS_std": is_[1] if is_ else None}
-        if second_col:
-            m[f"FD_{args.second_encoder}"] = _fd(ref.second, sink.second_stats({}))
-        if ref.pr_features is not None and len(ref.pr_features) > 3 and stats.num_images > 3:
-            m.update(precision_recall(ref.pr_features, stats.features, k=3, device=args.device))
-        else:
-            m.update(precision=None, recall=None)
-        if kept is not None:
-            _save_samples(args.save_samples, r["cfg"], len(args.cfg_scales) > 1, np.concatenate(kept), r["labels"])
+        m = _score_run(args, r, ext, second, ref)
         results.append(m)
-        rows.append([r["cfg"] if r["cfg"] is not None else "n/a", stats.num_images, m["gFID"], m["IS"],
+        rows.append([r["cfg"] if r["cfg"] is not None else "n/a", m["num_images"], m["gFID"], m["IS"],
                      m["precision"], m["recall"]] + ([m[f"FD_{args.second_encoder}"]] if second_col else []))
 
     notes.append("gFID: TF-Inception pool3 (uint8, TF1 bilinear resize to 299) vs the reference; P/R: k=3 on the same features")
