@@ -113,3 +113,14 @@ def test_re_export_keeps_the_training_origin(tiny_pair, tmp_path):
     info = json.loads((again / "model.json").read_text())
     assert info["exported_from"]["generator"] == origin["generator"] and info["exported_from"]["tokenizer"] == origin["tokenizer"]
     assert info["exported_from"]["re_exported_from"].endswith("a") and info["sampling"] == {"top_k": 2}
+
+
+def test_re_export_with_another_tokenizer_names_that_tokenizer(tiny_pair, tmp_path):
+    first = export_pair(tiny_pair / "gpt", tmp_path / "a")
+    origin = json.loads((first / "model.json").read_text())["exported_from"]
+    other = tmp_path / "tok_phase2"  # e.g. a decoder-only phase's checkpoint: not part of any export
+    shutil.copytree(first / "tokenizer", other)
+    info = json.loads((export_pair(first / "generator", tmp_path / "b", tokenizer_path=other) / "model.json").read_text())
+    assert info["exported_from"]["generator"] == origin["generator"]
+    assert info["exported_from"]["tokenizer"] != origin["tokenizer"] and info["exported_from"]["tokenizer"].endswith("tok_phase2")
+    assert info["exported_from"]["re_exported_from"].endswith("a")

@@ -72,12 +72,20 @@ def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Pat
 
 
 def _origin(gpt_dir: Path, tok_dir: Path) -> dict:
-    """The training checkpoints a pair came from; a re-export of an exported pair keeps its origin's record."""
-    earlier = Path(gpt_dir).parent / "model.json"
-    origin = read_json(earlier).get("exported_from") if earlier.is_file() else None
-    if isinstance(origin, dict):
-        return {**origin, "re_exported_from": _shown(Path(gpt_dir).parent)}
-    return {"generator": _shown(gpt_dir), "tokenizer": _shown(tok_dir)}
+    """The training checkpoints a pair came from. A half taken from an exported pair keeps that export's record of
+    it; the other half is named by its own path (a re-export may pair an exported GPT with a new tokenizer)."""
+    record, again = {}, []
+    for role, path in (("generator", Path(gpt_dir)), ("tokenizer", Path(tok_dir))):
+        earlier = path.parent / "model.json"
+        origin = read_json(earlier).get("exported_from") if earlier.is_file() else None
+        if isinstance(origin, dict) and role in origin:
+            record[role] = origin[role]
+            again.append(_shown(path.parent))
+        else:
+            record[role] = _shown(path)
+    if again:
+        record["re_exported_from"] = again[0] if len(set(again)) == 1 else again
+    return record
 
 
 def _card(role: str, gpt, info: dict) -> dict:
