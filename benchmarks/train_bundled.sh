@@ -6,9 +6,10 @@
 # TENCROP=1 trains the cosine phase on ten-crop codes instead (5 crops + flips: 5x the sequences; lower held-out loss,
 # no better class consistency: README "The bundled model, measured").
 # Then a decoder-only phase: the tokenizer's decoder side trained DEC_STEPS more steps with a cosine LR decay
-# (train.trainable=decoder: the codes, and so the GPT, are unchanged); the export pairs the GPT with it (0: skip).
+# (train.trainable=decoder: the codes, and so the GPT, are unchanged), then a second such phase of DEC2_STEPS from
+# the first (a restarted cosine from a lower peak LR); the export pairs the GPT with the last one (0: skip a phase).
 # Usage: benchmarks/train_bundled.sh RUN_DIR [EXPORT_DIR]
-#   TOK_STEPS (2200), GPT_FLAT_STEPS (3250), GPT_STEPS (8000), TOP_K (5), THREADS (1 per stage), DEC_STEPS (5000)
+#   TOK_STEPS (2200), GPT_FLAT_STEPS (3250), GPT_STEPS (8000), TOP_K (5), THREADS (1 per stage), DEC_STEPS (5000), DEC2_STEPS (6000)
 #   override the budget.
 set -euo pipefail
 R=${1:?usage: benchmarks/train_bundled.sh RUN_DIR [EXPORT_DIR]}
@@ -20,6 +21,7 @@ TOP_K=${TOP_K:-5}
 THREADS=${THREADS:-1}
 TENCROP=${TENCROP:-0}
 DEC_STEPS=${DEC_STEPS:-5000}
+DEC2_STEPS=${DEC2_STEPS:-6000}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$HERE/.venv/bin/python}
 V="$PY -m vfmtok.cli"
@@ -54,19 +56,26 @@ echo "== $(date -u) GPT-tiny to $GPT_FLAT_STEPS steps at a constant LR"
 echo "== $(date -u) GPT-tiny on to $GPT_STEPS steps on $(basename "$CODES2"), cosine LR decay"
 at "$R/generator" "$GPT_STEPS" || gpt "$GPT_STEPS" "$CODES2" --set lr_schedule=cosine
 
+decoder_phase() {  # $1 = run folder, $2 = the tokenizer it starts from, $3 = steps, $4 = peak LR
+  echo "== $(date -u) decoder-only phase $(basename "$1"), $3 steps from $(basename "$2"), cosine LR decay from $4 (codes unchanged)"
+  at "$1" "$3" || $V train-tokenizer --threads "$THREADS" --preset vfmtok-cpu-64 --data imagenette \
+    --steps "$3" --batch-size 16 --set train.cache_features=false --set train.save_every=200 \
+    --set train.init_from="$2" --set train.trainable=decoder --set train.lr_schedule=cosine --set train.lr="$4" \
+    --out "$1" --device cpu $(resume "$1")
+}
 TOK=$R/tokenizer  # the tokenizer the export pairs with the GPT
 if [ "$DEC_STEPS" != 0 ]; then
+  decoder_phase "$R/tokenizer_decoder" "$TOK" "$DEC_STEPS" 4e-4
   TOK=$R/tokenizer_decoder
-  echo "== $(date -u) decoder-only phase, $DEC_STEPS steps, cosine LR decay (codes unchanged)"
-  at "$TOK" "$DEC_STEPS" || $V train-tokenizer --threads "$THREADS" --preset vfmtok-cpu-64 --data imagenette \
-    --steps "$DEC_STEPS" --batch-size 16 --set train.cache_features=false --set train.save_every=200 \
-    --set train.init_from="$R/tokenizer" --set train.trainable=decoder --set train.lr_schedule=cosine \
-    --out "$TOK" --device cpu $(resume "$TOK")
+fi
+if [ "$DEC_STEPS" != 0 ] && [ "$DEC2_STEPS" != 0 ]; then
+  decoder_phase "$R/tokenizer_decoder2" "$TOK" "$DEC2_STEPS" 3e-4
+  TOK=$R/tokenizer_decoder2
 fi
 
 if [ -n "$EXPORT" ]; then
   echo "== $(date -u) export to $EXPORT"
   $V export --gpt "$R/generator" --tokenizer "$TOK" --out "$EXPORT" --top-k "$TOP_K" \
-    --recipe "TOK_STEPS=$TOK_STEPS GPT_FLAT_STEPS=$GPT_FLAT_STEPS GPT_STEPS=$GPT_STEPS TOP_K=$TOP_K TENCROP=$TENCROP DEC_STEPS=$DEC_STEPS benchmarks/train_bundled.sh"
+    --recipe "TOK_STEPS=$TOK_STEPS GPT_FLAT_STEPS=$GPT_FLAT_STEPS GPT_STEPS=$GPT_STEPS TOP_K=$TOP_K TENCROP=$TENCROP DEC_STEPS=$DEC_STEPS DEC2_STEPS=$DEC2_STEPS benchmarks/train_bundled.sh"
 fi
 echo "== $(date -u) done"
