@@ -5,7 +5,8 @@ Run:  .venv/bin/python benchmarks/bundled_model.py --model vqgan=src/vfmtok/asse
 Per model, with the repo's own commands (each result file is kept; re-running skips what exists):
   (a) `vfmtok eval-tokenizer` on --recon-images Imagenette val images: PSNR / SSIM / LPIPS / rFID / usage;
   (b) `vfmtok class-consistency`, --per-class samples per class without CFG;
-  (c) `vfmtok eval-generator`, --gen-per-class samples per class without CFG vs --ref-images val images: gFID / P / R.
+  (c) `vfmtok eval-generator`, --gen-per-class samples per class without CFG vs --ref-images val images: gFID / P / R
+      (per --gen-seeds sampling seed; mean and sd when several).
 (b) and (c) draw with each model's recommended sampling (its GPT config.json "sampling", else T 1 and no top-k).
 Writes <results>/<name>.json and <name>.md (--name, default bundled_model), with the targets (PSNR >= 20 dB, class consistency >= 60%);
 --record also writes each model's numbers into its model.json and model cards.
@@ -32,8 +33,8 @@ def measure(name: str, model: Path, out: Path, args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     cc, rec, gen = out / "class_consistency.json", out / "eval_tokenizer.json", out / "eval_generator.json"
     common = ["--device", args.device, "--seed", "0"]
-    # seed 0 keeps its old file name; the seed also picks the probe's training images
-    cc_files = {s: cc if s == 0 else out / f"class_consistency_seed{s}.json" for s in args.cc_seeds}
+    # seed 0 keeps its old file names; for class consistency the seed also picks the probe's training images
+    cc_files, gen_files = _seed_files(cc, args.cc_seeds), _seed_files(gen, args.gen_seeds)
     for seed, path in cc_files.items():
         if not path.is_file() and not args.no_run:
             cli(["class-consistency", "--gpt", str(model / "generator"), "--data", args.data, "--per-class",
@@ -41,11 +42,12 @@ def measure(name: str, model: Path, out: Path, args) -> dict:
     if not rec.is_file() and not args.no_run:
         cli(["eval-tokenizer", str(model / "tokenizer"), "--data", args.data, "--split", "val", "--num-images",
              str(args.recon_images), "--second-encoder", "none", *common, "--out", str(rec)])
-    if not gen.is_file() and not args.no_run:
-        ref_n = [] if args.ref_images is None else ["--ref-num-images", str(args.ref_images)]
-        cli(["eval-generator", "--gpt", str(model / "generator"), "--ref", args.data, "--ref-split", "val", *ref_n,
-             "--images-per-class", str(args.gen_per_class), "--cfg-scales", "1.0",
-             "--second-encoder", "none", *common, "--out", str(gen)])
+    for seed, path in gen_files.items():
+        if not path.is_file() and not args.no_run:
+            ref_n = [] if args.ref_images is None else ["--ref-num-images", str(args.ref_images)]
+            cli(["eval-generator", "--gpt", str(model / "generator"), "--ref", args.data, "--ref-split", "val", *ref_n,
+                 "--images-per-class", str(args.gen_per_class), "--cfg-scales", "1.0",
+                 "--second-encoder", "none", "--device", args.device, "--seed", str(seed), "--out", str(path)])
     c, r, g = (read_json(p) if p.is_file() else None for p in (cc, rec, gen))
     info = read_json(model / "model.json") if (model / "model.json").is_file() else {}
     res = {"model": str(model), "exported_from": info.get("exported_from"),
@@ -64,15 +66,29 @@ def measure(name: str, model: Path, out: Path, args) -> dict:
         per_seed = {0: m["class_consistency"], **{k: read_json(p)["metrics"]["class_consistency"]
                                                  for k, p in cc_files.items() if k != 0 and p.is_file()}}
         if len(per_seed) > 1:
-            res.update(class_consistency_seeds=per_seed, class_consistency_mean=statistics.mean(per_seed.values()),
-                       class_consistency_sd=statistics.stdev(per_seed.values()))
+            res.update(class_consistency_seeds=per_seed, **_spread("class_consistency", list(per_seed.values())))
         res["commands"]["class_consistency"] = c["command"]
     if g is not None:
         g0 = g["metrics"]["runs"][0]
         res.update(gFID=g0["gFID"], precision=g0.get("precision"), recall=g0.get("recall"), gen_samples=g0["num_images"],
                    ref_images=g["data"]["reference"].get("num_images"))
         res["commands"]["eval_generator"] = g["command"]
+        runs = {k: read_json(p)["metrics"]["runs"][0] for k, p in gen_files.items() if p.is_file()}
+        if len(runs) > 1:
+            for key in ("gFID", "precision", "recall"):
+                res.update({f"{key}_seeds": {k: r[key] for k, r in runs.items()},
+                            **_spread(key, [r[key] for r in runs.values()])})
     return res
+
+
+def _seed_files(first: Path, seeds: list[int]) -> dict[int, Path]:
+    """{seed: result file}: seed 0 writes `first`, seed k `<first stem>_seed<k>.json` beside it."""
+    return {s: first if s == 0 else first.with_name(f"{first.stem}_seed{s}.json") for s in seeds}
+
+
+def _spread(key: str, values: list[float]) -> dict[str, float]:
+    """{key_mean, key_sd} over seeds (sample standard deviation)."""
+    return {f"{key}_mean": statistics.mean(values), f"{key}_sd": statistics.stdev(values)}
 
 
 def flat_measured(m: dict) -> dict[str, float]:
@@ -81,10 +97,10 @@ def flat_measured(m: dict) -> dict[str, float]:
     out = {f"{k}_{n_rec}_val": rc.get(k) for k in ("PSNR", "SSIM", "LPIPS", "rFID")}
     out.update({f"class_consistency_{n_cc}_samples": m["class_consistency"], "classifier_real_val_top1": m.get("real_val_top1"),
                 f"gFID_{n_gen}_samples": m["gFID"], "precision": m.get("precision"), "recall": m.get("recall")})
-    if "class_consistency_mean" in m:
-        k = len(m["class_consistency_seeds"])
-        out.update({f"class_consistency_mean_{k}_seeds": m["class_consistency_mean"],
-                    f"class_consistency_sd_{k}_seeds": m["class_consistency_sd"]})
+    for key in ("class_consistency", "gFID", "precision", "recall"):
+        if f"{key}_mean" in m:
+            k = len(m[f"{key}_seeds"])
+            out.update({f"{key}_mean_{k}_seeds": m[f"{key}_mean"], f"{key}_sd_{k}_seeds": m[f"{key}_sd"]})
     return {k: float(v) for k, v in out.items() if v is not None}
 
 
@@ -106,6 +122,16 @@ def cc_cell(m: dict) -> str:
     return f"{m['class_consistency_mean']:.1%} +- {m['class_consistency_sd']:.1%} (seeds {seeds})"
 
 
+def gen_cell(m: dict, key: str, digits: int) -> str:
+    """Seed 0's gFID / precision / recall, or the mean +- sd over sampling seeds (with each seed's value) when several."""
+    if m.get(key) is None:
+        return "not measured"
+    if f"{key}_mean" not in m:
+        return f"{m[key]:.{digits}f}"
+    seeds = ", ".join(f"{v:.{digits}f}" for v in m[f"{key}_seeds"].values())
+    return f"{m[f'{key}_mean']:.{digits}f} +- {m[f'{key}_sd']:.{digits}f} ({seeds})"
+
+
 def write_tables(results: dict, folder: Path, command: str, stem: str = "bundled_model") -> None:
     """<stem>.json and a Markdown table <stem>.md with the targets marked."""
     write_json(folder / f"{stem}.json", {"command": command, "targets": TARGETS, "models": results})
@@ -121,12 +147,12 @@ def write_tables(results: dict, folder: Path, command: str, stem: str = "bundled
                      f"{f(rc.get('LPIPS'), 3)} | {f(rc.get('rFID'), 1)} | {shown(m.get('sampling'))} | {cc_cell(m)}"
                      f"{ok(m.get('class_consistency_mean', m['class_consistency']), TARGETS['class_consistency'])} | "
                      f"{pct(m.get('real_val_top1'))} | "
-                     f"{f(m['gFID'], 1)} | {f(m.get('precision'), 3)} | {f(m.get('recall'), 3)} |")
+                     f"{gen_cell(m, 'gFID', 1)} | {gen_cell(m, 'precision', 3)} | {gen_cell(m, 'recall', 3)} |")
     some = next(iter(results.values()))
     lines += ["", f"Reconstruction: {some.get('recon_images', 'n/a')} Imagenette val images at 64 px. Class consistency: "
               f"{some.get('class_samples', 'n/a')} samples (no CFG), classifier = linear probe on frozen ImageNet VGG16 "
               f"features fit on real train images (`vfmtok class-consistency`). gFID / precision / recall: "
-              f"{some.get('gen_samples', 'n/a')} samples (no CFG) vs {some.get('ref_images', 'n/a')} val images."]
+              f"{some.get('gen_samples', 'n/a')} samples (no CFG) per sampling seed vs {some.get('ref_images', 'n/a')} val images."]
     per = [(n, m["class_consistency_per_class"]) for n, m in results.items() if m.get("class_consistency_per_class")]
     if per:
         names = list(per[0][1])
@@ -143,6 +169,7 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=50, help="class-consistency samples per class")
     ap.add_argument("--cc-seeds", type=int, nargs="+", default=[0], help="class-consistency seeds (mean and sd when several)")
     ap.add_argument("--gen-per-class", type=int, default=200, help="gFID samples per class")
+    ap.add_argument("--gen-seeds", type=int, nargs="+", default=[0], help="gFID / P / R sampling seeds (mean and sd when several)")
     ap.add_argument("--ref-images", type=int, default=None, help="val images for the gFID reference (default: all)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-run", action="store_true", help="only merge the result files that exist (missing: 'not measured')")
