@@ -63,8 +63,7 @@ def measure(name: str, model: Path, out: Path, args) -> dict:
         res.update(class_consistency=m["class_consistency"], real_val_top1=m["real_val_top1"],
                    class_consistency_per_class=m["per_class"], class_samples=m["num_samples"],
                    sampling={"temperature": s["temperature"], "top_k": s["top_k"], "top_p": s["top_p"]})
-        per_seed = {0: m["class_consistency"], **{k: read_json(p)["metrics"]["class_consistency"]
-                                                 for k, p in cc_files.items() if k != 0 and p.is_file()}}
+        per_seed = _per_seed(c, cc_files, lambda rec: rec["metrics"]["class_consistency"])
         if len(per_seed) > 1:
             res.update(class_consistency_seeds=per_seed, **_spread("class_consistency", list(per_seed.values())))
         res["commands"]["class_consistency"] = c["command"]
@@ -73,7 +72,7 @@ def measure(name: str, model: Path, out: Path, args) -> dict:
         res.update(gFID=g0["gFID"], precision=g0.get("precision"), recall=g0.get("recall"), gen_samples=g0["num_images"],
                    ref_images=g["data"]["reference"].get("num_images"))
         res["commands"]["eval_generator"] = g["command"]
-        runs = {k: read_json(p)["metrics"]["runs"][0] for k, p in gen_files.items() if p.is_file()}
+        runs = _per_seed(g, gen_files, lambda rec: rec["metrics"]["runs"][0])
         if len(runs) > 1:
             for key in ("gFID", "precision", "recall"):
                 res.update({f"{key}_seeds": {k: r[key] for k, r in runs.items()},
@@ -84,6 +83,11 @@ def measure(name: str, model: Path, out: Path, args) -> dict:
 def _seed_files(first: Path, seeds: list[int]) -> dict[int, Path]:
     """{seed: result file}: seed 0 writes `first`, seed k `<first stem>_seed<k>.json` beside it."""
     return {s: first if s == 0 else first.with_name(f"{first.stem}_seed{s}.json") for s in seeds}
+
+
+def _per_seed(first: dict, files: dict[int, Path], pick) -> dict:
+    """{seed: pick(record)}: seed 0 from its record already read, the other seeds from their files that exist."""
+    return {0: pick(first), **{k: pick(read_json(p)) for k, p in files.items() if k != 0 and p.is_file()}}
 
 
 def _spread(key: str, values: list[float]) -> dict[str, float]:
@@ -112,24 +116,14 @@ def shown(sampling: dict | None) -> str:
     return f"T {sampling['temperature']:g}, top-k {sampling['top_k'] or 'off'}{extra}"
 
 
-def cc_cell(m: dict) -> str:
-    """Seed 0's class consistency, and the mean +- sd over seeds when several were measured."""
-    if m["class_consistency"] is None:
-        return "not measured"
-    if "class_consistency_mean" not in m:
-        return f"{m['class_consistency']:.1%}"
-    seeds = ", ".join(f"{v:.1%}" for v in m["class_consistency_seeds"].values())
-    return f"{m['class_consistency_mean']:.1%} +- {m['class_consistency_sd']:.1%} (seeds {seeds})"
-
-
-def gen_cell(m: dict, key: str, digits: int) -> str:
-    """Seed 0's gFID / precision / recall, or the mean +- sd over sampling seeds (with each seed's value) when several."""
+def seeded_cell(m: dict, key: str, fmt: str, seeds_label: str = "") -> str:
+    """Seed 0's value of a score, or its mean +- sd over seeds (with each seed's value) when several were measured."""
     if m.get(key) is None:
         return "not measured"
     if f"{key}_mean" not in m:
-        return f"{m[key]:.{digits}f}"
-    seeds = ", ".join(f"{v:.{digits}f}" for v in m[f"{key}_seeds"].values())
-    return f"{m[f'{key}_mean']:.{digits}f} +- {m[f'{key}_sd']:.{digits}f} ({seeds})"
+        return f"{m[key]:{fmt}}"
+    seeds = ", ".join(f"{v:{fmt}}" for v in m[f"{key}_seeds"].values())
+    return f"{m[f'{key}_mean']:{fmt}} +- {m[f'{key}_sd']:{fmt}} ({seeds_label}{seeds})"
 
 
 def write_tables(results: dict, folder: Path, command: str, stem: str = "bundled_model") -> None:
@@ -144,10 +138,11 @@ def write_tables(results: dict, folder: Path, command: str, stem: str = "bundled
         rc = m["recon"]
         ok = lambda v, t: "" if v is None else (" (met)" if v >= t else " (missed)")  # noqa: E731
         lines.append(f"| {name} | {m['tokenizer_arch']} | {f(rc.get('PSNR'))}{ok(rc.get('PSNR'), TARGETS['PSNR'])} | {f(rc.get('SSIM'), 3)} | "
-                     f"{f(rc.get('LPIPS'), 3)} | {f(rc.get('rFID'), 1)} | {shown(m.get('sampling'))} | {cc_cell(m)}"
+                     f"{f(rc.get('LPIPS'), 3)} | {f(rc.get('rFID'), 1)} | {shown(m.get('sampling'))} | "
+                     f"{seeded_cell(m, 'class_consistency', '.1%', 'seeds ')}"
                      f"{ok(m.get('class_consistency_mean', m['class_consistency']), TARGETS['class_consistency'])} | "
                      f"{pct(m.get('real_val_top1'))} | "
-                     f"{gen_cell(m, 'gFID', 1)} | {gen_cell(m, 'precision', 3)} | {gen_cell(m, 'recall', 3)} |")
+                     f"{seeded_cell(m, 'gFID', '.1f')} | {seeded_cell(m, 'precision', '.3f')} | {seeded_cell(m, 'recall', '.3f')} |")
     some = next(iter(results.values()))
     lines += ["", f"Reconstruction: {some.get('recon_images', 'n/a')} Imagenette val images at 64 px. Class consistency: "
               f"{some.get('class_samples', 'n/a')} samples (no CFG), classifier = linear probe on frozen ImageNet VGG16 "

@@ -101,8 +101,8 @@ def make_second(name: str, device: str):
 
 # ------------------------------------------------------------------------------------------------- eval-tokenizer
 def _reconstruct(tok, images: ImageSet, idx: np.ndarray, res: int, args, rec: FeatureSink, lpips_net):
-    """Encode + decode every chosen image; returns the reconstructions' feature sink, the code usage and the
-    per-image PSNR / SSIM / LPIPS batches, all scored at `res` on uint8-quantised images."""
+    """Encode + decode every chosen image, adding the reconstructions' features to `rec`; returns the code usage and
+    the per-image PSNR / SSIM / LPIPS batches, all scored at `res` on uint8-quantised images."""
     usage = CodeUsage(tok.codebook_size)
     scores: dict[str, list] = {"PSNR": [], "SSIM": [], "LPIPS": []}
     total = math.ceil(len(idx) / args.batch_size)
@@ -123,7 +123,7 @@ def _reconstruct(tok, images: ImageSet, idx: np.ndarray, res: int, args, rec: Fe
             with torch.inference_mode():
                 scores["LPIPS"].append(lpips_net(x, rec_signed).float().cpu())
         rec.add(rec_u8, rec_signed)
-    return rec, usage, scores
+    return usage, scores
 
 
 def eval_tokenizer(args: argparse.Namespace) -> dict:
@@ -142,7 +142,8 @@ def eval_tokenizer(args: argparse.Namespace) -> dict:
     torch.manual_seed(args.seed)
 
     real_inc, real_2nd, cached = reference_stats(scored, idx, ext, second, args.batch_size, not args.no_cache, "real images")
-    rec, usage, scores = _reconstruct(tok, images, idx, res, args, FeatureSink(ext, second), lpips_net)
+    rec = FeatureSink(ext, second)
+    usage, scores = _reconstruct(tok, images, idx, res, args, rec, lpips_net)
 
     meta = {"kind": "reconstructions", "num_images": len(idx), "resolution": res}
     rec_stats = rec.stats(ext.info, meta)
