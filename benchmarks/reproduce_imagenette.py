@@ -65,7 +65,7 @@ def train_tok(name: str, args, runs: Path) -> Path:
 
     preset, sets = VARIANTS[name]
     ns = argparse.Namespace(preset=preset, overrides=sets + [f"train.batch_size={args.batch}", "train.cache_features=false",
-                                                               f"train.lr={args.tok_lr}",
+                                                               f"train.lr={args.tok_lr}", f"train.seed={args.seed}",
                                                                f"train.save_every={max(1, args.tok_steps // 4)}"],
                             config=None, data=args.data, steps=args.tok_steps, batch_size=None, device=args.device)
     cfg = resolve_config(ns)
@@ -90,6 +90,9 @@ def main() -> None:
     ap.add_argument("--cfg-power", type=float, default=1.0, help="RAR's CFG schedule power for the RAR arm's CFG eval")
     ap.add_argument("--gpt-steps", type=int, default=600)
     ap.add_argument("--gpt-evals", type=int, default=3, help="gFID at this many evenly spaced checkpoints")
+    ap.add_argument("--gpt-marks", type=int, nargs="+", default=None,
+                    help="gFID at these GPT steps instead (the last is the GPT's budget; overrides --gpt-steps/--gpt-evals)")
+    ap.add_argument("--seed", type=int, default=0, help="training seed of every tokenizer and generator (data order, init)")
     ap.add_argument("--gpt-batch", type=int, default=32)
     ap.add_argument("--codes-per-class", type=int, default=300, help="train images per class tokenized for the GPT (x2 with flips)")
     ap.add_argument("--eval-images", type=int, default=300, help="validation images for rFID/PSNR/...; also gFID samples")
@@ -144,7 +147,7 @@ def gpt_arm(name: str, tok: Path, codes: Path, r: dict, r_path: Path, args, runs
     """GPT on one tokenizer's codes, trained up to each evaluation mark in turn (resumed), gFID at every mark."""
     gpt_run = runs / name / "generator"
     curve = r.setdefault("gfid_curve", {})
-    marks = [round(args.gpt_steps * (i + 1) / args.gpt_evals) for i in range(args.gpt_evals)]
+    marks = gpt_marks(args)
     for k, s in enumerate(marks):
         want = [1.0] + ([args.cfg] if k == len(marks) - 1 else [])  # CFG at the last checkpoint only
         have = {m.get("cfg_scale") for m in curve.get(str(s), [])}
@@ -156,11 +159,21 @@ def gpt_arm(name: str, tok: Path, codes: Path, r: dict, r_path: Path, args, runs
         if not done:
             cli(["train-generator", "--codes", str(codes), "--preset", args.gpt_preset, "--steps", str(s),
                  "--batch-size", str(args.gpt_batch), "--lr", "1e-3", "--warmup-steps", "100", "--ema-decay", "0.999",
-                 "--save-every", str(s), "--out", str(gpt_run), "--device", args.device]
+                 "--save-every", str(s), "--seed", str(args.seed), "--set", f"keep_last={len(marks)}",
+                 "--out", str(gpt_run), "--device", args.device]
                 + (["--resume"] if latest.is_file() else []))
         ge = runs / name / f"eval_generator_step{s}{'' if 1.0 in scales else '_cfg'}.json"
         curve[str(s)] = curve.get(str(s), []) + eval_mark(gpt_run, s, tok, scales, ge, args)
         save_variant(r_path, r, runs, results)
+
+
+def gpt_marks(args) -> list[int]:
+    """GPT steps evaluated (and kept as checkpoints): --gpt-marks, else --gpt-evals evenly spaced up to --gpt-steps."""
+    if args.gpt_marks:
+        if sorted(set(args.gpt_marks)) != args.gpt_marks or args.gpt_marks[0] < 1:
+            raise SystemExit(f"--gpt-marks must be increasing positive steps, got {args.gpt_marks}")
+        return args.gpt_marks
+    return [round(args.gpt_steps * (i + 1) / args.gpt_evals) for i in range(args.gpt_evals)]
 
 
 def eval_mark(run: Path, step: int, tok: Path, scales: list[float], out: Path, args, extra: list[str] = ()) -> list:
@@ -173,6 +186,8 @@ def eval_mark(run: Path, step: int, tok: Path, scales: list[float], out: Path, a
 
 def rar_arm(name: str, tok: Path, codes: Path, r: dict, r_path: Path, args, runs: Path, results: Path) -> None:
     """RAR-tiny on the same codes and budget as the GPT arm; one run (its r schedule spans all steps), eval per mark."""
+    if args.gpt_marks:
+        raise SystemExit("the RAR arm spaces its marks evenly: use --gpt-steps/--gpt-evals, not --gpt-marks")
     if args.gpt_steps % args.gpt_evals:
         raise SystemExit("the RAR arm needs --gpt-steps divisible by --gpt-evals (one run, a checkpoint per mark)")
     every = args.gpt_steps // args.gpt_evals
@@ -181,7 +196,7 @@ def rar_arm(name: str, tok: Path, codes: Path, r: dict, r_path: Path, args, runs
     if not (latest.is_file() and int(latest.read_text().strip().split("_")[-1]) >= args.gpt_steps):
         cli(["train-generator", "--codes", str(codes), "--preset", args.rar_preset, "--steps", str(args.gpt_steps),
              "--batch-size", str(args.gpt_batch), "--lr", "1e-3", "--warmup-steps", "100", "--ema-decay", "0.999",
-             "--save-every", str(every), "--set", "lr_schedule=constant", "--set", f"keep_last={args.gpt_evals}",
+             "--save-every", str(every), "--seed", str(args.seed), "--set", "lr_schedule=constant", "--set", f"keep_last={args.gpt_evals}",
              "--out", str(run), "--device", args.device] + (["--resume"] if latest.is_file() else []))
     curve = r.setdefault("gfid_curve_rar", {})
     for k in range(args.gpt_evals):

@@ -1,12 +1,16 @@
 """gFID / precision / recall and class consistency of every generator checkpoint of a reproduction, over several
-sampling seeds, so that a difference between two points can be told from sampling noise.
+sampling seeds and, with several run folders, several training seeds, so that a difference between two points can be
+told from noise.
 
 Run: python benchmarks/seed_spread.py --runs runs/reproduce_rar --seeds 0 1 2 --per-class 200
-For each tokenizer variant (vfmtok, vqgan) and generator arm (generator/ = GPT, generator_rar/ = RAR) under --runs,
-every checkpoint is sampled --per-class images per class (no CFG) once per seed: `eval-generator` (gFID, precision,
-recall against every validation image) saves the samples with their labels, and `class-consistency --samples` scores
-the same samples. Each evaluation is kept in RUNS/<variant>/seeds/ and skipped when present (the run resumes).
-Writes benchmarks/results/seed_spread.{json,md}. The seeds are sampling seeds: each generator was trained once.
+ or: python benchmarks/seed_spread.py --runs 0=runs/repro_seed0 1=runs/repro_seed1 2=runs/repro_seed2 --seeds 0 \
+         --name seed_spread_training   (the folders come from `reproduce_imagenette.py --seed K`)
+For each tokenizer variant (vfmtok, vqgan) and generator arm (generator/ = GPT, generator_rar/ = RAR) under each run
+folder, every checkpoint is sampled --per-class images per class (no CFG) once per sampling seed: `eval-generator`
+(gFID, precision, recall against every validation image) saves the samples with their labels, and
+`class-consistency --samples` scores the same samples. Each evaluation is kept in RUNS/<variant>/seeds/ and skipped
+when present (the run resumes). A point's spread is over every (training seed, sampling seed) pair it has.
+Writes benchmarks/results/NAME.{json,md}.
 """
 
 from __future__ import annotations
@@ -26,20 +30,21 @@ ARMS = {"generator": "GPT", "generator_rar": "RAR"}
 METRICS = ("gFID", "precision", "recall", "class_consistency")
 
 
-def points(runs: Path, variants: list[str]) -> list[dict]:
-    """(variant, arm, step, checkpoint, tokenizer) of every generator checkpoint under the runs folder."""
+def points(runs: Path, variants: list[str], train_seed: int = 0) -> list[dict]:
+    """(variant, arm, step, checkpoint, tokenizer) of every generator checkpoint under one run folder."""
     out = []
     for v in variants:
         tok = read_json(runs / v / "result.json")["tokenizer"] if (runs / v / "result.json").is_file() else None
         for arm_dir, arm in ARMS.items():
             for ck in sorted((runs / v / arm_dir / "checkpoints").glob("step_*")):
-                out.append({"variant": v, "arm": arm, "step": int(ck.name.split("_")[-1]), "checkpoint": ck, "tokenizer": tok})
+                out.append({"variant": v, "arm": arm, "step": int(ck.name.split("_")[-1]), "checkpoint": ck,
+                            "tokenizer": tok, "runs": runs, "train_seed": train_seed})
     return out
 
 
 def evaluate(p: dict, seed: int, args) -> dict:
     """gFID / P / R and class consistency of one checkpoint at one sampling seed (cached in RUNS/<variant>/seeds/)."""
-    d = Path(args.runs) / p["variant"] / "seeds"
+    d = p["runs"] / p["variant"] / "seeds"
     stem = f"{p['arm'].lower()}_step{p['step']}_seed{seed}_n{args.per_class}"
     ge, cc, npz = d / f"{stem}_gen.json", d / f"{stem}_cc.json", d / f"{stem}.npz"
     if args.no_run and not (ge.is_file() and cc.is_file()):
@@ -52,7 +57,7 @@ def evaluate(p: dict, seed: int, args) -> dict:
         cli(["class-consistency", "--samples", str(npz), "--data", args.data, "--out", str(cc)])
     g = read_json(ge)["metrics"]["runs"][0]
     c = read_json(cc)["metrics"]
-    return {"seed": seed, "gFID": g["gFID"], "precision": g["precision"], "recall": g["recall"],
+    return {"train_seed": p["train_seed"], "seed": seed, "gFID": g["gFID"], "precision": g["precision"], "recall": g["recall"],
             "num_images": g["num_images"], "class_consistency": c["class_consistency"], "real_val_top1": c["real_val_top1"]}
 
 
@@ -95,11 +100,12 @@ def _label(r: dict) -> str:
 
 
 def write(rows: list[dict], args, command: str) -> None:
-    """seed_spread.json (every evaluation) and seed_spread.md (mean ± sd per point, then the comparisons)."""
+    """NAME.json (every evaluation) and NAME.md (mean ± sd per point, then the comparisons)."""
     comp = comparisons(rows)
-    rec = {"command": command, "seeds": args.seeds, "per_class": args.per_class,
-           "points": [{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items()} for r in rows], "comparisons": comp}
-    write_json(Path(args.results) / "seed_spread.json", rec)
+    train_seeds = sorted({e["train_seed"] for r in rows for e in r["evals"]})
+    rec = {"command": command, "train_seeds": train_seeds, "seeds": args.seeds, "per_class": args.per_class,
+           "points": [{k: v for k, v in r.items() if k != "members"} for r in rows], "comparisons": comp}
+    write_json(Path(args.results) / f"{args.name}.json", rec)
     def f(s: dict | None, d: int) -> str:
         if not s:
             return "n/a"
@@ -107,12 +113,15 @@ def write(rows: list[dict], args, command: str) -> None:
             return f"{s['mean']:.{d}f} (one seed)"
         return f"{s['mean']:.{d}f} ± {s['sd']:.{d}f} [{s['min']:.{d}f}, {s['max']:.{d}f}]"
 
+    spread = ("Each generator was trained once: the spread is the sampling noise only." if len(train_seeds) < 2 else
+              f"Training seeds {train_seeds}: each a separate training of the tokenizer and the generator "
+              "(`reproduce_imagenette.py --seed K`), so the spread holds training and sampling noise together.")
     lines = ["# Seed spread of the reproduction's generator points", "", f"`{command}`", "",
-             f"Each point: {args.per_class} samples per class (no CFG) per sampling seed, seeds {args.seeds}; mean ± sample "
-             "standard deviation [min, max] over seeds. gFID / precision / recall against every Imagenette validation "
-             "image (64 px); class consistency = top-1 of the real-image classifier (`vfmtok class-consistency`) on "
-             "the same samples. Each generator was trained once: the spread is the sampling noise only.", "",
-             "| tokenizer | generator | steps | seeds done | gFID | precision | recall | class consistency |",
+             f"Each point: {args.per_class} samples per class (no CFG) per sampling seed, sampling seeds {args.seeds}, "
+             "per training run; mean ± sample standard deviation [min, max] over every evaluation of the point. "
+             "gFID / precision / recall against every Imagenette validation image (64 px); class consistency = top-1 "
+             f"of the real-image classifier (`vfmtok class-consistency`) on the same samples. {spread}", "",
+             "| tokenizer | generator | steps | evaluations | gFID | precision | recall | class consistency |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["summary"]
@@ -124,36 +133,75 @@ def write(rows: list[dict], args, command: str) -> None:
     for c in comp:
         lines.append(f"| {c['a']} | {c['b']} | {c['metric']} | {c['a_mean']:.3f} | {c['b_mean']:.3f} | {c['diff']:+.3f} | "
                      f"{ {True: 'yes', False: 'no', None: 'n/a (one seed)'}[c['exceeds_seed_spread']]} |")
-    write_text(Path(args.results) / "seed_spread.md", "\n".join(lines) + "\n")
+    write_text(Path(args.results) / f"{args.name}.md", "\n".join(lines) + "\n")
+
+
+def seed_paths(specs: list[str]) -> dict[int, Path]:
+    """{training seed: path} from PATH (seed 0) or SEED=PATH arguments (the first '=' ends the seed)."""
+    out = {}
+    for spec in specs:
+        seed, sep, path = spec.partition("=")
+        if not sep:
+            seed, path = "0", spec
+        if not seed.isdigit():
+            raise SystemExit(f"want PATH or SEED=PATH with an integer SEED, got {spec!r}")
+        out[int(seed)] = Path(path)
+    return out
+
+
+def recorded(specs: list[str], seeds: list[int]) -> dict[tuple, list[dict]]:
+    """{(variant, arm, step): evaluations} of the sampling seeds asked for, read back from an earlier NAME.json
+    (SEED=JSON: a training run whose folder is gone but whose evaluations the repo keeps)."""
+    out: dict[tuple, list[dict]] = {}
+    for train_seed, path in seed_paths(specs).items():
+        for r in read_json(path)["points"]:
+            out.setdefault((r["variant"], r["arm"], r["step"]), []).extend(
+                dict(e, train_seed=train_seed, recorded_in=str(path)) for e in r["evals"] if e["seed"] in seeds)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", default=str(ROOT / "runs" / "reproduce_rar"), help="a reproduce_imagenette.py --runs folder")
+    ap.add_argument("--runs", nargs="+", default=[str(ROOT / "runs" / "reproduce_rar")],
+                    help="reproduce_imagenette.py --runs folders: DIR, or SEED=DIR for the run of training seed SEED")
+    ap.add_argument("--recorded", nargs="+", default=[], metavar="SEED=JSON",
+                    help="also take training seed SEED's evaluations from an earlier result JSON of this script")
     ap.add_argument("--variants", nargs="+", default=["vfmtok", "vqgan"])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampling seeds")
     ap.add_argument("--per-class", type=int, default=200, help="samples per class and seed (10 classes: 2,000)")
     ap.add_argument("--arms", nargs="+", default=list(ARMS.values()), choices=list(ARMS.values()))
     ap.add_argument("--steps", type=int, nargs="+", default=None, help="only these checkpoints (default: all)")
     ap.add_argument("--data", default="imagenette")
     ap.add_argument("--results", default=str(RESULTS))
+    ap.add_argument("--name", default="seed_spread", help="result file stem under --results")
     ap.add_argument("--no-run", action="store_true", help="only summarise the evaluations already in RUNS/*/seeds/")
     args = ap.parse_args()
     command = " ".join(["python benchmarks/seed_spread.py", *sys.argv[1:]])
-    todo = [p for p in points(Path(args.runs), args.variants)
+    todo = [p for seed, folder in seed_paths(args.runs).items() for p in points(folder, args.variants, seed)
             if p["arm"] in args.arms and (args.steps is None or p["step"] in args.steps)]
-    if not todo:
-        raise SystemExit(f"no generator checkpoints under {args.runs}/<{'|'.join(args.variants)}>/generator*/checkpoints")
-    rows = [dict(p, evals=[]) for p in todo]
+    old = {k: e for k, e in recorded(args.recorded, args.seeds).items()
+           if k[0] in args.variants and k[1] in args.arms and (args.steps is None or k[2] in args.steps)}
+    if not todo and not old:
+        raise SystemExit(f"no generator checkpoints under {args.runs} <{'|'.join(args.variants)}>/generator*/checkpoints")
+    rows: dict[tuple, dict] = {}
+    row = lambda k: rows.setdefault(k, {"variant": k[0], "arm": k[1], "step": k[2], "members": [], "evals": []})
+    for p in todo:
+        row((p["variant"], p["arm"], p["step"]))["members"].append(p)
+    for k, evals in old.items():
+        row(k)["evals"] += evals
+        rows[k]["summary"] = summary(rows[k]["evals"])
+    rows = dict(sorted(rows.items()))
     for seed in args.seeds:  # seed-major: a stopped run has every point at the first seeds
-        for r in rows:
-            e = evaluate(r, seed, args)
-            if e is None:
-                continue
-            r["evals"].append(e)
-            r["summary"] = summary(r["evals"])
-            write([x for x in rows if x["evals"]], args, command)
-    print(f"wrote {Path(args.results) / 'seed_spread.md'}")
+        for r in rows.values():
+            for p in r["members"]:
+                e = evaluate(p, seed, args)
+                if e is None:
+                    continue
+                r["evals"].append(e)
+                r["summary"] = summary(r["evals"])
+                write([x for x in rows.values() if x["evals"]], args, command)
+    write([x for x in rows.values() if x["evals"]], args, command)
+    print(f"wrote {Path(args.results) / (args.name + '.md')}")
 
 
 if __name__ == "__main__":
