@@ -99,12 +99,46 @@ def _label(r: dict) -> str:
     return f"{r['variant']} {r['arm']} step {r['step']}"
 
 
-def write(rows: list[dict], args, command: str) -> None:
-    """NAME.json (every evaluation) and NAME.md (mean ± sd per point, then the comparisons)."""
+TOKENIZER_METRICS = ("rFID", "PSNR", "SSIM", "LPIPS", "codebook_usage")
+
+
+def tokenizer_seeds(runs: dict[int, Path], recorded_results: dict[int, Path], variants: list[str]) -> list[dict]:
+    """Each training seed's tokenizer metrics (validation reconstructions, linear probe), from RUN/<variant>/result.json
+    or, for a run whose folder is gone, from its reproduce_imagenette.py results.json (SEED=JSON)."""
+    found = {seed: {v: read_json(folder / v / "result.json") for v in variants if (folder / v / "result.json").is_file()}
+             for seed, folder in runs.items()}
+    for seed, path in recorded_results.items():
+        found.setdefault(seed, {}).update({v: r for v, r in read_json(path)["variants"].items() if v in variants})
+    out = []
+    for seed, by_variant in sorted(found.items()):
+        for v, r in by_variant.items():
+            if "recon" in r:
+                row = {"variant": v, "train_seed": seed, **{m: r["recon"].get(m) for m in TOKENIZER_METRICS}}
+                out.append(dict(row, probe=((r.get("probe") or {}).get("tokens_mean") or {}).get("top1_val")))
+    return sorted(out, key=lambda t: (t["variant"], t["train_seed"]))
+
+
+def tokenizer_lines(toks: list[dict]) -> list[str]:
+    """Markdown: one row per tokenizer and training seed, then mean ± sd per tokenizer."""
+    cols = (*TOKENIZER_METRICS, "probe")
+    lines = ["", "## Tokenizers per training seed (validation reconstructions; linear probe on the mean of the tokens)", "",
+             "| tokenizer | training seed | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for t in toks:
+        lines.append(f"| {t['variant']} | {t['train_seed']} | " + " | ".join("n/a" if t[c] is None else f"{t[c]:.3f}" for c in cols) + " |")
+    for v in dict.fromkeys(t["variant"] for t in toks):
+        xs = {c: [t[c] for t in toks if t["variant"] == v and t[c] is not None] for c in cols}
+        lines.append(f"| {v} | mean ± sd | " + " | ".join(f"{statistics.fmean(x):.3f} ± {statistics.stdev(x):.3f}" if len(x) > 1
+                                                         else "n/a" for x in xs.values()) + " |")
+    return lines
+
+
+def write(rows: list[dict], args, command: str, toks: list[dict] = ()) -> None:
+    """NAME.json (every evaluation) and NAME.md (mean ± sd per point, the comparisons, the tokenizers per seed)."""
     comp = comparisons(rows)
     train_seeds = sorted({e["train_seed"] for r in rows for e in r["evals"]})
     rec = {"command": command, "train_seeds": train_seeds, "seeds": args.seeds, "per_class": args.per_class,
-           "points": [{k: v for k, v in r.items() if k != "members"} for r in rows], "comparisons": comp}
+           "points": [{k: v for k, v in r.items() if k != "members"} for r in rows], "comparisons": comp,
+           "tokenizers": list(toks)}
     write_json(Path(args.results) / f"{args.name}.json", rec)
     def f(s: dict | None, d: int) -> str:
         if not s:
@@ -133,6 +167,8 @@ def write(rows: list[dict], args, command: str) -> None:
     for c in comp:
         lines.append(f"| {c['a']} | {c['b']} | {c['metric']} | {c['a_mean']:.3f} | {c['b_mean']:.3f} | {c['diff']:+.3f} | "
                      f"{ {True: 'yes', False: 'no', None: 'n/a (one seed)'}[c['exceeds_seed_spread']]} |")
+    if toks:
+        lines += tokenizer_lines(toks)
     write_text(Path(args.results) / f"{args.name}.md", "\n".join(lines) + "\n")
 
 
@@ -166,6 +202,8 @@ def main() -> None:
                     help="reproduce_imagenette.py --runs folders: DIR, or SEED=DIR for the run of training seed SEED")
     ap.add_argument("--recorded", nargs="+", default=[], metavar="SEED=JSON",
                     help="also take training seed SEED's evaluations from an earlier result JSON of this script")
+    ap.add_argument("--recorded-tokenizers", nargs="+", default=[], metavar="SEED=JSON",
+                    help="training seed SEED's tokenizer metrics from a reproduce_imagenette.py results.json")
     ap.add_argument("--variants", nargs="+", default=["vfmtok", "vqgan"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampling seeds")
     ap.add_argument("--per-class", type=int, default=200, help="samples per class and seed (10 classes: 2,000)")
@@ -191,6 +229,7 @@ def main() -> None:
         row(k)["evals"] += evals
         rows[k]["summary"] = summary(rows[k]["evals"])
     rows = dict(sorted(rows.items()))
+    toks = tokenizer_seeds(seed_paths(args.runs), seed_paths(args.recorded_tokenizers), args.variants)
     for seed in args.seeds:  # seed-major: a stopped run has every point at the first seeds
         for r in rows.values():
             for p in r["members"]:
@@ -199,8 +238,8 @@ def main() -> None:
                     continue
                 r["evals"].append(e)
                 r["summary"] = summary(r["evals"])
-                write([x for x in rows.values() if x["evals"]], args, command)
-    write([x for x in rows.values() if x["evals"]], args, command)
+                write([x for x in rows.values() if x["evals"]], args, command, toks)
+    write([x for x in rows.values() if x["evals"]], args, command, toks)
     print(f"wrote {Path(args.results) / (args.name + '.md')}")
 
 

@@ -65,3 +65,18 @@ def test_gpt_marks_explicit_or_evenly_spaced(load_benchmark):
     assert marks(ns(gpt_marks=[400, 800, 1600])) == [400, 800, 1600]
     with pytest.raises(SystemExit, match="increasing"):
         marks(ns(gpt_marks=[800, 400]))
+
+
+def test_tokenizer_table_reads_run_folders_and_recorded_results_per_training_seed(load_benchmark, tmp_path):
+    import json
+
+    ss = load_benchmark("seed_spread")
+    rec = lambda rfid, probe: {"recon": {"rFID": rfid, "PSNR": 16.0}, "probe": {"tokens_mean": {"top1_val": probe}}}
+    (tmp_path / "run1" / "vfmtok").mkdir(parents=True)
+    (tmp_path / "run1" / "vfmtok" / "result.json").write_text(json.dumps(rec(280.0, 0.70)))
+    (tmp_path / "old.json").write_text(json.dumps({"variants": {"vfmtok": rec(286.0, 0.72), "other": rec(1.0, 0.1)}}))
+    toks = ss.tokenizer_seeds({1: tmp_path / "run1"}, {0: tmp_path / "old.json"}, ["vfmtok"])
+    assert [(t["train_seed"], t["rFID"], t["probe"], t["SSIM"]) for t in toks] == [(0, 286.0, 0.72, None), (1, 280.0, 0.70, None)]
+    mean_row = ss.tokenizer_lines(toks)[-1]
+    assert f"283.000 ± {statistics.stdev([280.0, 286.0]):.3f}" in mean_row and "0.710 ± 0.014" in mean_row
+    assert "| n/a |" in mean_row  # SSIM missing in both: no mean
