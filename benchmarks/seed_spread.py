@@ -196,6 +196,25 @@ def recorded(specs: list[str], seeds: list[int]) -> dict[tuple, list[dict]]:
     return out
 
 
+def collect_rows(args) -> dict[tuple, dict]:
+    """{(variant, arm, step): point}: the checkpoints of every run folder to evaluate ("members"), and the
+    evaluations recorded in earlier result JSONs; sorted."""
+    todo = [p for seed, folder in seed_paths(args.runs).items() for p in points(folder, args.variants, seed)
+            if p["arm"] in args.arms and (args.steps is None or p["step"] in args.steps)]
+    old = {k: e for k, e in recorded(args.recorded, args.seeds).items()
+           if k[0] in args.variants and k[1] in args.arms and (args.steps is None or k[2] in args.steps)}
+    if not todo and not old:
+        raise SystemExit(f"no generator checkpoints under {args.runs} <{'|'.join(args.variants)}>/generator*/checkpoints")
+    rows: dict[tuple, dict] = {}
+    row = lambda k: rows.setdefault(k, {"variant": k[0], "arm": k[1], "step": k[2], "members": [], "evals": []})
+    for p in todo:
+        row((p["variant"], p["arm"], p["step"]))["members"].append(p)
+    for k, evals in old.items():
+        row(k)["evals"] += evals
+        rows[k]["summary"] = summary(rows[k]["evals"])
+    return dict(sorted(rows.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", nargs="+", default=[str(ROOT / "runs" / "reproduce_rar")],
@@ -215,20 +234,7 @@ def main() -> None:
     ap.add_argument("--no-run", action="store_true", help="only summarise the evaluations already in RUNS/*/seeds/")
     args = ap.parse_args()
     command = " ".join(["python benchmarks/seed_spread.py", *sys.argv[1:]])
-    todo = [p for seed, folder in seed_paths(args.runs).items() for p in points(folder, args.variants, seed)
-            if p["arm"] in args.arms and (args.steps is None or p["step"] in args.steps)]
-    old = {k: e for k, e in recorded(args.recorded, args.seeds).items()
-           if k[0] in args.variants and k[1] in args.arms and (args.steps is None or k[2] in args.steps)}
-    if not todo and not old:
-        raise SystemExit(f"no generator checkpoints under {args.runs} <{'|'.join(args.variants)}>/generator*/checkpoints")
-    rows: dict[tuple, dict] = {}
-    row = lambda k: rows.setdefault(k, {"variant": k[0], "arm": k[1], "step": k[2], "members": [], "evals": []})
-    for p in todo:
-        row((p["variant"], p["arm"], p["step"]))["members"].append(p)
-    for k, evals in old.items():
-        row(k)["evals"] += evals
-        rows[k]["summary"] = summary(rows[k]["evals"])
-    rows = dict(sorted(rows.items()))
+    rows = collect_rows(args)
     toks = tokenizer_seeds(seed_paths(args.runs), seed_paths(args.recorded_tokenizers), args.variants)
     for seed in args.seeds:  # seed-major: a stopped run has every point at the first seeds
         for r in rows.values():
