@@ -10,6 +10,8 @@ For the main pair (vfmtok, vqgan): extract codes -> train the same GPT preset ->
 several checkpoints without CFG, and with CFG at the last one. `--generators gpt rar` adds a RAR-tiny arm on the
 same codes with the same budget (steps, batch, lr, warm-up, EMA) and the same evaluation (RAR's CFG schedule at the
 last checkpoint); its permutation probability anneals 1 -> 0 between 50% and 75% of the steps.
+`--seed K` trains everything with training seed K (init, data order) for a training-seed spread
+(benchmarks/seed_spread.py); `--gpt-marks 400 800 1600` evaluates, and keeps, the GPT at those steps.
 """
 
 from __future__ import annotations
@@ -105,6 +107,8 @@ def main() -> None:
     ap.add_argument("--runs", default=str(ROOT / "runs" / "reproduce_imagenette"))
     ap.add_argument("--results", default=str(RESULTS), help="folder for results.json / results.md / plots")
     args = ap.parse_args()
+    if args.gpt_marks and "rar" in args.generators:  # before any training: the RAR run spaces its marks evenly
+        ap.error("the RAR arm takes --gpt-steps/--gpt-evals, not --gpt-marks")
     runs, results = Path(args.runs), Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     command = " ".join([Path(sys.executable).name] + sys.argv)
@@ -186,8 +190,6 @@ def eval_mark(run: Path, step: int, tok: Path, scales: list[float], out: Path, a
 
 def rar_arm(name: str, tok: Path, codes: Path, r: dict, r_path: Path, args, runs: Path, results: Path) -> None:
     """RAR-tiny on the same codes and budget as the GPT arm; one run (its r schedule spans all steps), eval per mark."""
-    if args.gpt_marks:
-        raise SystemExit("the RAR arm spaces its marks evenly: use --gpt-steps/--gpt-evals, not --gpt-marks")
     if args.gpt_steps % args.gpt_evals:
         raise SystemExit("the RAR arm needs --gpt-steps divisible by --gpt-evals (one run, a checkpoint per mark)")
     every = args.gpt_steps // args.gpt_evals
@@ -196,7 +198,8 @@ def rar_arm(name: str, tok: Path, codes: Path, r: dict, r_path: Path, args, runs
     if not (latest.is_file() and int(latest.read_text().strip().split("_")[-1]) >= args.gpt_steps):
         cli(["train-generator", "--codes", str(codes), "--preset", args.rar_preset, "--steps", str(args.gpt_steps),
              "--batch-size", str(args.gpt_batch), "--lr", "1e-3", "--warmup-steps", "100", "--ema-decay", "0.999",
-             "--save-every", str(every), "--seed", str(args.seed), "--set", "lr_schedule=constant", "--set", f"keep_last={args.gpt_evals}",
+             "--save-every", str(every), "--seed", str(args.seed), "--set", "lr_schedule=constant",
+             "--set", f"keep_last={args.gpt_evals}",
              "--out", str(run), "--device", args.device] + (["--resume"] if latest.is_file() else []))
     curve = r.setdefault("gfid_curve_rar", {})
     for k in range(args.gpt_evals):
