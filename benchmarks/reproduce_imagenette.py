@@ -256,7 +256,7 @@ def write_results(runs: Path, results: Path = RESULTS) -> None:
     for name, r in v.items():
         rc, pb = r.get("recon", {}), r.get("probe", {})
         lines.append(f"| {name} | {f(rc.get('rFID'), 2)} | {f(rc.get('PSNR'), 2)} | {f(rc.get('SSIM'))} | {f(rc.get('LPIPS'))} | "
-                     f"{f(rc.get('codebook_usage'))} | {f(rc.get('perplexity'), 1)} | {f(_probe(pb, 'tokens_mean'))} | {f(_probe(pb, 'cls'))} | "
+                     f"{f(rc.get('codebook_usage'))} | {f(rc.get('perplexity'), 1)} | {f(probe_top1(pb, 'tokens_mean'))} | {f(probe_top1(pb, 'cls'))} | "
                      f"{f(r.get('tokenizer_train_seconds'), 0)} |")
     lines += ["", "## Generator: gFID / precision / recall vs training steps (same GPT preset; RAR arm: same budget)", "",
               "| tokenizer | generator | steps | CFG | gFID | precision | recall |", "|---|---|---|---|---|---|---|"]
@@ -297,7 +297,8 @@ def training_curve(path: Path, key: str = "pixel", bin_steps: int = 50) -> list[
     return [((b + 1) * bin_steps, sum(x) / len(x)) for b, x in sorted(bins.items())]
 
 
-def _probe(pb: dict, key: str):
+def probe_top1(pb: dict, key: str) -> float | None:
+    """Validation top-1 of one probe ('tokens_mean' or 'cls') in a probe result, None where it was not run."""
     return (pb.get(key) or {}).get("top1_val")
 
 

@@ -21,7 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from reproduce_imagenette import cli  # run as a script: benchmarks/ is on sys.path
+from reproduce_imagenette import cli, probe_top1  # run as a script: benchmarks/ is on sys.path
 from vfmtok.utils.io import read_json, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +114,7 @@ def tokenizer_seeds(runs: dict[int, Path], recorded_results: dict[int, Path], va
         for v, r in by_variant.items():
             if "recon" in r:
                 row = {"variant": v, "train_seed": seed, **{m: r["recon"].get(m) for m in TOKENIZER_METRICS}}
-                out.append(dict(row, probe=((r.get("probe") or {}).get("tokens_mean") or {}).get("top1_val")))
+                out.append(dict(row, probe=probe_top1(r.get("probe") or {}, "tokens_mean")))
     return sorted(out, key=lambda t: (t["variant"], t["train_seed"]))
 
 
@@ -196,10 +196,10 @@ def recorded(specs: list[str], seeds: list[int]) -> dict[tuple, list[dict]]:
     return out
 
 
-def collect_rows(args) -> dict[tuple, dict]:
+def collect_rows(args, runs: dict[int, Path]) -> dict[tuple, dict]:
     """{(variant, arm, step): point}: the checkpoints of every run folder to evaluate ("members"), and the
     evaluations recorded in earlier result JSONs; sorted."""
-    todo = [p for seed, folder in seed_paths(args.runs).items() for p in points(folder, args.variants, seed)
+    todo = [p for seed, folder in runs.items() for p in points(folder, args.variants, seed)
             if p["arm"] in args.arms and (args.steps is None or p["step"] in args.steps)]
     old = {k: e for k, e in recorded(args.recorded, args.seeds).items()
            if k[0] in args.variants and k[1] in args.arms and (args.steps is None or k[2] in args.steps)}
@@ -234,8 +234,9 @@ def main() -> None:
     ap.add_argument("--no-run", action="store_true", help="only summarise the evaluations already in RUNS/*/seeds/")
     args = ap.parse_args()
     command = " ".join(["python benchmarks/seed_spread.py", *sys.argv[1:]])
-    rows = collect_rows(args)
-    toks = tokenizer_seeds(seed_paths(args.runs), seed_paths(args.recorded_tokenizers), args.variants)
+    runs = seed_paths(args.runs)
+    rows = collect_rows(args, runs)
+    toks = tokenizer_seeds(runs, seed_paths(args.recorded_tokenizers), args.variants)
     for seed in args.seeds:  # seed-major: a stopped run has every point at the first seeds
         for r in rows.values():
             for p in r["members"]:
