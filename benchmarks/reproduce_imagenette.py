@@ -78,7 +78,8 @@ def train_tok(name: str, args, runs: Path) -> Path:
     return resolve_checkpoint(run)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The reproduction's options (one run folder and results folder per call)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="imagenette")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -109,42 +110,50 @@ def main() -> None:
     args = ap.parse_args()
     if args.gpt_marks and "rar" in args.generators:  # before any training: the RAR run spaces its marks evenly
         ap.error("the RAR arm takes --gpt-steps/--gpt-evals, not --gpt-marks")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     runs, results = Path(args.runs), Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     command = " ".join([Path(sys.executable).name] + sys.argv)
-
     for name in args.variants:
-        t0 = time.time()
-        tok = train_tok(name, args, runs)
-        # One result file per variant, so variants can run in parallel processes (see the README).
-        r_path = runs / name / "result.json"
-        r = read_json(r_path) if r_path.is_file() else {}
-        r.update(command=command, settings=vars(args), tokenizer=str(tok))
-
-        r["tokenizer_train_seconds"] = r.get("tokenizer_train_seconds") or round(time.time() - t0, 1)
-        ev = runs / name / "eval_tokenizer.json"
-        if not ev.is_file():
-            cli(["eval-tokenizer", str(tok), "--data", args.data, "--split", "val", "--num-images", str(args.eval_images),
-                 "--second-encoder", args.second_encoder, "--out", str(ev)])
-        r["recon"] = metrics_of(ev)
-        pr = runs / name / "probe.json"
-        if not pr.is_file():
-            cli(["probe", str(tok), "--data", args.data, "--num-images", str(args.probe_images), "--out", str(pr)])
-        r["probe"] = metrics_of(pr)
-        save_variant(r_path, r, runs, results)
-        if name not in MAIN:
-            continue
-        codes = runs / name / "codes"
-        cli(["extract-codes", "--tokenizer", str(tok), "--data", args.data, "--split", "train", "--out", str(codes),
-             "--limit-per-class", str(args.codes_per_class)])
-        if "gpt" in args.generators:
-            gpt_arm(name, tok, codes, r, r_path, args, runs, results)
-        if "rar" in args.generators:
-            rar_arm(name, tok, codes, r, r_path, args, runs, results)
+        run_variant(name, args, runs, results, command)
     write_results(runs, results)
     print(f"wrote {results / 'results.json'} and {results / 'results.md'}")
     if args.export:
         export_best(runs)
+
+
+def run_variant(name: str, args: argparse.Namespace, runs: Path, results: Path, command: str) -> None:
+    """Train, evaluate and probe one tokenizer variant; a main variant also gets its generator arms."""
+    t0 = time.time()
+    tok = train_tok(name, args, runs)
+    # One result file per variant, so variants can run in parallel processes (see the README).
+    r_path = runs / name / "result.json"
+    r = read_json(r_path) if r_path.is_file() else {}
+    r.update(command=command, settings=vars(args), tokenizer=str(tok))
+    r["tokenizer_train_seconds"] = r.get("tokenizer_train_seconds") or round(time.time() - t0, 1)
+    ev = runs / name / "eval_tokenizer.json"
+    if not ev.is_file():
+        cli(["eval-tokenizer", str(tok), "--data", args.data, "--split", "val", "--num-images", str(args.eval_images),
+             "--second-encoder", args.second_encoder, "--out", str(ev)])
+    r["recon"] = metrics_of(ev)
+    pr = runs / name / "probe.json"
+    if not pr.is_file():
+        cli(["probe", str(tok), "--data", args.data, "--num-images", str(args.probe_images), "--out", str(pr)])
+    r["probe"] = metrics_of(pr)
+    save_variant(r_path, r, runs, results)
+    if name not in MAIN:
+        return
+    codes = runs / name / "codes"
+    cli(["extract-codes", "--tokenizer", str(tok), "--data", args.data, "--split", "train", "--out", str(codes),
+         "--limit-per-class", str(args.codes_per_class)])
+    if "gpt" in args.generators:
+        gpt_arm(name, tok, codes, r, r_path, args, runs, results)
+    if "rar" in args.generators:
+        rar_arm(name, tok, codes, r, r_path, args, runs, results)
 
 
 def gpt_arm(name: str, tok: Path, codes: Path, r: dict, r_path: Path, args, runs: Path, results: Path) -> None:

@@ -10,7 +10,7 @@
 # the first (a restarted cosine from a lower peak LR); the export pairs the GPT with the last one (0: skip a phase).
 # Usage: benchmarks/train_bundled.sh RUN_DIR [EXPORT_DIR]
 #   TOK_STEPS (2200), GPT_FLAT_STEPS (3250), GPT_STEPS (8000), TOP_K (5), THREADS (1 per stage), DEC_STEPS (5000), DEC2_STEPS (6000)
-#   override the budget.
+#   override the budget; DEVICE (cpu) is passed to every stage (cuda on a GPU machine).
 set -euo pipefail
 R=${1:?usage: benchmarks/train_bundled.sh RUN_DIR [EXPORT_DIR]}
 EXPORT=${2:-}
@@ -22,6 +22,7 @@ THREADS=${THREADS:-1}
 TENCROP=${TENCROP:-0}
 DEC_STEPS=${DEC_STEPS:-5000}
 DEC2_STEPS=${DEC2_STEPS:-6000}
+DEVICE=${DEVICE:-cpu}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$HERE/.venv/bin/python}
 V="$PY -m vfmtok.cli"
@@ -32,24 +33,24 @@ resume() { [ -f "$1/latest.txt" ] && echo --resume || true; }
 echo "== $(date -u) tokenizer to $TOK_STEPS steps"
 at "$R/tokenizer" "$TOK_STEPS" || $V train-tokenizer --threads "$THREADS" --preset vfmtok-cpu-64 --data imagenette \
   --steps "$TOK_STEPS" --batch-size 16 --set train.cache_features=false --set train.save_every=200 \
-  --out "$R/tokenizer" --device cpu $(resume "$R/tokenizer")
+  --out "$R/tokenizer" --device "$DEVICE" $(resume "$R/tokenizer")
 
 echo "== $(date -u) codes of every train image and its flip"
 [ -f "$R/codes.done" ] || { rm -rf "$R/codes"; $V extract-codes --threads "$THREADS" --tokenizer "$R/tokenizer" \
-  --data imagenette --split train --out "$R/codes" --device cpu && touch "$R/codes.done"; }
+  --data imagenette --split train --out "$R/codes" --device "$DEVICE" && touch "$R/codes.done"; }
 
 CODES2=$R/codes  # the cosine phase's codes
 if [ "$TENCROP" = 1 ]; then
   CODES2=$R/codes_tencrop
   echo "== $(date -u) ten-crop codes of every train image"
   [ -f "$R/codes_tencrop.done" ] || { rm -rf "$CODES2"; $V extract-codes --threads "$THREADS" --tokenizer "$R/tokenizer" \
-    --data imagenette --split train --ten-crop --out "$CODES2" --device cpu && touch "$R/codes_tencrop.done"; }
+    --data imagenette --split train --ten-crop --out "$CODES2" --device "$DEVICE" && touch "$R/codes_tencrop.done"; }
 fi
 
 gpt() {  # $1 = steps, $2 = codes folder, then extra flags; the same run folder throughout
   local steps=$1 codes=$2; shift 2
   $V train-generator --threads "$THREADS" --codes "$codes" --preset GPT-tiny --steps "$steps" --batch-size 32 \
-    --lr 1e-3 --warmup-steps 100 --ema-decay 0.999 --save-every 250 --out "$R/generator" --device cpu "$@" $(resume "$R/generator")
+    --lr 1e-3 --warmup-steps 100 --ema-decay 0.999 --save-every 250 --out "$R/generator" --device "$DEVICE" "$@" $(resume "$R/generator")
 }
 echo "== $(date -u) GPT-tiny to $GPT_FLAT_STEPS steps at a constant LR"
 [ -f "$R/gpt_flat.done" ] || { gpt "$GPT_FLAT_STEPS" "$R/codes" && touch "$R/gpt_flat.done"; }
@@ -61,7 +62,7 @@ decoder_phase() {  # $1 = run folder, $2 = the tokenizer it starts from, $3 = st
   at "$1" "$3" || $V train-tokenizer --threads "$THREADS" --preset vfmtok-cpu-64 --data imagenette \
     --steps "$3" --batch-size 16 --set train.cache_features=false --set train.save_every=200 \
     --set train.init_from="$2" --set train.trainable=decoder --set train.lr_schedule=cosine --set train.lr="$4" \
-    --out "$1" --device cpu $(resume "$1")
+    --out "$1" --device "$DEVICE" $(resume "$1")
 }
 TOK=$R/tokenizer  # the tokenizer the export pairs with the GPT
 if [ "$DEC_STEPS" != 0 ]; then
