@@ -10,7 +10,9 @@
 # the first (a restarted cosine from a lower peak LR); the export pairs the GPT with the last one (0: skip a phase).
 # Usage: benchmarks/train_bundled.sh RUN_DIR [EXPORT_DIR]
 #   TOK_STEPS (2200), GPT_FLAT_STEPS (3250), GPT_STEPS (8000), TOP_K (5), THREADS (1 per stage), DEC_STEPS (5000), DEC2_STEPS (6000)
-#   override the budget; DEVICE (cpu) is passed to every stage (cuda on a GPU machine).
+#   override the budget; DEVICE (cpu) is passed to every stage (cuda on a GPU machine); PRESET (vfmtok-cpu-64) is the
+#   tokenizer preset, DATA (imagenette) its data (or a `vfmtok prepare-data` shard folder), TOK_SET extra tokenizer
+#   flags (e.g. "--set loss.lpips_weight=0.25").
 set -euo pipefail
 R=${1:?usage: benchmarks/train_bundled.sh RUN_DIR [EXPORT_DIR]}
 EXPORT=${2:-}
@@ -23,6 +25,9 @@ TENCROP=${TENCROP:-0}
 DEC_STEPS=${DEC_STEPS:-5000}
 DEC2_STEPS=${DEC2_STEPS:-6000}
 DEVICE=${DEVICE:-cpu}
+PRESET=${PRESET:-vfmtok-cpu-64}
+DATA=${DATA:-imagenette}
+TOK_SET=${TOK_SET:-}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$HERE/.venv/bin/python}
 V="$PY -m vfmtok.cli"
@@ -31,20 +36,20 @@ at() { [ -f "$1/latest.txt" ] && [ "$(cat "$1/latest.txt")" = "step_$(printf %07
 resume() { [ -f "$1/latest.txt" ] && echo --resume || true; }
 
 echo "== $(date -u) tokenizer to $TOK_STEPS steps"
-at "$R/tokenizer" "$TOK_STEPS" || $V train-tokenizer --threads "$THREADS" --preset vfmtok-cpu-64 --data imagenette \
-  --steps "$TOK_STEPS" --batch-size 16 --set train.cache_features=false --set train.save_every=200 \
+at "$R/tokenizer" "$TOK_STEPS" || $V train-tokenizer --threads "$THREADS" --preset "$PRESET" --data "$DATA" \
+  --steps "$TOK_STEPS" --batch-size 16 --set train.cache_features=false --set train.save_every=200 $TOK_SET \
   --out "$R/tokenizer" --device "$DEVICE" $(resume "$R/tokenizer")
 
 echo "== $(date -u) codes of every train image and its flip"
 [ -f "$R/codes.done" ] || { rm -rf "$R/codes"; $V extract-codes --threads "$THREADS" --tokenizer "$R/tokenizer" \
-  --data imagenette --split train --out "$R/codes" --device "$DEVICE" && touch "$R/codes.done"; }
+  --data "$DATA" --split train --out "$R/codes" --device "$DEVICE" && touch "$R/codes.done"; }
 
 CODES2=$R/codes  # the cosine phase's codes
 if [ "$TENCROP" = 1 ]; then
   CODES2=$R/codes_tencrop
   echo "== $(date -u) ten-crop codes of every train image"
   [ -f "$R/codes_tencrop.done" ] || { rm -rf "$CODES2"; $V extract-codes --threads "$THREADS" --tokenizer "$R/tokenizer" \
-    --data imagenette --split train --ten-crop --out "$CODES2" --device "$DEVICE" && touch "$R/codes_tencrop.done"; }
+    --data "$DATA" --split train --ten-crop --out "$CODES2" --device "$DEVICE" && touch "$R/codes_tencrop.done"; }
 fi
 
 gpt() {  # $1 = steps, $2 = codes folder, then extra flags; the same run folder throughout
@@ -59,8 +64,8 @@ at "$R/generator" "$GPT_STEPS" || gpt "$GPT_STEPS" "$CODES2" --set lr_schedule=c
 
 decoder_phase() {  # $1 = run folder, $2 = the tokenizer it starts from, $3 = steps, $4 = peak LR
   echo "== $(date -u) decoder-only phase $(basename "$1"), $3 steps from $(basename "$2"), cosine LR decay from $4 (codes unchanged)"
-  at "$1" "$3" || $V train-tokenizer --threads "$THREADS" --preset vfmtok-cpu-64 --data imagenette \
-    --steps "$3" --batch-size 16 --set train.cache_features=false --set train.save_every=200 \
+  at "$1" "$3" || $V train-tokenizer --threads "$THREADS" --preset "$PRESET" --data "$DATA" \
+    --steps "$3" --batch-size 16 --set train.cache_features=false --set train.save_every=200 $TOK_SET \
     --set train.init_from="$2" --set train.trainable=decoder --set train.lr_schedule=cosine --set train.lr="$4" \
     --out "$1" --device "$DEVICE" $(resume "$1")
 }
@@ -77,6 +82,6 @@ fi
 if [ -n "$EXPORT" ]; then
   echo "== $(date -u) export to $EXPORT"
   $V export --gpt "$R/generator" --tokenizer "$TOK" --out "$EXPORT" --top-k "$TOP_K" \
-    --recipe "TOK_STEPS=$TOK_STEPS GPT_FLAT_STEPS=$GPT_FLAT_STEPS GPT_STEPS=$GPT_STEPS TOP_K=$TOP_K TENCROP=$TENCROP DEC_STEPS=$DEC_STEPS DEC2_STEPS=$DEC2_STEPS benchmarks/train_bundled.sh"
+    --recipe "PRESET=$PRESET DATA=$DATA TOK_SET='$TOK_SET' TOK_STEPS=$TOK_STEPS GPT_FLAT_STEPS=$GPT_FLAT_STEPS GPT_STEPS=$GPT_STEPS TOP_K=$TOP_K TENCROP=$TENCROP DEC_STEPS=$DEC_STEPS DEC2_STEPS=$DEC2_STEPS benchmarks/train_bundled.sh"
 fi
 echo "== $(date -u) done"

@@ -50,3 +50,12 @@ def test_small_presets_build(name):
     m = build_tokenizer(cfg).eval()
     x = torch.rand(1, 3, cfg.image_size, cfg.image_size) * 2 - 1
     assert m.decode(m.encode(x)).shape == x.shape
+
+
+@pytest.mark.parametrize("name", ["vfmtok-cpu-64", "vfmtok-cpu-128", "vfmtok-cpu-64-t256"])
+def test_cpu_presets_decode_from_the_token_grid(name):
+    # The ViT decoder's mask grid equals the anchor grid, so anchor init hands each mask token exactly one token.
+    cfg = get_preset(name).model
+    cfg.encoder_pretrained = False
+    m = build_tokenizer(cfg)
+    assert m.decoder.pixel_grid == m.token_grid == (int(cfg.num_tokens**0.5),) * 2
