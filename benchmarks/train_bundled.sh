@@ -7,7 +7,11 @@
 # no better class consistency: README "The bundled model, measured").
 # Then a decoder-only phase: the tokenizer's decoder side trained DEC_STEPS more steps with a cosine LR decay
 # (train.trainable=decoder: the codes, and so the GPT, are unchanged), then a second such phase of DEC2_STEPS from
-# the first (a restarted cosine from a lower peak LR); the export pairs the GPT with the last one (0: skip a phase).
+# the first (a restarted cosine from a lower peak LR), and a third of DEC3_STEPS from the second; the export pairs
+# the GPT with the last one (0: skip a phase). DEC_SET, DEC2_SET, DEC3_SET add flags to one phase (after TOK_SET,
+# so they override it: e.g. DEC2_SET="--set loss.lpips_weight=0.1").
+# GPT_RESTARTS="STEPS:LR ..." resumes the GPT after GPT_STEPS, once per pair, to STEPS with a cosine at peak LR; the
+# cosine spans the whole run, so a restart begins at the schedule's value at the step it resumes from.
 # Usage: benchmarks/train_bundled.sh RUN_DIR [EXPORT_DIR]
 #   TOK_STEPS (2200), GPT_FLAT_STEPS (3250), GPT_STEPS (8000), TOP_K (5), THREADS (1 per stage), DEC_STEPS (5000), DEC2_STEPS (6000)
 #   override the budget; DEVICE (cpu) is passed to every stage (cuda on a GPU machine); PRESET (vfmtok-cpu-64) is the
@@ -24,6 +28,11 @@ THREADS=${THREADS:-1}
 TENCROP=${TENCROP:-0}
 DEC_STEPS=${DEC_STEPS:-5000}
 DEC2_STEPS=${DEC2_STEPS:-6000}
+DEC3_STEPS=${DEC3_STEPS:-0}
+DEC_SET=${DEC_SET:-}
+DEC2_SET=${DEC2_SET:-}
+DEC3_SET=${DEC3_SET:-}
+GPT_RESTARTS=${GPT_RESTARTS:-}
 DEVICE=${DEVICE:-cpu}
 PRESET=${PRESET:-vfmtok-cpu-64}
 DATA=${DATA:-imagenette}
@@ -61,27 +70,36 @@ echo "== $(date -u) GPT-tiny to $GPT_FLAT_STEPS steps at a constant LR"
 [ -f "$R/gpt_flat.done" ] || { gpt "$GPT_FLAT_STEPS" "$R/codes" && touch "$R/gpt_flat.done"; }
 echo "== $(date -u) GPT-tiny on to $GPT_STEPS steps on $(basename "$CODES2"), cosine LR decay"
 at "$R/generator" "$GPT_STEPS" || gpt "$GPT_STEPS" "$CODES2" --set lr_schedule=cosine
+for pair in $GPT_RESTARTS; do
+  steps=${pair%%:*} lr=${pair#*:}
+  echo "== $(date -u) GPT-tiny resumed to $steps steps, cosine restart at peak LR $lr"
+  at "$R/generator" "$steps" || gpt "$steps" "$CODES2" --set lr_schedule=cosine --lr "$lr"
+done
 
-decoder_phase() {  # $1 = run folder, $2 = the tokenizer it starts from, $3 = steps, $4 = peak LR
+decoder_phase() {  # $1 = run folder, $2 = the tokenizer it starts from, $3 = steps, $4 = peak LR, $5 = its extra flags
   echo "== $(date -u) decoder-only phase $(basename "$1"), $3 steps from $(basename "$2"), cosine LR decay from $4 (codes unchanged)"
   at "$1" "$3" || $V train-tokenizer --threads "$THREADS" --preset "$PRESET" --data "$DATA" \
-    --steps "$3" --batch-size 16 --set train.cache_features=false --set train.save_every=200 $TOK_SET \
+    --steps "$3" --batch-size 16 --set train.cache_features=false --set train.save_every=200 $TOK_SET $5 \
     --set train.init_from="$2" --set train.trainable=decoder --set train.lr_schedule=cosine --set train.lr="$4" \
     --out "$1" --device "$DEVICE" $(resume "$1")
 }
 TOK=$R/tokenizer  # the tokenizer the export pairs with the GPT
 if [ "$DEC_STEPS" != 0 ]; then
-  decoder_phase "$R/tokenizer_decoder" "$TOK" "$DEC_STEPS" 4e-4
+  decoder_phase "$R/tokenizer_decoder" "$TOK" "$DEC_STEPS" 4e-4 "$DEC_SET"
   TOK=$R/tokenizer_decoder
 fi
 if [ "$DEC_STEPS" != 0 ] && [ "$DEC2_STEPS" != 0 ]; then
-  decoder_phase "$R/tokenizer_decoder2" "$TOK" "$DEC2_STEPS" 3e-4
+  decoder_phase "$R/tokenizer_decoder2" "$TOK" "$DEC2_STEPS" 3e-4 "$DEC2_SET"
   TOK=$R/tokenizer_decoder2
+fi
+if [ "$DEC_STEPS" != 0 ] && [ "$DEC2_STEPS" != 0 ] && [ "$DEC3_STEPS" != 0 ]; then
+  decoder_phase "$R/tokenizer_decoder3" "$TOK" "$DEC3_STEPS" 2e-4 "$DEC3_SET"
+  TOK=$R/tokenizer_decoder3
 fi
 
 if [ -n "$EXPORT" ]; then
   echo "== $(date -u) export to $EXPORT"
   $V export --gpt "$R/generator" --tokenizer "$TOK" --out "$EXPORT" --top-k "$TOP_K" \
-    --recipe "PRESET=$PRESET DATA=$DATA TOK_SET='$TOK_SET' TOK_STEPS=$TOK_STEPS GPT_FLAT_STEPS=$GPT_FLAT_STEPS GPT_STEPS=$GPT_STEPS TOP_K=$TOP_K TENCROP=$TENCROP DEC_STEPS=$DEC_STEPS DEC2_STEPS=$DEC2_STEPS benchmarks/train_bundled.sh"
+    --recipe "PRESET=$PRESET DATA=$DATA TOK_SET='$TOK_SET' TOK_STEPS=$TOK_STEPS GPT_FLAT_STEPS=$GPT_FLAT_STEPS GPT_STEPS=$GPT_STEPS TOP_K=$TOP_K TENCROP=$TENCROP DEC_STEPS=$DEC_STEPS DEC2_STEPS=$DEC2_STEPS DEC3_STEPS=$DEC3_STEPS DEC_SET='$DEC_SET' DEC2_SET='$DEC2_SET' DEC3_SET='$DEC3_SET' GPT_RESTARTS='$GPT_RESTARTS' benchmarks/train_bundled.sh"
 fi
 echo "== $(date -u) done"
