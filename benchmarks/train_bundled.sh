@@ -13,7 +13,8 @@
 # GPT_RESTARTS="STEPS:LR ..." resumes the GPT after GPT_STEPS, once per pair, to STEPS with a cosine at peak LR; the
 # cosine spans the whole run, so a restart begins at the schedule's value at the step it resumes from.
 # Usage: benchmarks/train_bundled.sh RUN_DIR [EXPORT_DIR]
-#   TOK_STEPS (2200), GPT_FLAT_STEPS (3250), GPT_STEPS (8000), TOP_K (5), THREADS (1 per stage), DEC_STEPS (5000), DEC2_STEPS (6000)
+#   TOK_STEPS (2200), GPT_FLAT_STEPS (3250), GPT_STEPS (8000), TOP_K (5), THREADS (1 per stage), DEC_STEPS (5000), DEC2_STEPS (6000),
+#   DEC3_STEPS (0)
 #   override the budget; DEVICE (cpu) is passed to every stage (cuda on a GPU machine); PRESET (vfmtok-cpu-64) is the
 #   tokenizer preset, DATA (imagenette) its data (or a `vfmtok prepare-data` shard folder), TOK_SET extra tokenizer
 #   flags (e.g. "--set loss.lpips_weight=0.25").
@@ -33,6 +34,9 @@ DEC_SET=${DEC_SET:-}
 DEC2_SET=${DEC2_SET:-}
 DEC3_SET=${DEC3_SET:-}
 GPT_RESTARTS=${GPT_RESTARTS:-}
+for pair in $GPT_RESTARTS; do  # checked before any stage runs, not hours in
+  [[ "$pair" =~ ^[0-9]+:[0-9.eE+-]+$ ]] || { echo "train_bundled.sh: GPT_RESTARTS entry '$pair' must look like STEPS:LR (e.g. 4300:1e-3)" >&2; exit 2; }
+done
 DEVICE=${DEVICE:-cpu}
 PRESET=${PRESET:-vfmtok-cpu-64}
 DATA=${DATA:-imagenette}
@@ -84,18 +88,15 @@ decoder_phase() {  # $1 = run folder, $2 = the tokenizer it starts from, $3 = st
     --out "$1" --device "$DEVICE" $(resume "$1")
 }
 TOK=$R/tokenizer  # the tokenizer the export pairs with the GPT
-if [ "$DEC_STEPS" != 0 ]; then
-  decoder_phase "$R/tokenizer_decoder" "$TOK" "$DEC_STEPS" 4e-4 "$DEC_SET"
-  TOK=$R/tokenizer_decoder
-fi
-if [ "$DEC_STEPS" != 0 ] && [ "$DEC2_STEPS" != 0 ]; then
-  decoder_phase "$R/tokenizer_decoder2" "$TOK" "$DEC2_STEPS" 3e-4 "$DEC2_SET"
-  TOK=$R/tokenizer_decoder2
-fi
-if [ "$DEC_STEPS" != 0 ] && [ "$DEC2_STEPS" != 0 ] && [ "$DEC3_STEPS" != 0 ]; then
-  decoder_phase "$R/tokenizer_decoder3" "$TOK" "$DEC3_STEPS" 2e-4 "$DEC3_SET"
-  TOK=$R/tokenizer_decoder3
-fi
+PHASE_STEPS=("$DEC_STEPS" "$DEC2_STEPS" "$DEC3_STEPS")
+PHASE_LR=(4e-4 3e-4 2e-4)
+PHASE_SET=("$DEC_SET" "$DEC2_SET" "$DEC3_SET")
+for i in 0 1 2; do  # each phase starts from the one before it; a 0 ends the chain
+  [ "${PHASE_STEPS[i]}" != 0 ] || break
+  out=$R/tokenizer_decoder$([ "$i" = 0 ] || echo $((i + 1)))
+  decoder_phase "$out" "$TOK" "${PHASE_STEPS[i]}" "${PHASE_LR[i]}" "${PHASE_SET[i]}"
+  TOK=$out
+done
 
 if [ -n "$EXPORT" ]; then
   echo "== $(date -u) export to $EXPORT"
