@@ -176,3 +176,38 @@ def test_init_from_a_different_model_is_a_one_line_error(tmp_path):
     cfg = tiny_run(1, trainable="encoder")
     with pytest.raises(VFMTokError, match="train.trainable must be all or decoder"):
         train_tokenizer(cfg, tmp_path / "c")
+
+
+def test_init_from_grows_the_decoder_as_the_same_function(tmp_path):
+    from vfmtok.tokenizer.api import VFMTokenizer
+    from vfmtok.tokenizer.build import build_tokenizer
+    from vfmtok.train.tokenizer import init_weights
+
+    first = train_tokenizer(tiny_run(2), tmp_path / "a")
+    src = VFMTokenizer.from_pretrained(first).model.eval()
+    cfg = tiny_run(1).model
+    cfg.dec_depth = src.cfg.dec_depth + 2
+    grown = build_tokenizer(cfg).eval()
+    _, lineage = init_weights(grown, cfg, str(first))
+    assert len(lineage) == 1 and len(grown.decoder.blocks) == len(src.decoder.blocks) + 2
+    images = torch.rand(4, 3, cfg.image_size, cfg.image_size) * 2 - 1
+    with torch.no_grad():
+        ids = src.encode(images)
+        assert torch.equal(grown.encode(images), ids)
+        # new blocks are identity maps: pixels and the feature branch equal the source's to float precision
+        torch.testing.assert_close(grown.decode(ids), src.decode(ids), rtol=0, atol=1e-6)
+    new = grown.decoder.blocks[-1]
+    assert torch.count_nonzero(new.attn.proj.weight) == 0 and torch.count_nonzero(new.mlp.w3.weight) == 0
+    assert torch.count_nonzero(new.attn.q.weight) > 0  # only the output projections start at zero
+
+    # a decoder-only phase on the grown model keeps the codes and trains the new blocks
+    run = tiny_run(2, init_from=str(first), trainable="decoder")
+    run.model.dec_depth = cfg.dec_depth
+    out = VFMTokenizer.from_pretrained(train_tokenizer(run, tmp_path / "b")).model.eval()
+    assert torch.equal(out.encode(images), ids)
+    assert torch.count_nonzero(out.decoder.blocks[-1].attn.proj.weight) > 0
+    # a shallower decoder is still refused
+    run = tiny_run(1, init_from=str(first))
+    run.model.dec_depth = 0
+    with pytest.raises(VFMTokError, match="differs in dec_depth"):
+        train_tokenizer(run, tmp_path / "c")

@@ -83,6 +83,16 @@ class ViTDecoder(nn.Module):
             x = blk(x, self.causal)
         return x[:, N], x[:, N + 1: N + 1 + masks.shape[1]]
 
+    def zero_residuals(self, first: int) -> None:
+        """Make blocks[first:] identity maps by zeroing their output projections."""
+        # A deeper decoder grown from a trained one (train.init_from) then starts as the very same function.
+        with torch.no_grad():
+            for blk in self.blocks[first:]:
+                for lin in (blk.attn.proj, blk.mlp.w3):
+                    lin.weight.zero_()
+                    if lin.bias is not None:
+                        lin.bias.zero_()
+
     def forward_pixels(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, N, dim) -> (pixel-grid features (B, dim, gh, gw), CLS output (B, dim))."""
         pos = resize_pos_table(self.grid_pos, self.table_grid, self.pixel_grid, self.pos_interp)

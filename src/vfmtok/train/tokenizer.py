@@ -23,6 +23,7 @@ from vfmtok.tokenizer.base import DECODER_SIDE, TokenizerBase
 from vfmtok.tokenizer.build import build_tokenizer
 from vfmtok.tokenizer.config import TokenizerConfig, TokenizerRunConfig, get_preset
 from vfmtok.tokenizer.losses import TokenizerLoss
+from vfmtok.tokenizer.vit_decoder import ViTDecoder
 from vfmtok.train import common as C
 from vfmtok.utils import args as A
 from vfmtok.utils.config import apply_overrides, to_dict
@@ -95,16 +96,31 @@ def _make_dataset(cfg: TokenizerRunConfig, model: TokenizerBase, run_dir: Path, 
 
 def init_weights(model: TokenizerBase, cfg: TokenizerConfig, source: str) -> tuple[Path, list[str]]:
     """Load a checkpoint's (EMA) weights into a freshly built model of the same config; returns its folder and the
-    hashes of the checkpoints whose ids it gives (itself, then its own `same_codes_as`)."""
+    hashes of the checkpoints whose ids it gives (itself, then its own `same_codes_as`).
+
+    The one difference allowed is a deeper shared ViT decoder (`model.dec_depth`): its first blocks are loaded and the
+    new ones start as identity maps, so the grown model computes what the checkpoint did."""
     folder = resolve_checkpoint(source)
     state, config, _ = load_pretrained(folder, MODEL_TYPES, required=("model",))
     ours, theirs = json.loads(json.dumps(to_dict(cfg))), config["model"]
     differ = [k for k in ours if k not in ("encoder_weights", "encoder_pretrained") and theirs.get(k) != ours[k]]
-    if differ:
+    grown_from = _grown_from(model, differ, theirs, ours)
+    if differ and grown_from is None:
         raise VFMTokError(f"train.init_from {folder}: its model config differs in {', '.join(differ)}; "
-                          "build the same model (--preset / --set model.*) as that run")
-    model.load_trainable_state_dict(state, source=str(folder))
+                          "build the same model (--preset / --set model.*) as that run (only a larger "
+                          "model.dec_depth may differ)")
+    new_blocks = tuple(f"decoder.blocks.{i}." for i in range(grown_from, ours["dec_depth"])) if grown_from else ()
+    load_state_strict(model, state, str(folder), exclude_prefixes=(*frozen_prefixes(model), *new_blocks))
+    if grown_from:
+        model.decoder.zero_residuals(grown_from)
     return folder, [file_sha256(folder / WEIGHTS_NAME), *config.get("same_codes_as", [])]
+
+
+def _grown_from(model: TokenizerBase, differ: list[str], theirs: dict, ours: dict) -> int | None:
+    """The checkpoint's decoder depth when the only difference is a deeper ViT decoder here, else None."""
+    if differ != ["dec_depth"] or not isinstance(getattr(model, "decoder", None), ViTDecoder):
+        return None
+    return int(theirs["dec_depth"]) if int(theirs["dec_depth"]) < int(ours["dec_depth"]) else None
 
 
 def _preview_images(cfg: TokenizerRunConfig, image_ds, n: int = 8) -> torch.Tensor:
