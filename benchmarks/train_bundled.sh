@@ -9,12 +9,13 @@
 # (train.trainable=decoder: the codes, and so the GPT, are unchanged), then a second such phase of DEC2_STEPS from
 # the first (a restarted cosine from a lower peak LR), and a third of DEC3_STEPS from the second; the export pairs
 # the GPT with the last one (0: skip a phase). DEC_SET, DEC2_SET, DEC3_SET add flags to one phase (after TOK_SET,
-# so they override it: e.g. DEC2_SET="--set loss.lpips_weight=0.1").
+# so they override it: e.g. DEC2_SET="--set loss.lpips_weight=0.1"); DEC_LR, DEC2_LR, DEC3_LR are their peak LRs.
+# The bundled pair's third phase used LPIPS weight 0.1 (the default DEC3_SET).
 # GPT_RESTARTS="STEPS:LR ..." resumes the GPT after GPT_STEPS, once per pair, to STEPS with a cosine at peak LR; the
 # cosine spans the whole run, so a restart begins at the schedule's value at the step it resumes from.
 # Usage: benchmarks/train_bundled.sh RUN_DIR [EXPORT_DIR]
 #   TOK_STEPS (2200), GPT_FLAT_STEPS (3250), GPT_STEPS (8000), TOP_K (5), THREADS (1 per stage), DEC_STEPS (5000), DEC2_STEPS (6000),
-#   DEC3_STEPS (0)
+#   DEC3_STEPS (2000), DEC_LR (4e-4), DEC2_LR (3e-4), DEC3_LR (3e-4)
 #   override the budget; DEVICE (cpu) is passed to every stage (cuda on a GPU machine); PRESET (vfmtok-cpu-64) is the
 #   tokenizer preset, DATA (imagenette) its data (or a `vfmtok prepare-data` shard folder), TOK_SET extra tokenizer
 #   flags (e.g. "--set loss.lpips_weight=0.25").
@@ -29,10 +30,10 @@ THREADS=${THREADS:-1}
 TENCROP=${TENCROP:-0}
 DEC_STEPS=${DEC_STEPS:-5000}
 DEC2_STEPS=${DEC2_STEPS:-6000}
-DEC3_STEPS=${DEC3_STEPS:-0}
+DEC3_STEPS=${DEC3_STEPS:-2000}
 DEC_SET=${DEC_SET:-}
 DEC2_SET=${DEC2_SET:-}
-DEC3_SET=${DEC3_SET:-}
+DEC3_SET=${DEC3_SET---set loss.lpips_weight=0.1}  # unset: the bundled recipe; set empty for none
 GPT_RESTARTS=${GPT_RESTARTS:-}
 for pair in $GPT_RESTARTS; do  # checked before any stage runs, not hours in
   [[ "$pair" =~ ^[0-9]+:[0-9.eE+-]+$ ]] || { echo "train_bundled.sh: GPT_RESTARTS entry '$pair' must look like STEPS:LR (e.g. 4300:1e-3)" >&2; exit 2; }
@@ -89,7 +90,7 @@ decoder_phase() {  # $1 = run folder, $2 = the tokenizer it starts from, $3 = st
 }
 TOK=$R/tokenizer  # the tokenizer the export pairs with the GPT
 PHASE_STEPS=("$DEC_STEPS" "$DEC2_STEPS" "$DEC3_STEPS")
-PHASE_LR=(4e-4 3e-4 2e-4)
+PHASE_LR=("${DEC_LR:-4e-4}" "${DEC2_LR:-3e-4}" "${DEC3_LR:-3e-4}")
 PHASE_SET=("$DEC_SET" "$DEC2_SET" "$DEC3_SET")
 for i in 0 1 2; do  # each phase starts from the one before it; a 0 ends the chain
   [ "${PHASE_STEPS[i]}" != 0 ] || break
@@ -101,6 +102,6 @@ done
 if [ -n "$EXPORT" ]; then
   echo "== $(date -u) export to $EXPORT"
   $V export --gpt "$R/generator" --tokenizer "$TOK" --out "$EXPORT" --top-k "$TOP_K" \
-    --recipe "PRESET=$PRESET DATA=$DATA TOK_SET='$TOK_SET' TOK_STEPS=$TOK_STEPS GPT_FLAT_STEPS=$GPT_FLAT_STEPS GPT_STEPS=$GPT_STEPS TOP_K=$TOP_K TENCROP=$TENCROP DEC_STEPS=$DEC_STEPS DEC2_STEPS=$DEC2_STEPS DEC3_STEPS=$DEC3_STEPS DEC_SET='$DEC_SET' DEC2_SET='$DEC2_SET' DEC3_SET='$DEC3_SET' GPT_RESTARTS='$GPT_RESTARTS' benchmarks/train_bundled.sh"
+    --recipe "PRESET=$PRESET DATA=$DATA TOK_SET='$TOK_SET' TOK_STEPS=$TOK_STEPS GPT_FLAT_STEPS=$GPT_FLAT_STEPS GPT_STEPS=$GPT_STEPS TOP_K=$TOP_K TENCROP=$TENCROP DEC_STEPS=$DEC_STEPS DEC2_STEPS=$DEC2_STEPS DEC3_STEPS=$DEC3_STEPS DEC_LR=${PHASE_LR[0]} DEC2_LR=${PHASE_LR[1]} DEC3_LR=${PHASE_LR[2]} DEC_SET='$DEC_SET' DEC2_SET='$DEC2_SET' DEC3_SET='$DEC3_SET' GPT_RESTARTS='$GPT_RESTARTS' benchmarks/train_bundled.sh"
 fi
 echo "== $(date -u) done"
