@@ -194,7 +194,7 @@ def test_init_from_grows_the_decoder_as_the_same_function(tmp_path):
     with torch.no_grad():
         ids = src.encode(images)
         assert torch.equal(grown.encode(images), ids)
-        # new blocks are identity maps: pixels and the feature branch equal the source's to float precision
+        # new blocks are identity maps: the pixels equal the source's to float precision
         torch.testing.assert_close(grown.decode(ids), src.decode(ids), rtol=0, atol=1e-6)
     new = grown.decoder.blocks[-1]
     assert torch.count_nonzero(new.attn.proj.weight) == 0 and torch.count_nonzero(new.mlp.w3.weight) == 0

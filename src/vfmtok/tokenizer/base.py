@@ -132,6 +132,7 @@ class TokenizerBase(nn.Module):
         """State without the frozen encoder's weights (they are never saved)."""
         return drop_frozen_state(self, self.state_dict())
 
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-        """Strict load of everything but the frozen encoder."""
-        load_state_strict(self, state, source, exclude_prefixes=tuple(frozen_prefixes(self)))
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint",
+                                  new_prefixes: tuple[str, ...] = ()) -> None:
+        """Strict load of everything but the frozen encoder and the modules under `new_prefixes` (kept as built)."""
+        load_state_strict(self, state, source, exclude_prefixes=(*frozen_prefixes(self), *new_prefixes))

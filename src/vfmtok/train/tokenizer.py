@@ -109,9 +109,10 @@ def init_weights(model: TokenizerBase, cfg: TokenizerConfig, source: str) -> tup
         raise VFMTokError(f"train.init_from {folder}: its model config differs in {', '.join(differ)}; "
                           "build the same model (--preset / --set model.*) as that run (only a larger "
                           "model.dec_depth may differ)")
-    new_blocks = tuple(f"decoder.blocks.{i}." for i in range(grown_from, ours["dec_depth"])) if grown_from else ()
-    load_state_strict(model, state, str(folder), exclude_prefixes=(*frozen_prefixes(model), *new_blocks))
-    if grown_from:
+    grown = grown_from is not None
+    new_blocks = tuple(f"decoder.blocks.{i}." for i in range(grown_from, ours["dec_depth"])) if grown else ()
+    model.load_trainable_state_dict(state, source=str(folder), new_prefixes=new_blocks)
+    if grown:
         model.decoder.zero_residuals(grown_from)
     return folder, [file_sha256(folder / WEIGHTS_NAME), *config.get("same_codes_as", [])]
 
