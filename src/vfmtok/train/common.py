@@ -88,10 +88,12 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast("cuda", dtype=dtype)
 
 
-def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedule: str = "constant", min_lr: float = 0.0) -> float:
-    """Linear warm-up, then constant or cosine decay to min_lr."""
+def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedule: str = "constant", min_lr: float = 0.0,
+          warmup_from_one: bool = True) -> float:
+    """Linear warm-up ((step+1)/warmup, or step/warmup with warmup_from_one=False), then constant or cosine decay
+    to min_lr."""
     if warmup_steps > 0 and step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
+        return base_lr * (step + int(warmup_from_one)) / warmup_steps
     if schedule == "constant":
         return base_lr
     if schedule == "cosine":
@@ -101,13 +103,13 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedu
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices/conv kernels only (dim >= 2), none on biases, norms and gains, nor on the names a
-    model's `no_weight_decay()` returns."""
+    """Weight decay on matrices/conv kernels only (dim >= 2), none on biases, norms and gains; a model with a
+    `decays(name, param)` method (RAR: its reference trainer's rule) decides for itself."""
     decay, no_decay = [], []
-    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    decides = getattr(model, "decays", None)
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.dim() >= 2 and name not in skip else no_decay).append(p)
+            (decay if (decides(name, p) if decides else p.dim() >= 2) else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

@@ -59,6 +59,12 @@ class GeneratorTrainConfig:
     lr_schedule: str = "constant"
     min_lr: float = 0.0
     ema_decay: float = 0.9999  # 0 disables EMA
+    # EMA decay warm-up min(decay, (1+step)/(10+step)) so short runs do not export near-initial weights; the
+    # paper presets (GPT-B and up) take LlamaGen's fixed decay from step 0 (False), see G.base_fields
+    ema_warmup: bool = True
+    # linear LR warm-up from (step+1)/warmup (True); from step/warmup (False: 1d-tokenizer's schedule, the first
+    # step at lr 0), which the RAR recipe takes
+    warmup_from_one: bool = True
     save_every: int = 1000
     keep_last: int = 2
     log_every: int = 10
@@ -231,10 +237,16 @@ def _wrap(raw: GPT, cfg: GeneratorTrainConfig, info: C.DistInfo) -> torch.nn.Mod
     return raw
 
 
+def make_optimizer(raw: torch.nn.Module, cfg: GeneratorTrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the model's decay / no-decay groups (fused kernels on CUDA without FSDP)."""
+    return torch.optim.AdamW(C.param_groups(raw, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
+                             fused=device.type == "cuda" and not cfg.fsdp)
+
+
 def generator_step(model: torch.nn.Module, opt: torch.optim.Optimizer, micro: list, step: int, cfg: GeneratorTrainConfig,
                    device: torch.device, ema: Any = None, tokenizer: Any = None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """One optimiser step over micro-batches [(ids or images, labels)]; returns (mean loss, grad norm, lr)."""
-    lr = C.lr_at(step, cfg.lr, G.effective_warmup(cfg), cfg.steps, cfg.lr_schedule, cfg.min_lr)
+    lr = C.lr_at(step, cfg.lr, G.effective_warmup(cfg), cfg.steps, cfg.lr_schedule, cfg.min_lr, cfg.warmup_from_one)
     for g in opt.param_groups:
         g["lr"] = lr
     opt.zero_grad(set_to_none=True)
@@ -256,7 +268,7 @@ def generator_step(model: torch.nn.Module, opt: torch.optim.Optimizer, micro: li
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     opt.step()
     if ema is not None:
-        ema.update(model, step)  # decay warm-up: short runs do not export (almost) the initial weights
+        ema.update(model, step if cfg.ema_warmup else None)
     return total, gnorm, lr
 
 
@@ -281,8 +293,7 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
     ema = None
     if cfg.ema_decay > 0:
         ema = ShardedEMA(model, cfg.ema_decay) if cfg.fsdp else C.EMA(raw, cfg.ema_decay)
-    opt = torch.optim.AdamW(C.param_groups(raw, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
-                            fused=device.type == "cuda" and not cfg.fsdp)
+    opt = make_optimizer(raw, cfg, device)
     step = 0
     if resume:
         step = _load(run_dir, cfg, model, opt, ema, info, log)
