@@ -103,14 +103,15 @@ def gpt_setup(root: Path, dim: int, n_layer: int, n_head: int, vocab: int, side:
                 ids=ids, labels=labels, cfg=cfg)
 
 
-def gpt_official_step(s: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+def gpt_official_step(s: dict[str, Any], capture: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """The body of train_c2i.py's loop at fp32 (GradScaler disabled), one process: (loss, grad norm)."""
     off, opt = s["off"], s["off_opt"]
     off.train()
     _, loss = off(cond_idx=s["labels"], idx=s["ids"][:, :-1], targets=s["ids"])
     loss.backward()
     gn = torch.nn.utils.clip_grad_norm_(off.parameters(), s["args"]["max_grad_norm"])
-    s["off_grads"] = H.grads(off)
+    if capture:
+        s["off_grads"] = H.grads(off)
     opt.step()
     opt.zero_grad(set_to_none=True)
     s["L"]["update_ema"](s["off_ema"], off)
@@ -143,6 +144,7 @@ def gpt_compare(root: Path, dtype: torch.dtype = torch.float32, **shape: Any) ->
     torch.manual_seed(seed)
     with bank.installed():
         loss_ours, gn_ours = gpt_ours_step(s)
+    g_off = mapped(s["off_grads"])
     r = {
         "shape": shape, "class_dropout_masks_equal": bool(torch.equal(seen_off[0].flatten(), seen_ours[0])),
         "labels_dropped": int((seen_ours[0] == cfg.num_classes).sum()),
@@ -153,6 +155,8 @@ def gpt_compare(root: Path, dtype: torch.dtype = torch.float32, **shape: Any) ->
         "grads": H.compare(H.grads(s["ours"]), mapped(s["off_grads"])),
         "weights_after": H.compare(H.params(s["ours"]), mapped(H.params(s["off"]))),
         "update": H.compare(H.delta(H.params(s["ours"]), w0), H.delta(mapped(H.params(s["off"])), w0)),
+        "update_where_grad_above_100eps": H.compare(H.large_grad_part(H.delta(H.params(s["ours"]), w0), g_off),
+                                                    H.large_grad_part(H.delta(mapped(H.params(s["off"])), w0), g_off)),
         "ema_after": H.compare(H.params(s["ema"].module), mapped(H.params(s["off_ema"]))),
         # at decay 0.9999 one step moves the EMA by 1e-4 x the update: below fp32 resolution, measurable in fp64
         "ema_update": H.compare(H.delta(H.params(s["ema"].module), e0), H.delta(mapped(H.params(s["off_ema"])), e0)),
@@ -232,7 +236,7 @@ def rar_setup(root: Path, dim: int, n_layer: int, n_head: int, vocab: int, side:
                 opt=opt, tcfg=tcfg, ids=ids, labels=labels, cfg=cfg, at=at)
 
 
-def rar_official_step(s: dict[str, Any], step: int) -> tuple[torch.Tensor, torch.Tensor]:
+def rar_official_step(s: dict[str, Any], step: int, capture: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """The rar branch of train_one_epoch_generator (pretokenized data, one process): (loss, grad norm)."""
     R, conf, off = s["R"], s["conf"], s["off"]
     off.train()
@@ -242,7 +246,8 @@ def rar_official_step(s: dict[str, Any], step: int) -> tuple[torch.Tensor, torch
     loss, _ = s["loss_module"](logits, labels)
     loss.backward()
     gn = torch.nn.utils.clip_grad_norm_(off.parameters(), conf.training.max_grad_norm)
-    s["off_grads"] = H.grads(off)
+    if capture:
+        s["off_grads"] = H.grads(off)
     s["off_opt"].step()
     s["sched"].step()
     s["off_opt"].zero_grad(set_to_none=True)
@@ -286,6 +291,7 @@ def rar_compare(root: Path, dtype: torch.dtype = torch.float32, **shape: Any) ->
     finally:
         G.sample_orders = G_sample
     permuted = int((orders != torch.arange(orders.shape[1])).any(1).sum())
+    g_off = _grads_to_ours(s["off_grads"], off)
     return {
         "shape": shape, "step": at, "of_steps": steps, "permute_ratio": ratio_off[at], "rows_permuted": permuted,
         "permute_ratio_schedule_equal": all(abs(a - b) < 1e-12 for a, b in zip(ratio_ours, ratio_off)),
@@ -298,6 +304,9 @@ def rar_compare(root: Path, dtype: torch.dtype = torch.float32, **shape: Any) ->
         "grads": H.compare(H.grads(ours), _grads_to_ours(s["off_grads"], off), ZERO_GRAD),
         "weights_after": H.compare(H.params(ours), _to_ours(H.params(off)), ZERO_GRAD),
         "update": H.compare(H.delta(H.params(ours), w0), H.delta(_to_ours(H.params(off)), w0), ZERO_GRAD),
+        "update_where_grad_above_100eps": H.compare(H.large_grad_part(H.delta(H.params(ours), w0), g_off),
+                                                    H.large_grad_part(H.delta(_to_ours(H.params(off)), w0), g_off),
+                                                    ZERO_GRAD),
         "settings": {"lr": s["tcfg"].lr, "betas": list(s["tcfg"].betas), "weight_decay": s["tcfg"].weight_decay,
                      "grad_clip": s["tcfg"].grad_clip, "schedule": "cosine", "warmup_steps": G.effective_warmup(s["tcfg"]),
                      "min_lr": s["tcfg"].min_lr, "ema": "none (use_ema: False)"},
@@ -310,8 +319,15 @@ def _grads_to_ours(g: dict[str, torch.Tensor], off: nn.Module) -> dict[str, torc
     return _to_ours(full)
 
 
-def rar_time_setup(root: Path, **shape: Any) -> dict[str, Any]:
-    """A fresh pair for timing (no mask bank: native dropout and attention kernels on both sides)."""
+def gpt_time(root: Path, warmup: int, reps: int, **shape: Any) -> dict[str, Any]:
+    """Seconds per training step of each trainer (native dropout and attention kernels, fp32, eager)."""
+    s = gpt_setup(root, **shape)
+    return H.time_pair(lambda: gpt_ours_step(s), lambda: gpt_official_step(s, capture=False), warmup, reps)
+
+
+def rar_time(root: Path, warmup: int, reps: int, **shape: Any) -> dict[str, Any]:
+    """Seconds per RAR training step of each trainer at the annealing step (about half the rows permuted)."""
     s = rar_setup(root, **shape)
-    s["steps"] = replace(s["tcfg"]).steps
-    return s
+    s["ours"].train()
+    return H.time_pair(lambda: generator_step(s["ours"], s["opt"], [(s["ids"], s["labels"])], s["at"], s["tcfg"], CPU),
+                       lambda: rar_official_step(s, s["at"], capture=False), warmup, reps)

@@ -144,6 +144,13 @@ def compare(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor], apar
     return out
 
 
+def large_grad_part(d: dict[str, torch.Tensor], g: dict[str, torch.Tensor], eps: float = 1e-8,
+                    factor: float = 100.0) -> dict[str, torch.Tensor]:
+    """d with the elements whose (reference) gradient is within `factor` x AdamW's eps zeroed: the part of a first
+    AdamW update that does not divide rounding noise by a number near eps."""
+    return {k: torch.where(g[k].abs() > factor * eps, v, torch.zeros_like(v)) for k, v in d.items()}
+
+
 def map_exact(fn: Callable[[dict], dict], d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Apply an import key map (which renames, splits and joins tensors but converts them to fp32) without losing
     fp64 precision: the high and low fp32 parts are mapped apart and added back."""
