@@ -145,14 +145,14 @@ def resolve_config(args: argparse.Namespace, data_facts=None) -> GeneratorTrainC
 class ShardedEMA:
     """EMA of FSDP2-sharded parameters: each rank averages its own shard; export gathers full tensors."""
 
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True):
+        self.decay, self.warmup = decay, warmup
         self.params = {n: p.detach().clone() for n, p in model.named_parameters()}
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int | None = None) -> None:
         """Same rule (and decay warm-up) as train.common.EMA.update."""
-        d = self.decay if step is None else min(self.decay, (1.0 + step) / (10.0 + step))
+        d = self.decay if step is None or not self.warmup else min(self.decay, (1.0 + step) / (10.0 + step))
         for n, p in model.named_parameters():
             self.params[n].lerp_(p.detach(), 1.0 - d)
 
@@ -238,9 +238,10 @@ def _wrap(raw: GPT, cfg: GeneratorTrainConfig, info: C.DistInfo) -> torch.nn.Mod
 
 
 def make_optimizer(raw: torch.nn.Module, cfg: GeneratorTrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over the model's decay / no-decay groups (fused kernels on CUDA without FSDP)."""
+    """AdamW over the model's decay / no-decay groups; the fused kernel (as LlamaGen's creat_optimizer picks) on CUDA
+    and CPU, except under FSDP (sharded DTensor parameters)."""
     return torch.optim.AdamW(C.param_groups(raw, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
-                             fused=device.type == "cuda" and not cfg.fsdp)
+                             fused=device.type in ("cuda", "cpu") and not cfg.fsdp)
 
 
 def generator_step(model: torch.nn.Module, opt: torch.optim.Optimizer, micro: list, step: int, cfg: GeneratorTrainConfig,
@@ -268,7 +269,7 @@ def generator_step(model: torch.nn.Module, opt: torch.optim.Optimizer, micro: li
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     opt.step()
     if ema is not None:
-        ema.update(model, step if cfg.ema_warmup else None)
+        ema.update(model, step)  # the decay warm-up, where cfg.ema_warmup built the EMA with it
     return total, gnorm, lr
 
 
@@ -292,7 +293,7 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
     model = _wrap(raw, cfg, info)
     ema = None
     if cfg.ema_decay > 0:
-        ema = ShardedEMA(model, cfg.ema_decay) if cfg.fsdp else C.EMA(raw, cfg.ema_decay)
+        ema = ShardedEMA(model, cfg.ema_decay, cfg.ema_warmup) if cfg.fsdp else C.EMA(raw, cfg.ema_decay, warmup=cfg.ema_warmup)
     opt = make_optimizer(raw, cfg, device)
     step = 0
     if resume:
