@@ -12,7 +12,6 @@ import copy
 import inspect
 import random
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Text, Tuple
 
@@ -27,7 +26,7 @@ from vfmtok.official.gpt_import import map_gpt_state
 from vfmtok.official.rar_import import import_rar_state
 from vfmtok.train import common as C
 from vfmtok.train import generator_arch as G
-from vfmtok.train.generator import GeneratorTrainConfig, generator_step, make_optimizer
+from vfmtok.train.generator import GeneratorTrainConfig, generator_step, make_ema, make_optimizer
 
 CPU = torch.device("cpu")
 
@@ -94,7 +93,7 @@ def gpt_setup(root: Path, dim: int, n_layer: int, n_head: int, vocab: int, side:
     tcfg = GeneratorTrainConfig(**{**G.base_fields("GPT-B", "gpt", {}), "model": cfg}, steps=1000, batch_size=batch)
     ours = GPT(cfg).to(dtype)
     ours.load_state_dict(H.map_exact(lambda d: map_gpt_state(d, cfg, "official"), off.state_dict()), strict=True)
-    ema = C.EMA(ours, tcfg.ema_decay)
+    ema = make_ema(ours, ours, tcfg)
     opt = make_optimizer(ours, tcfg, CPU)
     g = torch.Generator().manual_seed(seed + 1)
     ids = torch.randint(0, vocab, (batch, side * side), generator=g)

@@ -85,12 +85,13 @@ def _leaves(x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: (v.clone().requires_grad_(True) if k != "images" and k != "target" else v.clone()) for k, v in x.items()}
 
 
-def loss_compare(root: Path, steps: tuple[int, ...] = (19998, 19999, 20000)) -> dict[str, Any]:
+def loss_compare(root: Path, steps: tuple[int, ...] = (19998, 19999, 20000), **loss_fields: Any) -> dict[str, Any]:
     """Generator and discriminator losses of VQLoss.forward vs TokenizerLoss on the same inputs, around the GAN start."""
     torch.manual_seed(0)
     perceptual, disc = StandInPerceptual(), DINODiscriminator(None).train()
     O = load_official(root, perceptual, disc)
     cfg = get_preset("vfmtok-paper")
+    cfg.loss = dataclasses.replace(cfg.loss, **loss_fields)
     ours = TokenizerLoss(dataclasses.replace(cfg.loss, lpips_weight=0.0, disc="patchgan", gan_weight=0.0), 336)
     ours.cfg, ours.lpips, ours.disc = cfg.loss, perceptual, disc  # the paper weights, the shared networks
     out: dict[str, Any] = {"paper_loss_config": {k: getattr(cfg.loss, k) for k in (
@@ -113,8 +114,8 @@ def loss_compare(root: Path, steps: tuple[int, ...] = (19998, 19999, 20000)) -> 
         d_ours = ours.discriminator_loss(x["images"], x["recon"])[0] if ours.gan_active(step) else torch.zeros(())
         out[f"step_{step}"] = {
             "gan_active": {"official": step + 1 >= 20000, "ours": ours.gan_active(step)},
-            "generator_loss": {"ours": float(l_ours), "official": float(l_off), "rel": H.rel_err(l_ours, l_off)},
-            "feature_cosine": {"ours": logs.get("feature"), "official": float(sim)},
+            "generator_loss": {"ours": float(l_ours.detach()), "official": float(l_off.detach()), "rel": H.rel_err(l_ours, l_off)},
+            "feature_cosine": {"ours": logs.get("feature"), "official": float(sim.detach())},
             "input_grads": H.compare({k: b[k].grad for k in ("recon", "pred", "cb", "commit")},
                                      {k: a[k].grad for k in ("recon", "pred", "cb", "commit")}),
             "discriminator_loss": {"ours": float(d_ours), "official": float(d_off), "rel": H.rel_err(d_ours, d_off)},
@@ -190,3 +191,44 @@ def disc_adam_start(lr: float, betas: tuple[float, float], start: int, after: tu
                 out.append(float((p.detach() - before).norm()))
         norms[name] = out
     return {f"step_{k}_ratio": o / u for k, o, u in zip(after, norms["official"], norms["ours"])}
+
+
+MISSING = [
+    "The model itself (VQModel of tokenizer/vfmtok/) was not run: it needs einops, omegaconf, kornia and cv2, "
+    "calls .cuda() throughout, loads a DINOv2 file and reads hard-coded levels [5, 11, 17, 23] (a reduced-depth "
+    "DINOv2 needs that call patched), and the CUDA MSDeformAttn op needs its ms_deform_attn_core_pytorch fallback "
+    "swapped in. So the model gradients, the weights after a full step and the tokenizer step time are not "
+    "compared here; the forward (encode path, decoder) is compared by tests/test_official_import.py.",
+    "LPIPS and the DINO discriminator are shared stand-ins (their official constructors download weights).",
+]
+
+
+def tokenizer_compare(root: Path, timing: bool = False, warmup: int = 2, reps: int = 7) -> dict[str, Any]:
+    """The loss terms (around the GAN start) and the update rules; the model-level step is listed as missing."""
+    before = {"weight_decay": 0.05, "ema_warmup": True, "warmup_init_lr": 0.0}  # the preset before issue 33
+    res = {"losses": loss_compare(root), "losses_with_gan_start_20000_as_before": loss_compare(root, (19999,), gan_start=20000),
+           "update": update_compare(root),
+           "update_with_the_settings_before_issue_33": update_compare(root, **before), "missing": MISSING}
+    lines = ["| step (0-based) | GAN on: official / ours | generator loss rel | input grads rel (worst) | "
+             "discriminator loss rel |", "|---|---|---|---|---|"]
+    for k, v in res["losses"].items():
+        if k.startswith("step_"):
+            lines.append(f"| {k[5:]} | {v['gan_active']['official']} / {v['gan_active']['ours']} | "
+                         f"{v['generator_loss']['rel']:.2e} | {v['input_grads']['max_rel']:.2e} "
+                         f"({v['input_grads']['worst']}) | {v['discriminator_loss']['rel']:.2e} |")
+    old = res["losses_with_gan_start_20000_as_before"]["step_19999"]
+    lines.append(f"| 19999, gan_start 20000 as before issue 33 | {old['gan_active']['official']} / "
+                 f"{old['gan_active']['ours']} | {old['generator_loss']['rel']:.2e} | {old['input_grads']['max_rel']:.2e} "
+                 f"({old['input_grads']['worst']}) | {old['discriminator_loss']['rel']:.2e} |")
+    u, b = res["update"], res["update_with_the_settings_before_issue_33"]
+    lines += ["", f"Paper loss config: `{res['losses']['paper_loss_config']}`.", "",
+              "| update rule (fp64) | paper preset now | settings before issue 33 |", "|---|---|---|",
+              f"| LR schedule over 500 steps (warm-up 200), max rel | {u['lr_schedule_max_rel']:.2e} | "
+              f"{b['lr_schedule_max_rel']:.2e} |",
+              f"| one optimizer update (Adam vs AdamW), rel | {u['update']['max_rel']:.2e} | {b['update']['max_rel']:.2e} |",
+              f"| one EMA update, rel | {u['ema_update']['max_rel']:.2e} | {b['ema_update']['max_rel']:.2e} |", "",
+              "Discriminator Adam at the GAN start (official: stepped from step 0 on a zero loss), update norm "
+              "official / ours after 1, 10, 50 steps: " + ", ".join(f"{v:.2f}" for v in u["disc_adam"].values()) + ".",
+              "", "Not compared:", ""] + [f"- {m}" for m in MISSING] + [""]
+    res["md"] = lines
+    return res

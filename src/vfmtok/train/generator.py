@@ -237,6 +237,13 @@ def _wrap(raw: GPT, cfg: GeneratorTrainConfig, info: C.DistInfo) -> torch.nn.Mod
     return raw
 
 
+def make_ema(raw: torch.nn.Module, model: torch.nn.Module, cfg: GeneratorTrainConfig) -> Any:
+    """The EMA a run keeps (None with ema_decay 0): of the FSDP-sharded `model`, else of the plain `raw` model."""
+    if cfg.ema_decay <= 0:
+        return None
+    return ShardedEMA(model, cfg.ema_decay, cfg.ema_warmup) if cfg.fsdp else C.EMA(raw, cfg.ema_decay, warmup=cfg.ema_warmup)
+
+
 def make_optimizer(raw: torch.nn.Module, cfg: GeneratorTrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW over the model's decay / no-decay groups; the fused kernel (as LlamaGen's creat_optimizer picks) on CUDA
     and CPU, except under FSDP (sharded DTensor parameters)."""
@@ -291,9 +298,7 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
     raw = G.build_model(cfg).to(device)
     raw.class_names, raw.tokenizer_info = class_names, tok_facts
     model = _wrap(raw, cfg, info)
-    ema = None
-    if cfg.ema_decay > 0:
-        ema = ShardedEMA(model, cfg.ema_decay, cfg.ema_warmup) if cfg.fsdp else C.EMA(raw, cfg.ema_decay, warmup=cfg.ema_warmup)
+    ema = make_ema(raw, model, cfg)
     opt = make_optimizer(raw, cfg, device)
     step = 0
     if resume:
