@@ -118,7 +118,7 @@ def loss_compare(root: Path, steps: tuple[int, ...] = (19998, 19999, 20000), **l
             "feature_cosine": {"ours": logs.get("feature"), "official": float(sim.detach())},
             "input_grads": H.compare({k: b[k].grad for k in ("recon", "pred", "cb", "commit")},
                                      {k: a[k].grad for k in ("recon", "pred", "cb", "commit")}),
-            "discriminator_loss": {"ours": float(d_ours), "official": float(d_off), "rel": H.rel_err(d_ours, d_off)},
+            "discriminator_loss": {"ours": float(d_ours.detach()), "official": float(d_off.detach()), "rel": H.rel_err(d_ours, d_off)},
         }
     return out
 
