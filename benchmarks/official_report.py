@@ -65,7 +65,7 @@ def write(res: dict[str, Any], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str) + "\n")
     md = ["# One training step against the official trainers (issue 33)", "",
-          f"Command: `{res['command']}` (official checkouts outside the repository; paths shortened).", "",
+          f"Command: `{res['command']}` (SCRATCH: a folder outside the repository holding the official checkouts).", "",
           f"torch {res['torch']}, {res['cpu']}, {res['threads']} thread, {res['date']}. Machine: {res['machine']}.", "",
           f"Exact comparison at {json.dumps(res['check_shape'])}; timing at {json.dumps(res['time_shape'])}.", ""]
     if "gpt" in res:

@@ -33,6 +33,12 @@ CHECK_SHAPE = dict(dim=128, n_layer=2, n_head=4, vocab=512, side=8, classes=10, 
 TIME_SHAPE = dict(dim=256, n_layer=4, n_head=4, vocab=4096, side=16, classes=10, batch=4)
 
 
+def _command(argv: list[str]) -> str:
+    """The command line with every path shortened to SCRATCH/<its last part> (the results name no local folders)."""
+    out = [f"SCRATCH/{Path(x).name}" if os.sep in x else x for x in argv]
+    return "python benchmarks/official_training.py " + " ".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--llamagen", type=Path, help="FoundationVision/LlamaGen checkout (GPT step)")
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     out = a.out.resolve()
     a.workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(a.workdir)
-    res: dict = {"command": "python benchmarks/official_training.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    res: dict = {"command": _command(argv if argv is not None else sys.argv[1:]),
                  "torch": torch.__version__, "cpu": platform.processor() or platform.machine(), "threads": 1,
                  "machine": "2 CPU cores shared with six other jobs: compare the ratios, not the seconds",
                  "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "check_shape": CHECK_SHAPE,
