@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps of each arm before timing")
     p.add_argument("--reps", type=int, default=7, help="timed steps of each arm (median reported)")
     p.add_argument("--no-timing", action="store_true")
+    p.add_argument("--tokenizer-model", action="store_true",
+                   help="also build and run the official tokenizer model on CPU (needs --extra-path)")
+    p.add_argument("--extra-path", type=Path, help="folder with einops, omegaconf, kornia, cv2 (pip install --target)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")  # the schedule advanced to a mid-run step
@@ -73,6 +76,15 @@ def main(argv: list[str] | None = None) -> int:
 
         res["tokenizer"] = OT.tokenizer_compare(a.vfmtok2.resolve(), timing=not a.no_timing, warmup=a.warmup,
                                                 reps=a.reps)
+        if a.tokenizer_model:
+            import official_tokenizer_model as OTM
+
+            if a.extra_path:
+                sys.path.append(str(a.extra_path.resolve()))
+            vq = OT.load_official(a.vfmtok2.resolve(), OT.StandInPerceptual(), torch.nn.Identity())["vq_loss"]
+            res["tokenizer"]["model_probe"] = OTM.probe(a.vfmtok2.resolve(), vq)
+            res["tokenizer"]["md"] += ["Official model probe (`--tokenizer-model`): `"
+                                       + json.dumps(res["tokenizer"]["model_probe"]) + "`.", ""]
     OR.write(res, out)
     print(f"wrote {out}.json and {out}.md")
     return 0
