@@ -142,14 +142,17 @@ def test_preset_parameter_counts():
         rar_preset_config("RAR-Q")
 
 
-def test_no_weight_decay_on_embeddings_norms_biases():
+def test_weight_decay_groups_follow_the_reference_trainer():
+    # 1d-tokenizer's create_optimizer: no decay on 1-D tensors or names with embed/norm/bias/ln, so the final adaLN
+    # ('adaln_before_head') is not decayed and the (1, 1, dim) cls token is
     m = nano()
     decay, no_decay = param_groups(m, 0.03)
     names = {id(p): n for n, p in m.named_parameters()}
     decayed = {names[id(p)] for p in decay["params"]}
-    assert "blocks.0.attn.qkv.weight" in decayed and "head.weight" in decayed
+    assert {"blocks.0.attn.qkv.weight", "head.weight", "cls_token", "blocks.0.modulation.weight"} <= decayed
     assert not decayed & {"tok_emb.weight", "class_emb.weight", "pos_embed", "target_pos_embed", "step_embed",
-                          "cls_token", "blocks.0.attn.qkv.bias"}
+                          "blocks.0.attn.qkv.bias", "final_modulation.weight", "blocks.0.attn.q_norm.weight"}
+    assert len(decayed) + len(no_decay["params"]) == len(list(m.parameters()))
 
 
 def test_save_load_round_trip(tmp_path):

@@ -183,9 +183,14 @@ class RAR(GeneratorIO, nn.Module):
     def null_class(self) -> int:
         return self.config.num_classes
 
-    def no_weight_decay(self) -> set[str]:
-        """Parameters kept out of weight decay (the reference decays neither embeddings nor norms/biases)."""
-        return {n for n, p in self.named_parameters() if p.dim() < 2 or "emb" in n or n == "cls_token"}
+    def decays(self, name: str, p: torch.Tensor) -> bool:
+        """Whether AdamW decays this parameter: 1d-tokenizer's create_optimizer rule read on the official names
+        (no decay for 1-D tensors and names holding 'embed', 'norm', 'bias' or 'ln'). So the embedding tables are not
+        decayed, the final adaLN is not either ('adaln_before_head' holds 'ln'), and the cls token (1, 1, dim there)
+        is; benchmarks/official_training.py compares the step."""
+        if name == "cls_token":
+            return True
+        return p.dim() >= 2 and "emb" not in name and not name.startswith("final_modulation.")
 
     def setup_caches(self, max_batch: int, max_seq: int, dtype: torch.dtype | None = None) -> None:
         """KV caches for max_seq inputs (class + tokens) plus the cls token, rounded up to a multiple of 8."""

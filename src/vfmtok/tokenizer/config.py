@@ -99,6 +99,8 @@ class TrainConfig:
     lr_schedule: str = "constant"
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    ema_warmup: bool = True               # decay min(ema_decay, (1+step)/(10+step)); False: fixed (official update_ema)
+    warmup_init_lr: float = 0.0           # the LR warm-up starts here (the official trainer: 1e-7)
     min_scale: float = 0.8                # random-crop scale range (ADM style)
     reseed_dead_every: int = 0            # re-seed unused codes every N steps (0 = off)
     cache_features: bool = False          # cache the frozen encoder's features on disk (exact: it is frozen)
@@ -152,9 +154,13 @@ def _paper() -> TokenizerRunConfig:
         dec_pos_interp="dino_offset", dec_feature_norm="feature",
     )
     # Official defaults: 2 x MSE pixel loss, the frozen DINO ViT-S/16 discriminator (loss.disc_weights=<file>).
-    loss = LossConfig(pixel_weight=2.0, gan_start=20000, gan_weight=0.5, disc="dino")
+    # vqgan_train.py passes global_step = train_steps + 1 to the loss, so its GAN terms start at our step 19,999.
+    loss = LossConfig(pixel_weight=2.0, gan_start=19_999, gan_weight=0.5, disc="dino")
+    # vqgan_train.py: torch.optim.Adam (no weight decay; here AdamW at 0), warm-up from 1e-7 (timm's scheduler),
+    # EMA at a fixed 0.9999 (benchmarks/official_training.py compares the step)
     train = TrainConfig(data="imagenet", batch_size=256, lr=1e-4, warmup_steps=4 * 5000, steps=250_000,
-                        ema_decay=0.9999, save_every=5000, num_workers=8)
+                        ema_decay=0.9999, ema_warmup=False, warmup_init_lr=1e-7, weight_decay=0.0, save_every=5000,
+                        num_workers=8)
     return TokenizerRunConfig(m, loss, train)
 
 

@@ -88,10 +88,12 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast("cuda", dtype=dtype)
 
 
-def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedule: str = "constant", min_lr: float = 0.0) -> float:
-    """Linear warm-up, then constant or cosine decay to min_lr."""
+def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedule: str = "constant", min_lr: float = 0.0,
+          warmup_from_one: bool = True, warmup_init: float = 0.0) -> float:
+    """Linear warm-up from warmup_init ((step+1)/warmup of the way, or step/warmup with warmup_from_one=False), then
+    constant or cosine decay to min_lr."""
     if warmup_steps > 0 and step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
+        return warmup_init + (base_lr - warmup_init) * (step + int(warmup_from_one)) / warmup_steps
     if schedule == "constant":
         return base_lr
     if schedule == "cosine":
@@ -101,21 +103,21 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedu
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on matrices/conv kernels only (dim >= 2), none on biases, norms and gains, nor on the names a
-    model's `no_weight_decay()` returns."""
+    """Weight decay on matrices/conv kernels only (dim >= 2), none on biases, norms and gains; a model with a
+    `decays(name, param)` method (RAR: its reference trainer's rule) decides for itself."""
     decay, no_decay = [], []
-    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    decides = getattr(model, "decays", None)
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (decay if p.dim() >= 2 and name not in skip else no_decay).append(p)
+            (decay if (decides(name, p) if decides else p.dim() >= 2) else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 class EMA:
     """Exponential moving average of a model's parameters (buffers copied), kept as a frozen module copy."""
 
-    def __init__(self, model: nn.Module, decay: float = 0.9999, shared: tuple[nn.Module, ...] = ()):
-        self.decay = decay
+    def __init__(self, model: nn.Module, decay: float = 0.9999, shared: tuple[nn.Module, ...] = (), warmup: bool = True):
+        self.decay, self.warmup = decay, warmup
         # Frozen submodules (e.g. a 300M-param encoder) are shared with the copy, not duplicated.
         memo = {id(m): m for m in shared}
         self.module = copy.deepcopy(unwrap(model), memo).eval()
@@ -123,11 +125,12 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int | None = None) -> None:
-        """ema = d * ema + (1 - d) * param over trainable parameters; d = min(decay, (1+step)/(10+step)) when step is given.
+        """ema = d * ema + (1 - d) * param over trainable parameters; d = min(decay, (1+step)/(10+step)) when step is
+        given and the EMA was built with warmup=True, else the fixed decay (the official trainers' update_ema).
 
         The warm-up keeps short runs from exporting mostly-initial weights (0.999**500 = 0.61).
         """
-        d = self.decay if step is None else min(self.decay, (1.0 + step) / (10.0 + step))
+        d = self.decay if step is None or not self.warmup else min(self.decay, (1.0 + step) / (10.0 + step))
         src = dict(unwrap(model).named_parameters())
         for name, p in self.module.named_parameters():
             q = src[name]

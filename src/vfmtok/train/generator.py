@@ -59,6 +59,12 @@ class GeneratorTrainConfig:
     lr_schedule: str = "constant"
     min_lr: float = 0.0
     ema_decay: float = 0.9999  # 0 disables EMA
+    # EMA decay warm-up min(decay, (1+step)/(10+step)) so short runs do not export near-initial weights; the
+    # paper presets (GPT-B and up) take LlamaGen's fixed decay from step 0 (False), see G.base_fields
+    ema_warmup: bool = True
+    # linear LR warm-up from (step+1)/warmup (True); from step/warmup (False: 1d-tokenizer's schedule, the first
+    # step at lr 0), which the RAR recipe takes
+    warmup_from_one: bool = True
     save_every: int = 1000
     keep_last: int = 2
     log_every: int = 10
@@ -139,14 +145,14 @@ def resolve_config(args: argparse.Namespace, data_facts=None) -> GeneratorTrainC
 class ShardedEMA:
     """EMA of FSDP2-sharded parameters: each rank averages its own shard; export gathers full tensors."""
 
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
+    def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True):
+        self.decay, self.warmup = decay, warmup
         self.params = {n: p.detach().clone() for n, p in model.named_parameters()}
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int | None = None) -> None:
         """Same rule (and decay warm-up) as train.common.EMA.update."""
-        d = self.decay if step is None else min(self.decay, (1.0 + step) / (10.0 + step))
+        d = self.decay if step is None or not self.warmup else min(self.decay, (1.0 + step) / (10.0 + step))
         for n, p in model.named_parameters():
             self.params[n].lerp_(p.detach(), 1.0 - d)
 
@@ -231,10 +237,24 @@ def _wrap(raw: GPT, cfg: GeneratorTrainConfig, info: C.DistInfo) -> torch.nn.Mod
     return raw
 
 
+def make_ema(raw: torch.nn.Module, model: torch.nn.Module, cfg: GeneratorTrainConfig) -> Any:
+    """The EMA a run keeps (None with ema_decay 0): of the FSDP-sharded `model`, else of the plain `raw` model."""
+    if cfg.ema_decay <= 0:
+        return None
+    return ShardedEMA(model, cfg.ema_decay, cfg.ema_warmup) if cfg.fsdp else C.EMA(raw, cfg.ema_decay, warmup=cfg.ema_warmup)
+
+
+def make_optimizer(raw: torch.nn.Module, cfg: GeneratorTrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the model's decay / no-decay groups; the fused kernel (as LlamaGen's creat_optimizer picks) on CUDA
+    and CPU, except under FSDP (sharded DTensor parameters)."""
+    return torch.optim.AdamW(C.param_groups(raw, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
+                             fused=device.type in ("cuda", "cpu") and not cfg.fsdp)
+
+
 def generator_step(model: torch.nn.Module, opt: torch.optim.Optimizer, micro: list, step: int, cfg: GeneratorTrainConfig,
                    device: torch.device, ema: Any = None, tokenizer: Any = None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """One optimiser step over micro-batches [(ids or images, labels)]; returns (mean loss, grad norm, lr)."""
-    lr = C.lr_at(step, cfg.lr, G.effective_warmup(cfg), cfg.steps, cfg.lr_schedule, cfg.min_lr)
+    lr = C.lr_at(step, cfg.lr, G.effective_warmup(cfg), cfg.steps, cfg.lr_schedule, cfg.min_lr, cfg.warmup_from_one)
     for g in opt.param_groups:
         g["lr"] = lr
     opt.zero_grad(set_to_none=True)
@@ -256,7 +276,7 @@ def generator_step(model: torch.nn.Module, opt: torch.optim.Optimizer, micro: li
     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
     opt.step()
     if ema is not None:
-        ema.update(model, step)  # decay warm-up: short runs do not export (almost) the initial weights
+        ema.update(model, step)  # the decay warm-up, where cfg.ema_warmup built the EMA with it
     return total, gnorm, lr
 
 
@@ -278,11 +298,8 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
     raw = G.build_model(cfg).to(device)
     raw.class_names, raw.tokenizer_info = class_names, tok_facts
     model = _wrap(raw, cfg, info)
-    ema = None
-    if cfg.ema_decay > 0:
-        ema = ShardedEMA(model, cfg.ema_decay) if cfg.fsdp else C.EMA(raw, cfg.ema_decay)
-    opt = torch.optim.AdamW(C.param_groups(raw, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas),
-                            fused=device.type == "cuda" and not cfg.fsdp)
+    ema = make_ema(raw, model, cfg)
+    opt = make_optimizer(raw, cfg, device)
     step = 0
     if resume:
         step = _load(run_dir, cfg, model, opt, ema, info, log)

@@ -18,9 +18,14 @@ ARCHS = ("gpt", "rar")
 # The reference RAR recipe (1d-tokenizer / VFMTok-RAR configs/training/generator/rar*.yaml): AdamW 4e-4, betas
 # (0.9, 0.96), weight decay 0.03, cosine to 1e-5 after a warm-up of 62.5k of 250k steps, grad clip 1.0, no EMA;
 # permutation probability 1 until 125k steps, annealed linearly to 0 by 187.5k.
+# The reference scheduler steps after the optimizer, so step s runs at lr * s / warmup (the first at 0).
 RAR_TRAIN_DEFAULTS: dict[str, Any] = dict(lr=4e-4, betas=(0.9, 0.96), weight_decay=0.03, lr_schedule="cosine",
                                           min_lr=1e-5, warmup_frac=0.25, grad_clip=1.0, ema_decay=0.0,
-                                          permute_anneal=(0.5, 0.75))
+                                          permute_anneal=(0.5, 0.75), warmup_from_one=False)
+# LlamaGen's train_c2i.py for the paper's GPTs: EMA at a fixed 0.9999 from the first step (update_ema), no warm-up.
+# The small CPU presets keep the decay warm-up, without which a short run exports almost its initial weights.
+PAPER_GPT_TRAIN_DEFAULTS: dict[str, Any] = dict(ema_warmup=False)
+SMALL_GPT_PRESETS = ("GPT-nano", "GPT-tiny")
 
 
 def arch_of_preset(preset: str) -> str:
@@ -48,7 +53,8 @@ def base_fields(preset: str, arch: str, facts: dict[str, Any]) -> dict[str, Any]
     """GeneratorTrainConfig fields a preset starts from: its architecture (+ data facts) and the arch's defaults."""
     if arch == "rar":
         return {**RAR_TRAIN_DEFAULTS, "preset": preset, "arch": arch, "rar": rar_preset_config(preset, **facts)}
-    return {"preset": preset, "arch": arch, "model": preset_config(preset, **facts)}
+    paper = {} if preset in SMALL_GPT_PRESETS else PAPER_GPT_TRAIN_DEFAULTS
+    return {**paper, "preset": preset, "arch": arch, "model": preset_config(preset, **facts)}
 
 
 def model_config(cfg: Any):

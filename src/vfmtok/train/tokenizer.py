@@ -189,13 +189,19 @@ class TokenizerParts:
         return int(st["step"])
 
 
+def tokenizer_optimizer(model: torch.nn.Module, t) -> torch.optim.AdamW:
+    """AdamW over the decay / no-decay groups (with train.weight_decay 0, as the paper preset has, it is the official
+    trainer's torch.optim.Adam)."""
+    return torch.optim.AdamW(C.param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas))
+
+
 def build_parts(cfg: TokenizerRunConfig, model: TokenizerBase, info: C.DistInfo) -> TokenizerParts:
     """Loss, EMA, optimisers, scaler and the DDP wrappers around an already-built tokenizer."""
     t, device = cfg.train, info.device
     frozen = (model.encoder,) if hasattr(model, "encoder") else ()
     losses = TokenizerLoss(cfg.loss, cfg.model.image_size).to(device)
-    ema = C.EMA(model, t.ema_decay, shared=frozen)
-    opt = torch.optim.AdamW(C.param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas))
+    ema = C.EMA(model, t.ema_decay, shared=frozen, warmup=t.ema_warmup)
+    opt = tokenizer_optimizer(model, t)
     opt_d = None
     if losses.disc is not None:
         d_params = [p for p in losses.disc.parameters() if p.requires_grad]
@@ -210,7 +216,7 @@ def build_parts(cfg: TokenizerRunConfig, model: TokenizerBase, info: C.DistInfo)
 def tokenizer_step(p: TokenizerParts, micro: list, step: int, cfg: TokenizerRunConfig, device: torch.device) -> tuple[dict, object]:
     """One optimiser step over micro-batches (gradient accumulation), then the discriminator's; returns (logs, last output)."""
     t = cfg.train
-    lr = C.lr_at(step, t.lr, t.warmup_steps, t.steps, t.lr_schedule)
+    lr = C.lr_at(step, t.lr, t.warmup_steps, t.steps, t.lr_schedule, warmup_init=t.warmup_init_lr)
     for g in p.opt.param_groups:
         g["lr"] = lr
     p.opt.zero_grad(set_to_none=True)
