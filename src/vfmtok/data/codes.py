@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vfmtok.utils.atomic import atomic_path, preallocate
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.io import read_json, write_json
 
@@ -65,12 +66,21 @@ class CodeWriter:
                                   "use another --out or delete it")
             self.index = old
         else:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            for s in fresh["shards"]:  # preallocate; the index is written only once the files exist
-                np.lib.format.open_memmap(self.folder / s["codes"], "w+", dtype, (s["count"], num_views, tok["num_tokens"]))
-                np.lib.format.open_memmap(self.folder / s["labels"], "w+", np.int64, (s["count"],))
             self.index = fresh
-            write_json(self.folder / INDEX_NAME, self.index)
+            try:  # preallocated; the index is written only once the files exist
+                for s in fresh["shards"]:
+                    _new_array(self.folder / s["codes"], dtype, (s["count"], num_views, tok["num_tokens"]))
+                    _new_array(self.folder / s["labels"], np.int64, (s["count"],))
+                write_json(self.folder / INDEX_NAME, self.index)
+            except BaseException:
+                self.remove()
+                raise
+        self.fresh = old is None
+
+    def remove(self) -> None:
+        """Delete the index and shard files (of an extraction that failed before it could be resumed)."""
+        for name in [INDEX_NAME] + [s[k] for s in self.index["shards"] for k in ("codes", "labels")]:
+            (self.folder / name).unlink(missing_ok=True)
 
     @property
     def done(self) -> int:
@@ -97,6 +107,13 @@ class CodeWriter:
             pos += take
         self.index["done"] = self.done + n
         write_json(self.folder / INDEX_NAME, self.index)
+
+
+def _new_array(path: Path, dtype: Any, shape: tuple[int, ...]) -> None:
+    """A zero-filled .npy file of `shape`, its blocks reserved, so writes through a memory map cannot fail later."""
+    with atomic_path(path, needed=int(np.prod(shape)) * np.dtype(dtype).itemsize) as tmp:
+        np.lib.format.open_memmap(tmp, "w+", dtype, shape).flush()  # header written, file sized (sparse)
+        preallocate(tmp, tmp.stat().st_size)
 
 
 def _jsonable(x: Any) -> Any:

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from vfmtok.data.imagefolder import ImageFolderDataset, load_rgb
+from vfmtok.data.imagefolder import ImageFolderDataset, check_image, load_rgb
 from vfmtok.data.shards import INDEX_FORMAT, INDEX_NAME, scan_shard
 from vfmtok.data.sources import resolve_dataset
 from vfmtok.utils.errors import VFMTokError
@@ -59,9 +59,9 @@ class _ImageFolderSource:
     def __len__(self) -> int:
         return len(self.ds)
 
-    def get(self, i: int) -> tuple[bytes, str, int]:
+    def get(self, i: int) -> tuple[bytes, str, int, str]:
         member, cls = self.ds.items[i]
-        return self.ds.read_bytes(i), Path(member).suffix.lower(), self.ds.class_to_idx[cls]
+        return self.ds.read_bytes(i), Path(member).suffix.lower(), self.ds.class_to_idx[cls], self.ds.describe(i)
 
 
 def _source(spec: str, split: str) -> Any:
@@ -74,11 +74,13 @@ def _source(spec: str, split: str) -> Any:
     return _ImageFolderSource(spec, split)
 
 
-def _encode(data: bytes, ext: str, resize: int | None, quality: int) -> tuple[bytes, str]:
-    """Bytes as stored when possible; otherwise (resize, or another format) RGB re-encoded as JPEG."""
+def _encode(data: bytes, ext: str, resize: int | None, quality: int, name: str) -> tuple[bytes, str]:
+    """Bytes as stored when possible (once they are known to decode); otherwise (resize, or another format) RGB
+    re-encoded as JPEG. `name`: the image's file, for errors."""
     if resize is None and ext in _KEEP_AS_IS:
+        check_image(data, name)  # a shard must not carry an image that training cannot read
         return data, _KEEP_AS_IS[ext]
-    img = load_rgb(data)
+    img = load_rgb(data, name)
     if resize is not None and min(img.size) > resize:
         while min(img.size) >= 2 * resize:
             img = img.resize(tuple(x // 2 for x in img.size), resample=Image.BOX)
@@ -105,8 +107,8 @@ def _write_shard(i: int) -> int:
     with atomic_path(out / f"shard-{i:06d}.tar") as tmp:
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tf:
             for j in ids:
-                data, ext, label = src.get(j)
-                data, ext = _encode(data, ext, _JOB["resize"], _JOB["quality"])
+                data, ext, label, name = src.get(j)
+                data, ext = _encode(data, ext, _JOB["resize"], _JOB["quality"], name)
                 key = f"{j:09d}"
                 _add(tf, f"{key}.{ext}", data)
                 _add(tf, f"{key}.cls", str(label).encode())

@@ -9,6 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from vfmtok.utils.atomic import disk_full
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.runlock import RunLock
 
@@ -67,12 +68,34 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 @contextlib.contextmanager
 def command_guard(args: argparse.Namespace) -> Iterator[None]:
-    """Outputs checked, and the run folder locked for commands that fill one (rank 0 of a distributed run only)."""
+    """Outputs checked, and the run folder locked for commands that fill one (rank 0 of a distributed run only);
+    errors that reach here in a form the CLI would print as a traceback become one line."""
     check_outputs(args)
     command = getattr(args, "command", None)
     out = getattr(args, "out", None)
-    if command not in LOCKED_COMMANDS or not out or int(os.environ.get("RANK", "0")) != 0:
+    with one_line_errors(out or "."):
+        if command not in LOCKED_COMMANDS or not out or int(os.environ.get("RANK", "0")) != 0:
+            yield
+            return
+        with RunLock(out):
+            yield
+
+
+@contextlib.contextmanager
+def one_line_errors(out: str | os.PathLike) -> Iterator[None]:
+    """A full disk anywhere (a log line, a metrics line, a library's own file) as one line naming `out`; a
+    VFMTokError a DataLoader worker raised, which the loader re-raises with the worker's traceback in its message,
+    as its own one line."""
+    try:
         yield
-        return
-    with RunLock(out):
-        yield
+    except VFMTokError as e:
+        text = str(e)
+        if "Traceback" in text:  # torch's ExceptionWrapper: the original message is the last line
+            last = text.strip().splitlines()[-1]
+            raise VFMTokError(last.split("VFMTokError: ", 1)[-1]) from None
+        raise
+    except (OSError, RuntimeError) as e:
+        err = disk_full(e, out)
+        if err is None:
+            raise
+        raise err from None

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vfmtok.utils.io import atomic_path
+from vfmtok.utils.atomic import write_with
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -35,9 +35,7 @@ def make_grid(images: np.ndarray, ncol: int, pad: int = 2) -> np.ndarray:
 
 def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write a uint8 HWC array as PNG atomically."""
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-    return Path(path)
+    return write_with(path, lambda f: Image.fromarray(image).save(f, format="PNG"), needed=image.nbytes)
 
 
 def save_pairs_grid(path: str | os.PathLike, originals: torch.Tensor, recons: torch.Tensor, pairs_per_row: int = 4) -> Path:
