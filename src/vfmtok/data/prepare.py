@@ -135,7 +135,7 @@ def prepare_shards(src: str, out: str | Path, shard_size: int = 1000, split: str
     todo = [i for i in range(n_shards) if not (out / f"shard-{i:06d}.tar").is_file()]
     _JOB.update(src=source, order=order, shard_size=shard_size, out=out, resize=resize, quality=quality)
     bar = tqdm(total=n, initial=n - sum(len(order[i * shard_size:(i + 1) * shard_size]) for i in todo),
-               desc="prepare-data", unit="img", dynamic_ncols=True)
+               desc="prepare-data", unit="img", dynamic_ncols=True, disable=None)
     try:
         if workers > 0 and len(todo) > 1 and source.parallel_ok:
             with mp.get_context("fork").Pool(workers) as pool:

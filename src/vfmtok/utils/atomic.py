@@ -26,7 +26,7 @@ TEMP_PATTERN = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 # Names older vfmtok versions gave checkpoints being built or replaced; swept alike.
 LEGACY_PATTERN = re.compile(r"^\.step_\d{7}\.(tmp|old)$")
 _ALPHABET = string.ascii_lowercase + string.digits + "_"
-# mkstemp creates files readable by the owner only; finished files get the permissions a plain open() would give.
+# Finished files get the permissions a plain open() would give, also where a library recreated them owner-only.
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
@@ -127,6 +127,8 @@ def atomic_path(path: str | os.PathLike, needed: int | None = None, folder: bool
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(errno.ENOENT, "the temporary of an atomic write vanished", str(tmp))
+        if not folder and tmp.stat().st_mode & 0o777 == 0o600:  # recreated owner-only (safetensors does that)
+            os.chmod(tmp, 0o666 & ~_UMASK)
         _fsync_tree(tmp)
         if folder and path.exists():  # a folder cannot be renamed over a non-empty one: move the old one aside
             aside = temp_name(path)
@@ -137,7 +139,7 @@ def atomic_path(path: str | os.PathLike, needed: int | None = None, folder: bool
             os.replace(tmp, path)
         _fsync(parent)
     except BaseException as e:
-        err = disk_full(e, parent, needed) if isinstance(e, Exception) else None
+        err = disk_full(e, _visible(parent), needed) if isinstance(e, Exception) else None
         _remove(tmp)
         if err is not None:
             raise err from None
@@ -183,6 +185,15 @@ class LogFileHandler(logging.FileHandler):
         if err is not None:
             raise err from None
         super().handleError(record)
+
+
+def _visible(folder: Path) -> Path:
+    """`folder`, or the folder a temporary folder it lies in will be renamed into: what a user knows by name."""
+    parts = folder.parts
+    for i, name in enumerate(parts):
+        if is_temporary(name):
+            return Path(*parts[:i])
+    return folder
 
 
 def _fsync(p: Path) -> None:

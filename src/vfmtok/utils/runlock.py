@@ -91,6 +91,7 @@ class RunLock:
             try:
                 tmp.write_text(json.dumps(me) + "\n")
             except OSError as e:
+                tmp.unlink(missing_ok=True)
                 self._cleanup_dirs()
                 raise disk_full(e, self.folder) or e from None
             for _ in range(5):
