@@ -125,7 +125,8 @@ def prepare_shards(src: str, out: str | Path, shard_size: int = 1000, split: str
     n = len(source)
     plan = {"source": str(Path(src).resolve()) if Path(src).exists() else src, "split": split, "samples": n,
             "classes": source.classes, "shard_size": shard_size, "resize": resize, "quality": quality, "seed": seed}
-    if (out / PLAN_NAME).is_file():
+    fresh = not (out / PLAN_NAME).is_file()
+    if not fresh:
         if read_json(out / PLAN_NAME) != plan:
             raise VFMTokError(f"{out} holds shards of another prepare-data plan ({PLAN_NAME} differs); choose another --out")
     else:
@@ -144,6 +145,11 @@ def prepare_shards(src: str, out: str | Path, shard_size: int = 1000, split: str
         else:
             for i in todo:
                 bar.update(_write_shard(i))
+    except Exception:
+        if fresh:  # a bad image (or a full disk) stops a new run: no partial shard set is left to mistake for data
+            for name in [PLAN_NAME] + [f"shard-{i:06d}.tar" for i in range(n_shards)]:
+                (out / name).unlink(missing_ok=True)
+        raise
     finally:
         bar.close()
         _JOB.clear()

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from vfmtok.utils.atomic import LogFileHandler, make_dirs
+from vfmtok.utils.atomic import LogFileHandler
 from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.io import (TRAIN_STATE_NAME, load_train_state, resolve_checkpoint, save_pretrained, save_train_state,
@@ -157,7 +157,6 @@ def setup_logging(run_dir: Path, is_main: bool, name: str = "vfmtok") -> logging
     logger.handlers.clear()
     logger.propagate = False
     if is_main:
-        make_dirs(run_dir)
         fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
         fh = LogFileHandler(run_dir / "train.log")
         fh.setFormatter(fmt)

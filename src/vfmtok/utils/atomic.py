@@ -179,6 +179,13 @@ class LogFileHandler(logging.FileHandler):
     """A log file appended line by line (the one kind of output not written whole): a full disk stops the command
     with one line instead of logging's own traceback on stderr."""
 
+    def __init__(self, path: str | os.PathLike):
+        super().__init__(path, delay=True)  # created at the first line: a run refused before it logs leaves none
+
+    def _open(self):  # noqa: ANN202 (logging's own signature)
+        make_dirs(Path(self.baseFilename).parent)
+        return super()._open()
+
     def handleError(self, record: logging.LogRecord) -> None:
         exc = sys.exc_info()[1]
         err = disk_full(exc, Path(self.baseFilename).parent) if isinstance(exc, Exception) else None
