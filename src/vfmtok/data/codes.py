@@ -43,6 +43,21 @@ def read_index(folder: str | os.PathLike, require_complete: bool = True) -> dict
     return index
 
 
+def check_shards(folder: Path, index: dict[str, Any]) -> None:
+    """One-line error unless every shard file the index lists is a readable .npy of the recorded length."""
+    for s in index["shards"]:
+        for key in ("codes", "labels"):
+            path = folder / s[key]
+            if not path.is_file():
+                raise VFMTokError(f"{path} is missing (listed in {folder / INDEX_NAME})")
+            try:
+                n = len(np.load(path, mmap_mode="r"))
+            except (OSError, ValueError, EOFError) as e:
+                raise VFMTokError(f"{path} is not a readable .npy file ({str(e).splitlines()[0]})") from None
+            if n != s["count"]:
+                raise VFMTokError(f"{path} holds {n} rows, its index says {s['count']}; extract the codes again")
+
+
 class CodeWriter:
     """Creates (or resumes) a shard set and appends (codes, labels) chunks in image order."""
 
@@ -127,6 +142,7 @@ class CodeDataset(torch.utils.data.Dataset):
     def __init__(self, folder: str | os.PathLike, seed: int = 0, random_view: bool = True):
         self.folder = Path(folder)
         self.index = read_index(self.folder)
+        check_shards(self.folder, self.index)
         self.seed, self.random_view, self._epoch = seed, random_view, 0
         self._maps: list[tuple[np.ndarray, np.ndarray]] | None = None
 

@@ -36,6 +36,8 @@ def _open_source(path: str | Path, split: str | None) -> tuple[_Source, list[tup
     path = Path(path)
     if not path.exists():
         raise VFMTokError(f"dataset not found: {path}")
+    if not (path.is_file() or path.is_dir()):
+        raise VFMTokError(f"dataset {path} is a special file (a device or FIFO), not a folder or zip")
     items: list[tuple[str, str]] = []
     if path.is_file():
         if not zipfile.is_zipfile(path):

@@ -118,8 +118,9 @@ def _write_shard(i: int) -> int:
 def prepare_shards(src: str, out: str | Path, shard_size: int = 1000, split: str = "train", resize: int | None = None,
                    quality: int = 95, seed: int = 0, workers: int = 0) -> Path:
     """Shuffle SRC's samples (seeded) into shards of `shard_size`; resumes a partial run of the same plan."""
-    if shard_size < 1 or (resize is not None and resize < 8) or not 1 <= quality <= 100:
-        raise VFMTokError("need --shard-size >= 1, --resize >= 8 and 1 <= --quality <= 100")
+    if shard_size < 1 or (resize is not None and resize < 8) or not 1 <= quality <= 100 or seed < 0 or workers < 0:
+        raise VFMTokError(f"need --shard-size >= 1, --resize >= 8, 1 <= --quality <= 100, --seed >= 0 and --workers >= 0"
+                          f" (got {shard_size}, {resize}, {quality}, {seed}, {workers})")
     out = Path(out)
     source = _source(src, split)
     n = len(source)

@@ -94,9 +94,16 @@ def _card(kind: str, facts: dict[str, Any]) -> dict[str, Any]:
             "data": "ImageNet-1k, as trained by the official release (CVMI-Lab/VFMTok; LlamaGen for the GPT code)."}
 
 
+def _check_counts(num_tokens: int | None, n_head: int | None) -> None:
+    for flag, v in (("--num-tokens", num_tokens), ("--n-head", n_head)):
+        if v is not None and v < 1:
+            raise VFMTokError(f"{flag} must be >= 1, got {v}")
+
+
 def import_gpt(path: Path, out: Path, which: str = "ema", num_tokens: int | None = None,
                tokenizer_info: dict | None = None, n_head: int | None = None) -> dict[str, Any]:
     """Write an official GPT as a vfmtok GPT folder `out`; returns import facts."""
+    _check_counts(num_tokens, n_head)
     from vfmtok.generator.gpt import GPT
 
     state, args, source = _official_state(path, which, "gpt")
@@ -114,6 +121,7 @@ def import_gpt(path: Path, out: Path, which: str = "ema", num_tokens: int | None
 def import_rar(path: Path, out: Path, which: str = "ema", num_tokens: int | None = None,
                tokenizer_info: dict | None = None, n_head: int | None = None) -> dict[str, Any]:
     """Write an official RAR as a vfmtok RAR folder `out`; returns import facts."""
+    _check_counts(num_tokens, n_head)
     from vfmtok.generator.rar import RAR
 
     state, _, source = _official_state(path, which, "rar")

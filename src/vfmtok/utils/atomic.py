@@ -117,7 +117,9 @@ def atomic_path(path: str | os.PathLike, needed: int | None = None, folder: bool
     succeeds, fsync it and rename it over `path` (a folder replaces an existing one). On any exception the temporary
     is removed, and a full disk is re-raised as one VFMTokError line. `needed`: bytes expected, for that line."""
     path = Path(path)
-    parent = make_dirs(path.parent)
+    parent = path.parent
+    created = [p for p in (parent, *parent.parents) if not p.exists()]  # deepest first
+    make_dirs(parent)
     tmp = temp_name(path)
     try:
         if folder:
@@ -141,6 +143,11 @@ def atomic_path(path: str | os.PathLike, needed: int | None = None, folder: bool
     except BaseException as e:
         err = disk_full(e, _visible(parent), needed) if isinstance(e, Exception) else None
         _remove(tmp)
+        for d in created:  # folders made for this file alone go with it
+            try:
+                d.rmdir()
+            except OSError:
+                break
         if err is not None:
             raise err from None
         raise
