@@ -41,6 +41,7 @@ def _argv(w, name, out):
 def _assert_full_disk_reported(rc, err, root, load_benchmark):
     assert rc == 2, err
     assert len(err.splitlines()) == 1 and "Traceback" not in err and "no space left in" in err, err
+    assert ".tmp" not in err and "free" in err, err  # names a folder the user knows, and what is left
     left = [p for p in root.rglob("*") if is_temporary(p.name) or p.name.endswith(".tmp")]
     assert left == [], left
     checks = load_benchmark("fault_checks")

@@ -112,10 +112,13 @@ def make_dirs(folder: str | os.PathLike) -> Path:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, needed: int | None = None, folder: bool = False) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, needed: int | None = None, folder: bool = False,
+                sync_dir: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path` (an empty file, or with `folder` an empty folder); when the block
     succeeds, fsync it and rename it over `path` (a folder replaces an existing one). On any exception the temporary
-    is removed, and a full disk is re-raised as one VFMTokError line. `needed`: bytes expected, for that line."""
+    is removed, and a full disk is re-raised as one VFMTokError line. `needed`: bytes expected, for that line.
+    `sync_dir=False` leaves the fsync of the containing folder (which makes the rename durable) to the caller, who
+    writes many files there and calls `fsync_dir` once."""
     path = Path(path)
     parent = path.parent
     created = [p for p in (parent, *parent.parents) if not p.exists()]  # deepest first
@@ -139,7 +142,8 @@ def atomic_path(path: str | os.PathLike, needed: int | None = None, folder: bool
             _remove(aside)
         else:
             os.replace(tmp, path)
-        _fsync(parent)
+        if sync_dir:
+            _fsync(parent)
     except BaseException as e:
         err = disk_full(e, _visible(parent), needed) if isinstance(e, Exception) else None
         _remove(tmp)
@@ -161,9 +165,10 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
-def write_with(path: str | os.PathLike, write: Callable[[object], None], needed: int | None = None) -> Path:
+def write_with(path: str | os.PathLike, write: Callable[[object], None], needed: int | None = None,
+               sync_dir: bool = True) -> Path:
     """Atomically write what `write(file_object)` writes (np.savez, torch.save, PIL's save take one)."""
-    with atomic_path(path, needed=needed) as tmp:
+    with atomic_path(path, needed=needed, sync_dir=sync_dir) as tmp:
         with open(tmp, "wb") as f:
             write(f)
     return Path(path)
@@ -208,6 +213,11 @@ def _visible(folder: Path) -> Path:
         if is_temporary(name):
             return Path(*parts[:i])
     return folder
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make the renames into `folder` durable (after writes with sync_dir=False)."""
+    _fsync(Path(folder))
 
 
 def _fsync(p: Path) -> None:

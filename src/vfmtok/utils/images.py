@@ -33,9 +33,10 @@ def make_grid(images: np.ndarray, ncol: int, pad: int = 2) -> np.ndarray:
     return grid
 
 
-def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write a uint8 HWC array as PNG atomically."""
-    return write_with(path, lambda f: Image.fromarray(image).save(f, format="PNG"), needed=image.nbytes)
+def save_png(path: str | os.PathLike, image: np.ndarray, sync_dir: bool = True) -> Path:
+    """Write a uint8 HWC array as PNG atomically (`sync_dir`: see utils.atomic.atomic_path)."""
+    return write_with(path, lambda f: Image.fromarray(image).save(f, format="PNG"), needed=image.nbytes,
+                      sync_dir=sync_dir)
 
 
 def save_pairs_grid(path: str | os.PathLike, originals: torch.Tensor, recons: torch.Tensor, pairs_per_row: int = 4) -> Path:
