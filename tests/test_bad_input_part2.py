@@ -3,7 +3,6 @@ val/ split, malformed YAML, a lone empty image, and checkpoint tensors of the wr
 half-written."""
 
 import io
-import json
 import os
 import struct
 import zlib
