@@ -56,3 +56,29 @@ def load_benchmark():
         return mod
 
     return load
+
+
+@pytest.fixture(scope="session")
+def cli_world(tmp_path_factory):
+    """Inputs for every writing command: a 2-class image folder (train/ 4 + val/ 2 per class), an untrained tiny
+    tokenizer, its codes, and a GPT-nano trained 2 steps on them; {name: path}."""
+    import numpy as np
+    from PIL import Image
+
+    from vfmtok.cli import main
+    from vfmtok.tokenizer.api import build_tiny_tokenizer
+
+    root = tmp_path_factory.mktemp("world")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("val", 2)):
+        for c in ("red", "blue"):
+            (root / "data" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(root / "data" / split / c / f"{i}.png")
+    w = {"data": root / "data", "tokenizer": build_tiny_tokenizer(root / "tok", class_names=["blue", "red"])}
+    w["codes"], w["gpt"] = root / "codes", root / "gpt"
+    assert main(["extract-codes", "--tokenizer", str(w["tokenizer"]), "--data", str(w["data"]), "--out",
+                 str(w["codes"]), "--device", "cpu", "--batch-size", "4"]) == 0
+    assert main(["train-generator", "--codes", str(w["codes"]), "--preset", "GPT-nano", "--steps", "2",
+                 "--batch-size", "4", "--device", "cpu", "--out", str(w["gpt"])]) == 0
+    return w

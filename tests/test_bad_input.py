@@ -93,6 +93,7 @@ def _expect_refusal(argv, tmp_path, capsys, *needles):
     for n in needles:
         assert n in err, err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing left behind
+    return err
 
 
 def _zip(path, members):

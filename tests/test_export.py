@@ -31,7 +31,7 @@ def test_export_is_portable_and_stores_fp16(tiny_pair, tmp_path):
     assert imgs.shape == (2, 32, 32, 3)
     info = json.loads((moved / "model.json").read_text())
     assert info["dtype"] == "fp16" and info["exported_from"]["generator"].endswith("gpt")
-    assert not (tmp_path / "bundle.tmp").exists()
+    assert not list(tmp_path.glob(".bundle.*.tmp"))
 
 
 def test_sample_uses_the_bundled_model_by_default(tiny_pair, tmp_path, monkeypatch, capsys):

@@ -18,7 +18,7 @@ def test_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
 
 
 def test_finished_file_gets_umask_permissions(tmp_path):
-    import vfmtok.utils.io as io
+    import vfmtok.utils.atomic as io
 
     write_text(tmp_path / "a.txt", "x")  # mkstemp's temporary is owner-only (0600); the result follows the umask
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~io._UMASK

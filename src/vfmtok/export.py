@@ -8,12 +8,12 @@ the folder can move. The frozen encoder is never part of it (it comes from `vfmt
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 import torch
 
 from vfmtok.utils import args as A
+from vfmtok.utils.atomic import atomic_path
 from vfmtok.utils.errors import VFMTokError, require
 from vfmtok.utils.hub import CARD_NAME, metrics_table
 from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, read_json, write_json, write_text
@@ -52,22 +52,14 @@ def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Pat
     out = Path(out)
     if out.exists() and not (out / "model.json").is_file() and (not out.is_dir() or any(out.iterdir())):
         raise VFMTokError(f"{out} exists and is not an exported model; choose a new --out (nothing was replaced)")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     info = {**(info or {}), **({"sampling": gpt.sampling} if gpt.sampling else {})}
-    try:
+    with atomic_path(out, folder=True) as tmp:  # built complete under a temporary name, then swapped in
         tok.save_pretrained(tmp / "tokenizer", dtype=DTYPES[dtype], card=_card("tokenizer", gpt, info))
         gpt.tokenizer_info = {**(gpt.tokenizer_info or {}), "checkpoint_path": "../tokenizer",
                               "checkpoint_hash": file_sha256(tmp / "tokenizer" / WEIGHTS_NAME)}
         gpt.save_pretrained(tmp / "generator", dtype=DTYPES[dtype], card=_card("generator", gpt, info))
         write_json(tmp / "model.json", {"generator": "generator", "tokenizer": "tokenizer", "dtype": dtype,
                                         "exported_from": _origin(gpt.source, tok.checkpoint_path), **info})
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # no half-written folder left behind
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
     return out
 
 

@@ -106,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     tok = load_tokenizer(model / "tokenizer")
     gpt = GPT.from_pretrained(model / "generator")
+    anchors = load_tokenizer(args.anchor_tokenizer) if args.anchor_tokenizer else tok  # before any file is written
+    require(anchors.image_size == tok.image_size, "--anchor-tokenizer must work at the model's image size")
     out = Path(args.out)
     x, _ = one_per_class(args.data, tok.image_size, args.split)
     written = [save_png(out / "reconstructions.png", reconstruction_rows(tok, x, scale=2))]
@@ -117,8 +119,6 @@ def run(args: argparse.Namespace) -> int:
     rows = [upscale(make_grid(imgs[labels.numpy() == c], ncol=args.per_class), 2) for c in range(n_cls)]
     names = gpt.class_names or [str(c) for c in range(n_cls)]
     written.append(save_png(out / "samples.png", labelled_rows(rows, names)))
-    anchors = load_tokenizer(args.anchor_tokenizer) if args.anchor_tokenizer else tok
-    require(anchors.image_size == tok.image_size, "--anchor-tokenizer must work at the model's image size")
     pics = [sampling_regions(anchors, x[i]) for i in (0, 4, 8) if i < len(x)]
     if pics[0] is None:
         print("note: the tokenizer has no anchor queries (a VQGAN); give --anchor-tokenizer for anchor_regions.png")

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vfmtok.utils.atomic import atomic_path, preallocate
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.io import read_json, write_json
 
@@ -40,6 +41,21 @@ def read_index(folder: str | os.PathLike, require_complete: bool = True) -> dict
         raise VFMTokError(f"{folder}: extraction incomplete ({index['done']}/{index['num_images']} images); "
                           "rerun `vfmtok extract-codes` with the same arguments to resume")
     return index
+
+
+def check_shards(folder: Path, index: dict[str, Any]) -> None:
+    """One-line error unless every shard file the index lists is a readable .npy of the recorded length."""
+    for s in index["shards"]:
+        for key in ("codes", "labels"):
+            path = folder / s[key]
+            if not path.is_file():
+                raise VFMTokError(f"{path} is missing (listed in {folder / INDEX_NAME})")
+            try:
+                n = len(np.load(path, mmap_mode="r"))
+            except (OSError, ValueError, EOFError) as e:
+                raise VFMTokError(f"{path} is not a readable .npy file ({str(e).splitlines()[0]})") from None
+            if n != s["count"]:
+                raise VFMTokError(f"{path} holds {n} rows, its index says {s['count']}; extract the codes again")
 
 
 class CodeWriter:
@@ -65,12 +81,21 @@ class CodeWriter:
                                   "use another --out or delete it")
             self.index = old
         else:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            for s in fresh["shards"]:  # preallocate; the index is written only once the files exist
-                np.lib.format.open_memmap(self.folder / s["codes"], "w+", dtype, (s["count"], num_views, tok["num_tokens"]))
-                np.lib.format.open_memmap(self.folder / s["labels"], "w+", np.int64, (s["count"],))
             self.index = fresh
-            write_json(self.folder / INDEX_NAME, self.index)
+            try:  # preallocated; the index is written only once the files exist
+                for s in fresh["shards"]:
+                    _new_array(self.folder / s["codes"], dtype, (s["count"], num_views, tok["num_tokens"]))
+                    _new_array(self.folder / s["labels"], np.int64, (s["count"],))
+                write_json(self.folder / INDEX_NAME, self.index)
+            except BaseException:
+                self.remove()
+                raise
+        self.fresh = old is None
+
+    def remove(self) -> None:
+        """Delete the index and shard files (of an extraction that failed before it could be resumed)."""
+        for name in [INDEX_NAME] + [s[k] for s in self.index["shards"] for k in ("codes", "labels")]:
+            (self.folder / name).unlink(missing_ok=True)
 
     @property
     def done(self) -> int:
@@ -99,6 +124,13 @@ class CodeWriter:
         write_json(self.folder / INDEX_NAME, self.index)
 
 
+def _new_array(path: Path, dtype: Any, shape: tuple[int, ...]) -> None:
+    """A zero-filled .npy file of `shape`, its blocks reserved, so writes through a memory map cannot fail later."""
+    with atomic_path(path, needed=int(np.prod(shape)) * np.dtype(dtype).itemsize) as tmp:
+        np.lib.format.open_memmap(tmp, "w+", dtype, shape).flush()  # header written, file sized (sparse)
+        preallocate(tmp, tmp.stat().st_size)
+
+
 def _jsonable(x: Any) -> Any:
     """Normalise tuples to lists so stored and fresh values compare equal."""
     return json.loads(json.dumps(x, default=str))
@@ -110,6 +142,7 @@ class CodeDataset(torch.utils.data.Dataset):
     def __init__(self, folder: str | os.PathLike, seed: int = 0, random_view: bool = True):
         self.folder = Path(folder)
         self.index = read_index(self.folder)
+        check_shards(self.folder, self.index)
         self.seed, self.random_view, self._epoch = seed, random_view, 0
         self._maps: list[tuple[np.ndarray, np.ndarray]] | None = None
 

@@ -36,12 +36,16 @@ def _open_source(path: str | Path, split: str | None) -> tuple[_Source, list[tup
     path = Path(path)
     if not path.exists():
         raise VFMTokError(f"dataset not found: {path}")
+    if not (path.is_file() or path.is_dir()):
+        raise VFMTokError(f"dataset {path} is a special file (a device or FIFO), not a folder or zip")
     items: list[tuple[str, str]] = []
     if path.is_file():
         if not zipfile.is_zipfile(path):
             raise VFMTokError(f"dataset {path} is a file but not a zip archive")
         with zipfile.ZipFile(path) as z:
-            names = [n for n in z.namelist() if n.lower().endswith(IMAGE_EXTS)]
+            infos = [i for i in z.infolist() if i.filename.lower().endswith(IMAGE_EXTS) and not i.is_dir()]
+        sizes = {i.filename: i.file_size for i in infos}
+        names = list(sizes)
         unsafe = next((n for n in names if n.startswith(("/", "\\")) or ".." in n.replace("\\", "/").split("/")), None)
         if unsafe is not None:  # nothing is extracted, but such a member names a place outside the archive
             raise VFMTokError(f"zip {path} has a member outside the archive's folder ('{unsafe}'); refusing it")
@@ -51,6 +55,7 @@ def _open_source(path: str | Path, split: str | None) -> tuple[_Source, list[tup
                 rel = n[len(prefix):]
                 parts = rel.split("/")
                 if len(parts) == 2:
+                    _refuse_empty(sizes[n], f"{path}:{n}")
                     items.append((n, parts[0]))
         src = _Source(root=path, zip_path=path, prefix=prefix)
     else:
@@ -62,12 +67,19 @@ def _open_source(path: str | Path, split: str | None) -> tuple[_Source, list[tup
         for cls_dir in sorted(p for p in root.iterdir() if p.is_dir()):
             for f in sorted(cls_dir.iterdir()):
                 if f.suffix.lower() in IMAGE_EXTS and f.is_file():
+                    _refuse_empty(f.stat().st_size, f)
                     items.append((str(f), cls_dir.name))
         src = _Source(root=root)
     if not items:
         where = f"{path}" + (f" (split '{split}')" if split else "")
         raise VFMTokError(f"no images found in {where}: expected class sub-folders holding {'/'.join(IMAGE_EXTS)} files")
     return src, sorted(items)
+
+
+def _refuse_empty(size: int, where: str | Path) -> None:
+    # An empty file never decodes; said here, at listing, it is not mistaken for a smaller problem later.
+    if size == 0:
+        raise VFMTokError(f"cannot read image {where}: the file is empty (0 bytes); remove or replace it")
 
 
 def _find_zip_prefix(names: list[str], split: str | None, path: Path) -> str:
@@ -87,15 +99,40 @@ def _find_zip_prefix(names: list[str], split: str | None, path: Path) -> str:
     return max(prefixes, key=lambda p: prefixes[p])
 
 
-def load_rgb(data_or_path: bytes | str | Path) -> Image.Image:
-    """Open an image as 8-bit RGB, upright: EXIF rotation applied, 16-bit scaled down, transparency over white."""
+def load_rgb(data_or_path: bytes | str | Path, name: str | None = None) -> Image.Image:
+    """Open an image as 8-bit RGB, upright: EXIF rotation applied, 16-bit scaled down, transparency over white.
+    `name`: the file the bytes came from, for the error message."""
     try:
         img = Image.open(io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path)
         img = ImageOps.exif_transpose(img)  # phone photos store the rotation in EXIF, not in the pixels
         return _to_rgb(img)
     except Exception as e:  # PIL raises many types for broken files
-        name = "" if isinstance(data_or_path, bytes) else f" {data_or_path}"
-        raise VFMTokError(f"cannot read image{name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise _image_error(e, data_or_path, name) from None
+
+
+def check_image(data: bytes, name: str) -> None:
+    """Refuse bytes that do not decode as an image (empty, truncated, a decompression bomb), naming the file; JPEGs
+    are decoded at reduced scale (all their data is still read), which keeps the check cheap."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+            img.load()
+    except Exception as e:  # PIL raises many types for broken files
+        raise _image_error(e, data, name) from None
+
+
+def _image_error(e: Exception, data_or_path: bytes | str | Path, name: str | None) -> VFMTokError:
+    where = name or ("" if isinstance(data_or_path, bytes) else str(data_or_path))
+    if isinstance(data_or_path, bytes) and not data_or_path:
+        why = "the file is empty (0 bytes)"
+    elif isinstance(e, Image.DecompressionBombError):
+        why = f"{str(e).splitlines()[0]} (a decompression bomb?)"
+    else:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "<_io.BytesIO" in why:  # PIL names its in-memory buffer, not the file
+            why = why.split("<_io.BytesIO")[0].rstrip(" :") or "not a readable image"
+    return VFMTokError(f"cannot read image {where}: {why}" if where else f"cannot read image: {why}")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -212,9 +249,14 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         except OSError as e:
             raise VFMTokError(f"cannot read image: {e}") from None
 
+    def describe(self, i: int) -> str:
+        """Where the i-th image lives: its path, or zip:member."""
+        member, _ = self.items[i]
+        return member if self.src.zip_path is None else f"{self.src.zip_path}:{member}"
+
     def read(self, i: int) -> Image.Image:
         """The i-th image as PIL RGB, unaugmented."""
-        return load_rgb(self.read_bytes(i))
+        return load_rgb(self.read_bytes(i), self.describe(i))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         img = self.read(i)

@@ -55,12 +55,12 @@ class LmdbSource:
     def __len__(self) -> int:
         return self.n
 
-    def get(self, i: int) -> tuple[bytes, str, int]:
-        """(bytes, extension, label) of sample i; the extension is sniffed from the image header."""
+    def get(self, i: int) -> tuple[bytes, str, int, str]:
+        """(bytes, extension, label, where) of sample i; the extension is sniffed from the image header."""
         with self.env.begin() as txn:
             raw = txn.get(str(i).encode())
         if raw is None:
             raise VFMTokError(f"{self.path}: key {i} missing (num_samples is {self.n})")
         data, label = safe_record(raw)
         ext = ".png" if data[:8] == b"\x89PNG\r\n\x1a\n" else ".jpg" if data[:2] == b"\xff\xd8" else ".img"
-        return data, ext, label
+        return data, ext, label, f"{self.path} key {i}"

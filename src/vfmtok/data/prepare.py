@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from vfmtok.data.imagefolder import ImageFolderDataset, load_rgb
+from vfmtok.data.imagefolder import ImageFolderDataset, check_image, load_rgb
 from vfmtok.data.shards import INDEX_FORMAT, INDEX_NAME, scan_shard
 from vfmtok.data.sources import resolve_dataset
 from vfmtok.utils.errors import VFMTokError
@@ -59,9 +59,9 @@ class _ImageFolderSource:
     def __len__(self) -> int:
         return len(self.ds)
 
-    def get(self, i: int) -> tuple[bytes, str, int]:
+    def get(self, i: int) -> tuple[bytes, str, int, str]:
         member, cls = self.ds.items[i]
-        return self.ds.read_bytes(i), Path(member).suffix.lower(), self.ds.class_to_idx[cls]
+        return self.ds.read_bytes(i), Path(member).suffix.lower(), self.ds.class_to_idx[cls], self.ds.describe(i)
 
 
 def _source(spec: str, split: str) -> Any:
@@ -74,11 +74,13 @@ def _source(spec: str, split: str) -> Any:
     return _ImageFolderSource(spec, split)
 
 
-def _encode(data: bytes, ext: str, resize: int | None, quality: int) -> tuple[bytes, str]:
-    """Bytes as stored when possible; otherwise (resize, or another format) RGB re-encoded as JPEG."""
+def _encode(data: bytes, ext: str, resize: int | None, quality: int, name: str) -> tuple[bytes, str]:
+    """Bytes as stored when possible (once they are known to decode); otherwise (resize, or another format) RGB
+    re-encoded as JPEG. `name`: the image's file, for errors."""
     if resize is None and ext in _KEEP_AS_IS:
+        check_image(data, name)  # a shard must not carry an image that training cannot read
         return data, _KEEP_AS_IS[ext]
-    img = load_rgb(data)
+    img = load_rgb(data, name)
     if resize is not None and min(img.size) > resize:
         while min(img.size) >= 2 * resize:
             img = img.resize(tuple(x // 2 for x in img.size), resample=Image.BOX)
@@ -105,8 +107,8 @@ def _write_shard(i: int) -> int:
     with atomic_path(out / f"shard-{i:06d}.tar") as tmp:
         with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tf:
             for j in ids:
-                data, ext, label = src.get(j)
-                data, ext = _encode(data, ext, _JOB["resize"], _JOB["quality"])
+                data, ext, label, name = src.get(j)
+                data, ext = _encode(data, ext, _JOB["resize"], _JOB["quality"], name)
                 key = f"{j:09d}"
                 _add(tf, f"{key}.{ext}", data)
                 _add(tf, f"{key}.cls", str(label).encode())
@@ -116,14 +118,16 @@ def _write_shard(i: int) -> int:
 def prepare_shards(src: str, out: str | Path, shard_size: int = 1000, split: str = "train", resize: int | None = None,
                    quality: int = 95, seed: int = 0, workers: int = 0) -> Path:
     """Shuffle SRC's samples (seeded) into shards of `shard_size`; resumes a partial run of the same plan."""
-    if shard_size < 1 or (resize is not None and resize < 8) or not 1 <= quality <= 100:
-        raise VFMTokError("need --shard-size >= 1, --resize >= 8 and 1 <= --quality <= 100")
+    if shard_size < 1 or (resize is not None and resize < 8) or not 1 <= quality <= 100 or seed < 0 or workers < 0:
+        raise VFMTokError(f"need --shard-size >= 1, --resize >= 8, 1 <= --quality <= 100, --seed >= 0 and --workers >= 0"
+                          f" (got {shard_size}, {resize}, {quality}, {seed}, {workers})")
     out = Path(out)
     source = _source(src, split)
     n = len(source)
     plan = {"source": str(Path(src).resolve()) if Path(src).exists() else src, "split": split, "samples": n,
             "classes": source.classes, "shard_size": shard_size, "resize": resize, "quality": quality, "seed": seed}
-    if (out / PLAN_NAME).is_file():
+    fresh = not (out / PLAN_NAME).is_file()
+    if not fresh:
         if read_json(out / PLAN_NAME) != plan:
             raise VFMTokError(f"{out} holds shards of another prepare-data plan ({PLAN_NAME} differs); choose another --out")
     else:
@@ -133,7 +137,7 @@ def prepare_shards(src: str, out: str | Path, shard_size: int = 1000, split: str
     todo = [i for i in range(n_shards) if not (out / f"shard-{i:06d}.tar").is_file()]
     _JOB.update(src=source, order=order, shard_size=shard_size, out=out, resize=resize, quality=quality)
     bar = tqdm(total=n, initial=n - sum(len(order[i * shard_size:(i + 1) * shard_size]) for i in todo),
-               desc="prepare-data", unit="img", dynamic_ncols=True)
+               desc="prepare-data", unit="img", dynamic_ncols=True, disable=None)
     try:
         if workers > 0 and len(todo) > 1 and source.parallel_ok:
             with mp.get_context("fork").Pool(workers) as pool:
@@ -142,6 +146,11 @@ def prepare_shards(src: str, out: str | Path, shard_size: int = 1000, split: str
         else:
             for i in todo:
                 bar.update(_write_shard(i))
+    except Exception:
+        if fresh:  # a bad image (or a full disk) stops a new run: no partial shard set is left to mistake for data
+            for name in [PLAN_NAME] + [f"shard-{i:06d}.tar" for i in range(n_shards)]:
+                (out / name).unlink(missing_ok=True)
+        raise
     finally:
         bar.close()
         _JOB.clear()

@@ -22,7 +22,7 @@ from vfmtok.eval.image_metrics import uint8_to_signed
 from vfmtok.eval.imagesets import ImageSet, iter_batches, open_image_set
 from vfmtok.eval.probe import LinearProbe, fit_linear_probe
 from vfmtok.utils.errors import VFMTokError, require
-from vfmtok.utils.io import atomic_path, cache_root
+from vfmtok.utils.io import cache_root, save_npz
 
 DEFAULT_ENCODER = "vgg16_imagenet"
 DEFAULT_INPUT_SIZE = 112  # 64 px images upsampled: VGG16's relu5_3 is 4x4 at 64 px, 7x7 here
@@ -76,10 +76,8 @@ class ClassProbe:
         meta = {**self.meta, "class_names": self.class_names, "resolution": self.resolution,
                 "encoder": self.encoder_name, "input_size": self.input_size, "pretrained": self.pretrained,
                 "final_loss": p.final_loss}
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, mean=p.mean.numpy(), std=p.std.numpy(), weight=p.weight.numpy(), bias=p.bias.numpy(),
-                         meta=np.array(json.dumps(meta)))
+        save_npz(path, mean=p.mean.numpy(), std=p.std.numpy(), weight=p.weight.numpy(), bias=p.bias.numpy(),
+                 meta=np.array(json.dumps(meta)))
         return Path(path)
 
     @classmethod

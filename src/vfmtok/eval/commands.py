@@ -24,7 +24,7 @@ from vfmtok.generator.pairing import gpt_tokenizer_path
 from vfmtok.utils.errors import VFMTokError, require
 from vfmtok.utils.hub import parse_hub_id
 from vfmtok.utils.images import to_uint8
-from vfmtok.utils.io import atomic_path, file_sha256
+from vfmtok.utils.io import file_sha256, save_npz
 from vfmtok.utils.weights import find_weight
 
 GENERATE_CHUNK_BATCHES = 8  # labels handed to the generator per call (in batches); features are taken per call
@@ -305,6 +305,4 @@ def _save_samples(path: Path, cfg: float, several: bool, arr: np.ndarray, labels
     path = Path(path)
     if several:
         path = path.with_name(f"{path.stem}-cfg{cfg:g}{path.suffix or '.npz'}")
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, arr_0=arr, labels=labels.numpy().astype(np.int64))
+    save_npz(path, arr_0=arr, labels=labels.numpy().astype(np.int64))

@@ -13,7 +13,7 @@ import scipy.linalg
 import torch
 
 from vfmtok.utils.errors import VFMTokError, require
-from vfmtok.utils.io import atomic_path, cache_root, file_sha256
+from vfmtok.utils.io import cache_root, file_sha256, save_npz
 from vfmtok.utils.weights import find_weight
 
 
@@ -123,9 +123,7 @@ class FeatureStats:
                   "feature_net": np.array(json.dumps(self.feature_net)), "meta": np.array(json.dumps(self.meta))}
         if self.features is not None:
             arrays["features"] = self.features
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:  # a file object keeps numpy from appending '.npz' to the temp name
-                np.savez(f, **arrays)
+        save_npz(path, **arrays)
         return path
 
     @classmethod

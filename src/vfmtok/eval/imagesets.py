@@ -44,9 +44,11 @@ def _fit(img: Image.Image, resolution: int | None) -> np.ndarray:
 
 def load_npz_images(path: Path) -> np.ndarray:
     """`arr_0` of an .npz as uint8 (N,H,W,3), with one-line errors for the usual mistakes."""
+    if not Path(path).is_file():  # np.load would wait forever on a FIFO
+        raise VFMTokError(f"{path} is not a regular file" if Path(path).exists() else f"samples file not found: {path}")
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise VFMTokError(f"cannot read {path} as .npz: {e}") from None
     with z:
         require("arr_0" in z.files, f"{path} has no 'arr_0' array (keys: {', '.join(z.files) or 'none'}); "

@@ -112,6 +112,8 @@ def generate(model: GPT, labels: torch.Tensor, cfg_scale: float = 1.0, cfg_inter
     cfg = model.config
     require(labels.dim() == 1 and labels.numel() > 0, "labels must be a non-empty 1-D tensor of class ids")
     require(temperature >= 0 and 0 < top_p <= 1 and top_k >= 0, "need temperature >= 0, 0 < top_p <= 1, top_k >= 0")
+    require(cfg_scale >= 0 and (cfg_power is None or cfg_power >= 0),  # False for nan as well
+            f"need --cfg-scale >= 0 and --cfg-power >= 0, got {cfg_scale} and {cfg_power}")
     device = model.head.weight.device
     labels = labels.to(device)
     B, N = labels.shape[0], cfg.num_tokens

@@ -16,7 +16,8 @@ from vfmtok.generator.pairing import check_tokenizer
 from vfmtok.utils.classnames import normalise_class
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.images import make_grid, save_png, to_uint8
-from vfmtok.utils.io import atomic_path, write_json
+from vfmtok.utils.atomic import fsync_dir
+from vfmtok.utils.io import save_npz, write_json
 
 
 def parse_labels(specs: Sequence[str | int], class_names: Sequence[str] | None, num_classes: int) -> list[int]:
@@ -76,12 +77,12 @@ def save_samples(out: str | os.PathLike, images: np.ndarray, labels: Sequence[in
     names = list(class_names or [])
     for i, (img, lab) in enumerate(zip(images, labels)):
         tag = _slug(names[lab]) if lab < len(names) else str(lab)
-        save_png(out / "images" / f"{i:06d}_{tag}.png", img)
+        save_png(out / "images" / f"{i:06d}_{tag}.png", img, sync_dir=False)  # one folder fsync below, not one each
+    if len(images):
+        fsync_dir(out / "images")
     grid = save_png(out / "grid.png", make_grid(images, ncol=max(1, min(ncol, len(images)))))
     npz = out / "samples.npz"
-    with atomic_path(npz) as tmp:
-        with open(tmp, "wb") as f:  # a file object keeps numpy from appending '.npz' to the temp name
-            np.savez(f, arr_0=images, labels=np.asarray(labels, dtype=np.int64))
+    save_npz(npz, arr_0=images, labels=np.asarray(labels, dtype=np.int64))
     paths = {"grid": grid, "npz": npz, "images": out / "images"}
     if info is not None:
         write_json(out / "sample_info.json", info)

@@ -9,7 +9,6 @@ A tokenizer and a generator: OUT/tokenizer and OUT/generator, the generator's co
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from vfmtok.official.rar_import import import_rar_state, is_official_rar
 from vfmtok.official.reading import load_official, pick_state, saved_args, strip_prefixes
 from vfmtok.official.tokenizer_import import (dinov2_arch, dinov2_to_timm, infer_tokenizer_config,
                                               is_official_tokenizer, map_tokenizer_state)
+from vfmtok.utils.atomic import atomic_path
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.hub import write_model_card
 from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, load_state_strict, read_json, save_safetensors, write_json
@@ -94,9 +94,16 @@ def _card(kind: str, facts: dict[str, Any]) -> dict[str, Any]:
             "data": "ImageNet-1k, as trained by the official release (CVMI-Lab/VFMTok; LlamaGen for the GPT code)."}
 
 
+def _check_counts(num_tokens: int | None, n_head: int | None) -> None:
+    for flag, v in (("--num-tokens", num_tokens), ("--n-head", n_head)):
+        if v is not None and v < 1:
+            raise VFMTokError(f"{flag} must be >= 1, got {v}")
+
+
 def import_gpt(path: Path, out: Path, which: str = "ema", num_tokens: int | None = None,
                tokenizer_info: dict | None = None, n_head: int | None = None) -> dict[str, Any]:
     """Write an official GPT as a vfmtok GPT folder `out`; returns import facts."""
+    _check_counts(num_tokens, n_head)
     from vfmtok.generator.gpt import GPT
 
     state, args, source = _official_state(path, which, "gpt")
@@ -114,6 +121,7 @@ def import_gpt(path: Path, out: Path, which: str = "ema", num_tokens: int | None
 def import_rar(path: Path, out: Path, which: str = "ema", num_tokens: int | None = None,
                tokenizer_info: dict | None = None, n_head: int | None = None) -> dict[str, Any]:
     """Write an official RAR as a vfmtok RAR folder `out`; returns import facts."""
+    _check_counts(num_tokens, n_head)
     from vfmtok.generator.rar import RAR
 
     state, _, source = _official_state(path, which, "rar")
@@ -189,15 +197,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not ((out / "config.json").is_file() or (out / "model.json").is_file()):
         raise VFMTokError(f"--out {out} exists and is not a checkpoint folder; refusing to replace it")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_path(out, folder=True) as tmp:  # built complete under a temporary name, then swapped in
         _import_into(args, tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
     print(f"wrote {out}")
     return 0

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from vfmtok.eval.protocol import LABEL_KINDS, PROTOCOLS, for_protocol, get_protocol, make_labels, protocol_record
 from vfmtok.utils import args as A
 from vfmtok.utils.errors import require
-from vfmtok.utils.io import atomic_path, write_json
+from vfmtok.utils.io import save_npz, write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,9 +78,7 @@ def _rank_part(args, gpt, tok, labels: torch.Tensor, rank: int, world: int, key:
                                       args.top_p, seed=args.seed + b, batch_size=args.batch_size,
                                       compile=args.compile))
     arr = np.concatenate(chunks) if chunks else np.zeros((0, tok.image_size, tok.image_size, 3), np.uint8)
-    with atomic_path(part) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, arr_0=arr, batches=np.asarray(batches, np.int64), key=np.asarray(key))
+    save_npz(part, arr_0=arr, batches=np.asarray(batches, np.int64), key=np.asarray(key))
     return part
 
 
@@ -99,9 +97,7 @@ def merge_parts(out: Path, world: int, labels: torch.Tensor, batch_size: int) ->
             pieces[b], start = arr[start:start + n], start + n
     images = np.concatenate([pieces[b] for b in sorted(pieces)])
     require(len(images) == len(labels), f"merged {len(images)} images for {len(labels)} labels")
-    with atomic_path(out) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, arr_0=images, labels=labels.numpy().astype(np.int64))
+    save_npz(out, arr_0=images, labels=labels.numpy().astype(np.int64))
     for p in parts:
         p.unlink()
     return images

@@ -16,7 +16,7 @@ from vfmtok.utils import args as A
 from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.images import save_pairs_grid, to_uint8
-from vfmtok.utils.io import atomic_path
+from vfmtok.utils.io import save_npz
 
 
 def add_arguments(p: argparse.ArgumentParser, command: str) -> None:
@@ -58,10 +58,9 @@ def run(args: argparse.Namespace) -> int:
                      for i in tqdm(range(0, len(images), args.batch_size), desc="encode", disable=None)]).cpu()
     out = Path(args.out)
     if args.command == "encode":
-        with atomic_path(out if out.suffix == ".npz" else out.with_suffix(".npz")) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, ids=ids.numpy(), labels=labels, files=np.array(names), token_grid=np.array(tok.token_grid),
-                         codebook_size=tok.codebook_size, tokenizer_hash=tok.checkpoint_hash)
+        save_npz(out if out.suffix == ".npz" else out.with_suffix(".npz"), ids=ids.numpy(), labels=labels,
+                 files=np.array(names), token_grid=np.array(tok.token_grid), codebook_size=tok.codebook_size,
+                 tokenizer_hash=tok.checkpoint_hash)
         print(f"{out}: {tuple(ids.shape)} ids from {len(names)} images")
     else:
         recon = torch.cat([tok.decode(ids[i:i + args.batch_size]) for i in range(0, len(ids), args.batch_size)])

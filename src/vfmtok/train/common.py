@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from vfmtok.utils.atomic import LogFileHandler
 from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.io import (TRAIN_STATE_NAME, load_train_state, resolve_checkpoint, save_pretrained, save_train_state,
@@ -159,9 +160,8 @@ def setup_logging(run_dir: Path, is_main: bool, name: str = "vfmtok") -> logging
     logger.handlers.clear()
     logger.propagate = False
     if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
-        fh = logging.FileHandler(run_dir / "train.log")
+        fh = LogFileHandler(run_dir / "train.log")
         fh.setFormatter(fmt)
         logger.addHandler(fh)
         sh = logging.StreamHandler(sys.stderr)
@@ -184,7 +184,7 @@ def save_checkpoint(run_dir: Path, step: int, export_state: dict[str, torch.Tens
     """Write a complete checkpoint folder (built hidden, renamed into place), then point latest.txt at it; prune."""
     import shutil
 
-    from vfmtok.utils.io import atomic_path
+    from vfmtok.utils.atomic import atomic_path, sweep_temporaries
 
     run_dir = Path(run_dir)
     ckdir = run_dir / "checkpoints"
@@ -192,18 +192,13 @@ def save_checkpoint(run_dir: Path, step: int, export_state: dict[str, torch.Tens
     latest = run_dir / "latest.txt"
     if latest.is_file() and latest.read_text().strip() == folder.name and (folder / TRAIN_STATE_NAME).is_file():
         return folder  # a resumed, finished run saving its last step again: that checkpoint is complete already
-    for stale in ckdir.glob(".step_*"):  # left by a killed save (the run folder is locked: none is in progress)
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = ckdir / f".{folder.name}.tmp"
-    save_pretrained(tmp, export_state, config, model_type)
-    save_train_state(tmp / TRAIN_STATE_NAME, train_state)
-    if folder.exists():  # from a killed run, after its rename but before latest.txt moved: nothing points at it
-        old = ckdir / f".{folder.name}.old"
-        os.replace(folder, old)
-        shutil.rmtree(old, ignore_errors=True)
-    os.replace(tmp, folder)
-    with atomic_path(latest) as t:
-        t.write_text(folder.name + "\n")
+    sweep_temporaries(ckdir, depth=1)  # left by a killed save (the run folder is locked: none is in progress)
+    # A folder already there comes from a killed run, after its rename but before latest.txt moved: nothing points
+    # at it, so the new one replaces it.
+    with atomic_path(folder, folder=True) as tmp:
+        save_pretrained(tmp, export_state, config, model_type)
+        save_train_state(tmp / TRAIN_STATE_NAME, train_state)
+    write_text(latest, folder.name + "\n")
     olds = sorted(p for p in ckdir.glob("step_*") if p.is_dir() and p != folder)
     for p in olds[: max(0, len(olds) - (keep_last - 1))]:
         shutil.rmtree(p, ignore_errors=True)

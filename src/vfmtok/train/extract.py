@@ -59,9 +59,20 @@ def extract_codes(tokenizer: Any, dataset: ImageFolderDataset, out: str | os.Pat
         return Path(out)
     loader = torch.utils.data.DataLoader(ViewDataset(dataset, tokenizer.image_size, ten_crop, crop_range, writer.done),
                                          batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    try:
+        _extract(writer, loader, tokenizer, len(dataset), crops, topk, num_views, precision)
+    except Exception:
+        if writer.fresh:  # a bad image (or a tokenizer error) stops a new extraction: no partial codes folder
+            writer.remove()
+        raise
+    return Path(out)
+
+
+def _extract(writer: CodeWriter, loader, tokenizer: Any, n: int, crops: int, topk: int, num_views: int,
+             precision: str) -> None:
     device = torch.device(getattr(tokenizer, "device", "cpu"))
     dtype = np.uint16 if writer.index["dtype"] == "uint16" else np.int32
-    with tqdm(total=len(dataset), initial=writer.done, desc="extracting", unit="img", disable=None) as bar:
+    with tqdm(total=n, initial=writer.done, desc="extracting", unit="img", disable=None) as bar:
         for images, labels in loader:
             B = images.shape[0]
             with autocast(device, precision):
@@ -73,7 +84,6 @@ def extract_codes(tokenizer: Any, dataset: ImageFolderDataset, out: str | os.Pat
                 raise VFMTokError(f"tokenizer returned ids of shape {ids.shape} outside its codebook/num_tokens")
             writer.append(ids.astype(dtype), labels.numpy())
             bar.update(B)
-    return Path(out)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

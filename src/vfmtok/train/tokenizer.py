@@ -124,14 +124,18 @@ def _grown_from(model: TokenizerBase, differ: list[str], theirs: dict, ours: dic
     return int(theirs["dec_depth"]) if int(theirs["dec_depth"]) < int(ours["dec_depth"]) else None
 
 
-def _preview_images(cfg: TokenizerRunConfig, image_ds, n: int = 8) -> torch.Tensor:
+def _preview_images(cfg: TokenizerRunConfig, image_ds, log, n: int = 8) -> torch.Tensor:
     """n validation images (the train set when there is no val split), centre-cropped, for reconstruction grids."""
     t = cfg.train
     if isinstance(image_ds, ShardDataset):
         val = shard_folder(str(t.data), "val")
         src = ShardDataset(val, cfg.model.image_size, 1, train=False) if val and val != image_ds.spec else image_ds
         return src.first_images(n)
-    ds = ImageFolderDataset(image_ds.path, cfg.model.image_size, split="val")
+    try:
+        ds = ImageFolderDataset(image_ds.path, cfg.model.image_size, split="val")
+    except VFMTokError:  # training needs no validation split
+        log.warning("note: %s has no usable 'val' split; reconstruction previews show training images", t.data)
+        ds = ImageFolderDataset(image_ds.path, cfg.model.image_size, split=t.split)
     step = max(1, len(ds) // n)
     return torch.stack([ds[i * step][0] for i in range(min(n, len(ds)))])
 
@@ -287,7 +291,7 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
         log.info("resumed from %s at step %d", folder, step)
     if info.is_main:
         write_json(run_dir / "run_config.json", to_dict(cfg))
-    previews = _preview_images(cfg, image_ds) if info.is_main else None
+    previews = _preview_images(cfg, image_ds, log) if info.is_main else None
     folder = _loop(cfg, p, stream, step, run_dir, info, log, image_ds.class_names, previews, same_codes)
     if dist.is_initialized():
         dist.barrier()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,10 +52,37 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     return cls(**kwargs)
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(text: str, what: str) -> Any:
     # Strings such as "1e-3" (YAML 1.1) stay strings here: from_dict converts them where the field is a number,
     # and a text field (a data path such as "1e5") keeps its text.
-    return yaml.safe_load(text)
+    return _safe_yaml(text, what)
+
+
+def _safe_yaml(text: str, what: str) -> Any:
+    """yaml.safe_load with a one-line error naming `what` and where the YAML breaks."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise VFMTokError(f"{what} is not valid YAML ({problem}{where})") from None
+
+
+def read_yaml(path: str | os.PathLike, what: str = "config file") -> Any:
+    """A YAML (or JSON) file's content, with one-line errors for a missing, special, binary or malformed file."""
+    p = Path(path)
+    if not p.exists():
+        raise VFMTokError(f"{what} not found: {p}")
+    if not p.is_file():
+        raise VFMTokError(f"{what} {p} is not a regular file")
+    try:
+        text = p.read_text()
+    except UnicodeDecodeError:
+        raise VFMTokError(f"{what} {p} is not a text file") from None
+    except OSError as e:
+        raise VFMTokError(f"cannot read {what} {p}: {e.strerror or e}") from None
+    return _safe_yaml(text, f"{what} {p}")
 
 
 def apply_overrides(cfg: T, overrides: list[str] | None = None, yaml_path: str | Path | None = None,
@@ -63,16 +91,15 @@ def apply_overrides(cfg: T, overrides: list[str] | None = None, yaml_path: str |
     strings (--set), then explicit command-line flags ({dotted field: value}; None means the flag was not given)."""
     d = to_dict(cfg)
     if yaml_path:
-        p = Path(yaml_path)
-        if not p.is_file():
-            raise VFMTokError(f"config file not found: {p}")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        _deep_update(d, loaded, str(p))
+        loaded = read_yaml(yaml_path) or {}
+        if not isinstance(loaded, dict):
+            raise VFMTokError(f"config file {yaml_path} must hold a mapping of config fields, got {type(loaded).__name__}")
+        _deep_update(d, loaded, str(yaml_path))
     for item in overrides or []:
         if "=" not in item:
             raise VFMTokError(f"override '{item}' must look like key=value (e.g. model.num_tokens=64)")
         key, val = item.split("=", 1)
-        _set_field(d, key.strip(), _parse_value(val), f"override '{item}'")
+        _set_field(d, key.strip(), _parse_value(val, f"override '{item}'"), f"override '{item}'")
     for key, val in (flags or {}).items():
         if val is not None:
             _set_field(d, key, val, f"flag for '{key}'")

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vfmtok.utils.io import atomic_path
+from vfmtok.utils.atomic import write_with
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -33,11 +33,10 @@ def make_grid(images: np.ndarray, ncol: int, pad: int = 2) -> np.ndarray:
     return grid
 
 
-def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write a uint8 HWC array as PNG atomically."""
-    with atomic_path(path) as tmp:
-        Image.fromarray(image).save(tmp, format="PNG")
-    return Path(path)
+def save_png(path: str | os.PathLike, image: np.ndarray, sync_dir: bool = True) -> Path:
+    """Write a uint8 HWC array as PNG atomically (`sync_dir`: see utils.atomic.atomic_path)."""
+    return write_with(path, lambda f: Image.fromarray(image).save(f, format="PNG"), needed=image.nbytes,
+                      sync_dir=sync_dir)
 
 
 def save_pairs_grid(path: str | os.PathLike, originals: torch.Tensor, recons: torch.Tensor, pairs_per_row: int = 4) -> Path:

