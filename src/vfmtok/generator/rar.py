@@ -183,6 +183,12 @@ class RAR(GeneratorIO, nn.Module):
     def null_class(self) -> int:
         return self.config.num_classes
 
+    @staticmethod
+    def guides(cfg_scale: float) -> bool:
+        """The official rule (1d-tokenizer modeling/rar.py generate): guidance whenever guidance_scale != 0, so a
+        scale below 1 is anti-guidance (its schedule runs from 1 to the scale) and only 0 runs one branch."""
+        return cfg_scale != 0
+
     def no_weight_decay(self) -> set[str]:
         """Parameters kept out of weight decay (the reference decays neither embeddings nor norms/biases)."""
         return {n for n, p in self.named_parameters() if p.dim() < 2 or "emb" in n or n == "cls_token"}

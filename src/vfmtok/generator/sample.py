@@ -46,7 +46,7 @@ def generate_images(gpt: Any, tokenizer: Any, labels: torch.Tensor, cfg_scale: f
                     cfg_power: float | None = None) -> np.ndarray:
     """uint8 images (N, H, W, 3) from a GPT or RAR for class labels (N,); the same seed and batch_size give the same images.
 
-    compile is passed to `generate` (torch.compile of the decode step).
+    compile is passed to `generate` (torch.compile of the whole decode step; the last batch is padded to batch_size).
     """
     check_tokenizer(gpt, tokenizer)
     labels = torch.as_tensor(labels, dtype=torch.long).flatten()
@@ -60,7 +60,7 @@ def generate_images(gpt: Any, tokenizer: Any, labels: torch.Tensor, cfg_scale: f
     for start in tqdm(range(0, len(labels), batch_size), desc="sampling", unit="batch", disable=None):
         batch = labels[start: start + batch_size]
         ids = generate(gpt, batch, cfg_scale, cfg_interval, temperature, top_k, top_p, generator=gen,
-                       compile=compile, cfg_power=cfg_power)
+                       compile=compile, cfg_power=cfg_power, pad_to=batch_size)  # one compiled graph for all
         chunks.append(to_uint8(tokenizer.decode(ids)).numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, tokenizer.image_size, tokenizer.image_size, 3), np.uint8)
 
