@@ -96,7 +96,8 @@ def llamagen(path: Path, batch: int, steps: int, compiled: bool) -> Callable[[],
     return run
 
 
-def variants(model, batch: int, steps: int, lg_path: Path | None) -> dict[str, Callable[[], Callable[[], int]]]:
+def variants(model, batch: int, steps: int, lg_path: Path | None, lg_compile: bool = True
+             ) -> dict[str, Callable[[], Callable[[], int]]]:
     """name -> factory of a timed callable (the factory compiles nothing; the first calls do)."""
     out = {"eager (vfmtok sample)": lambda: ours(model, batch, steps, None)}
     for name, mode in MODES.items():
@@ -105,17 +106,18 @@ def variants(model, batch: int, steps: int, lg_path: Path | None) -> dict[str, C
         out[f"plain decode step compiled, {name} + freezing"] = lambda m=mode: plain(model, batch, steps, m)
     if lg_path is not None:
         out["LlamaGen generate() eager"] = lambda: llamagen(lg_path, batch, steps, False)
-        out["LlamaGen generate() compiled (its --compile)"] = lambda: llamagen(lg_path, batch, steps, True)
+        if lg_compile:
+            out["LlamaGen generate() compiled (its --compile)"] = lambda: llamagen(lg_path, batch, steps, True)
     return out
 
 
-def bench_batch(model, batch: int, steps: int, rounds: int, lg_path: Path | None) -> list[dict]:
+def bench_batch(model, batch: int, steps: int, rounds: int, lg_path: Path | None, lg_compile: bool = True) -> list[dict]:
     """Warm every variant up (compile time apart), then `rounds` interleaved timed rounds; best round per variant."""
     torch._dynamo.reset()
     G.compiled_decode_token.cache_clear()
     model.setup_caches(batch, DATA["num_tokens"] + 1)
     runs, warm = {}, {}
-    for name, factory in variants(model, batch, steps, lg_path).items():
+    for name, factory in variants(model, batch, steps, lg_path, lg_compile).items():
         t = time.perf_counter()
         runs[name] = factory()
         runs[name]()
@@ -154,27 +156,41 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--llamagen", type=Path, default=None, help="a LlamaGen checkout (FoundationVision/LlamaGen)")
+    p.add_argument("--no-llamagen-compile", action="store_true", help="skip LlamaGen's compiled run (minutes of compile)")
     p.add_argument("--out", default="benchmarks/results/generator_speed")
+    p.add_argument("--combine", nargs="+", type=Path, default=None,
+                   help="only merge the .json files of earlier runs (e.g. one process per batch size) into --out")
     args = p.parse_args()
+    if args.combine:
+        runs = [json.loads(f.read_text()) for f in args.combine]
+        rows = [r for run in runs for r in run["rows"]]
+        head = (f"# Generator decode speed\n\n{runs[0]['cpu']}, torch {runs[0]['torch']}, {runs[0]['threads']} thread(s); "
+                "one process per batch size (variants of one batch size side by side in one process), commands:\n\n"
+                + "".join(f"- `{run['command']}`\n" for run in runs) + "\n" + runs[0]["note"])
+        write_json(args.out + ".json", {**runs[0], "rows": rows, "command": [run["command"] for run in runs]})
+        write_text(args.out + ".md", head + table(rows) + "\n")
+        print(table(rows))
+        return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = create_gpt(args.preset, **DATA).eval()
-    rows = []
-    with torch.no_grad():
-        for batch in args.batches:
-            rows += bench_batch(model, batch, args.steps, args.rounds, args.llamagen)
     cmd = "python benchmarks/generator_speed.py " + " ".join(
         "--llamagen LLAMAGEN_CHECKOUT" if a == str(args.llamagen) else a for a in sys.argv[1:])
-    head = (f"# Generator decode speed\n\n{cpu_description()}, torch {torch.__version__}, {args.threads} thread(s); "
-            f"command: `{cmd}`\n\n{args.preset}, random weights, fp32, no CFG, temperature 1, no top-k. Bounded run on a "
-            f"machine shared with other jobs: {args.steps} decode steps per round, best of {args.rounds} interleaved "
-            "rounds after each variant's warm-up; tokens/s are comparable within a batch size only. LlamaGen sizes its "
-            f"KV cache to the tokens asked for ({args.steps + 1}), vfmtok to the full 256-token image, so LlamaGen's "
-            "attention reads fewer positions here than in a real run.\n\n")
-    write_json(args.out + ".json", {"cpu": cpu_description(), "torch": torch.__version__, "threads": args.threads,
-                                    "preset": args.preset, "steps": args.steps, "rounds": args.rounds, "rows": rows})
-    write_text(args.out + ".md", head + table(rows) + "\n")
-    print(table(rows))
+    note = (f"{args.preset}, random weights, fp32, no CFG, temperature 1, no top-k. Bounded run on a machine shared with "
+            f"other jobs: {args.steps} decode steps per round, best of {args.rounds} interleaved rounds after each "
+            "variant's warm-up; tokens/s are comparable within a batch size only. LlamaGen sizes its KV cache to the "
+            f"tokens asked for ({args.steps + 1}), vfmtok to the full 256-token image, so LlamaGen's attention reads "
+            "fewer positions here than in a real run.\n\n")
+    rows = []
+    with torch.no_grad():
+        for batch in args.batches:  # results written after each batch size: a killed run keeps what it measured
+            rows += bench_batch(model, batch, args.steps, args.rounds, args.llamagen, not args.no_llamagen_compile)
+            print(table(rows), flush=True)
+            write_json(args.out + ".json", {"cpu": cpu_description(), "torch": torch.__version__, "threads": args.threads,
+                                            "preset": args.preset, "steps": args.steps, "rounds": args.rounds,
+                                            "command": cmd, "note": note, "rows": rows})
+            write_text(args.out + ".md", f"# Generator decode speed\n\n{cpu_description()}, torch {torch.__version__}, "
+                                         f"{args.threads} thread(s); command: `{cmd}`\n\n{note}" + table(rows) + "\n")
 
 
 if __name__ == "__main__":

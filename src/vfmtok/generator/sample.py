@@ -46,6 +46,8 @@ def seeded_generator(device: torch.device, seed: int) -> torch.Generator:
 
 def check_labels(gpt: Any, labels: Any) -> torch.Tensor:
     """Labels as a CPU int64 tensor (N,), checked on the host (numpy: no device sync) against the model's classes."""
+    if isinstance(labels, torch.Tensor) and labels.device.type != "cpu":
+        labels = labels.cpu()
     arr = np.asarray(labels, dtype=np.int64).reshape(-1)
     bad = arr[(arr < 0) | (arr > gpt.null_class)]
     if bad.size:
