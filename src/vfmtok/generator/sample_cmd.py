@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     A.add(p, "precision", default="bf16", help="GPT weight dtype on GPU (CPU always runs fp32)")
     A.add(p, "out", required=False, default="samples")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the decode step (CUDA graphs on GPUs; the tool for GPU speed)")
+                   help="torch.compile the whole decode step: forward, CFG, filters, draw (CUDA graphs on GPUs, freezing on CPU)")
 
 
 def sample(gpt_path: str | Path | None = None, tokenizer: str | Path | None = None, classes: Sequence[str | int] = (),
