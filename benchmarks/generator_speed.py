@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -134,6 +135,12 @@ def bench_batch(model, batch: int, steps: int, rounds: int, lg_path: Path | None
              "is_compile_flag": name == picked} for name in runs]
 
 
+def clean_command(cmd: str) -> str:
+    """The command as recorded: no local paths (the LlamaGen checkout and the output name are placeholders)."""
+    cmd = re.sub(r"--out \S+", "--out OUT", cmd)
+    return re.sub(r"--llamagen (--llamagen )?\S+", "--llamagen LLAMAGEN_CHECKOUT", cmd)
+
+
 def table(rows: list[dict]) -> str:
     """Markdown: tokens/s per variant, its ratio to eager and to the best plain compiled variant."""
     lines = ["| batch | variant | tokens/s | vs eager | vs best plain compiled | warm-up s (compile) |", "|---|---|---|---|---|---|"]
@@ -166,16 +173,17 @@ def main() -> None:
         rows = [r for run in runs for r in run["rows"]]
         head = (f"# Generator decode speed\n\n{runs[0]['cpu']}, torch {runs[0]['torch']}, {runs[0]['threads']} thread(s); "
                 "one process per batch size (variants of one batch size side by side in one process), commands:\n\n"
-                + "".join(f"- `{run['command']}`\n" for run in runs) + "\n" + runs[0]["note"])
-        write_json(args.out + ".json", {**runs[0], "rows": rows, "command": [run["command"] for run in runs]})
+                + "".join(f"- `{clean_command(run['command'])}`, then `--combine` of the .json files\n" for run in runs) + "\n"
+                + "".join(dict.fromkeys(run["note"] for run in runs)))
+        write_json(args.out + ".json", {**runs[0], "rows": rows, "command": [clean_command(run["command"]) for run in runs]})
         write_text(args.out + ".md", head + table(rows) + "\n")
         print(table(rows))
         return
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = create_gpt(args.preset, **DATA).eval()
-    cmd = "python benchmarks/generator_speed.py " + " ".join(
-        "--llamagen LLAMAGEN_CHECKOUT" if a == str(args.llamagen) else a for a in sys.argv[1:])
+    cmd = clean_command("python benchmarks/generator_speed.py " + " ".join(
+        "LLAMAGEN_CHECKOUT" if a == str(args.llamagen) else a for a in sys.argv[1:]))
     note = (f"{args.preset}, random weights, fp32, no CFG, temperature 1, no top-k. Bounded run on a machine shared with "
             f"other jobs: {args.steps} decode steps per round, best of {args.rounds} interleaved rounds after each "
             "variant's warm-up; tokens/s are comparable within a batch size only. LlamaGen sizes its KV cache to the "

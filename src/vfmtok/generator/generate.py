@@ -170,7 +170,9 @@ def compile_options(mode: str | None, device: torch.device) -> dict:
 
 
 def cpu_compile_mode(rows: int) -> str | None:
-    """The inductor mode that measured fastest for a decode batch of `rows` rows on CPU (benchmarks/generator_speed.py)."""
+    """The inductor mode for a CPU decode batch of `rows` rows: default and max-autotune-no-cudagraphs measured level
+    for the whole step at batch 1 and 32 (benchmarks/results/generator_speed.md); max-autotune is kept for all sizes,
+    as it led for the plain compiled step at batch 1 in the issue's measurement."""
     return "max-autotune-no-cudagraphs"
 
 
