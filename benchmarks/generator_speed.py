@@ -1,45 +1,37 @@
-"""Generator sampling speed, every backend variant side by side in one run: plain eager and plain + torch.compile
-(default, default with freezing, max-autotune with freezing). The compiled CPU kernels this project had
-(vfmtok.accel.cpu) were measured with this script at commit 0706983 (`--variants eager compile compile-freezing
-accel`, benchmarks/results/generator_speed.md) and removed: they did not beat compile + freezing by 1.3x.
+"""Generator decode speed, every variant side by side in one process: `generate()`'s decode step eager and compiled
+whole (`--compile`: forward + CFG + filter + draw in one graph, with inductor default and max-autotune, freezing on),
+the plain model's decode step compiled alone (inductor default / max-autotune-no-cudagraphs, freezing on; sampling
+eager after it, as before the whole-step compile), and optionally LlamaGen's own `generate()` from a checkout given
+by path (eager, and compiled as its sample_c2i.py --compile does: the model under mode='reduce-overhead').
 
-    python benchmarks/generator_speed.py                                   # GPT-B, batch 1 and 32, 1 and 2 threads
-    python benchmarks/generator_speed.py --presets GPT-nano --batches 2 --threads 1 --variants eager compile   # smoke
-    python benchmarks/generator_speed.py --presets GPT-B RAR-B --batches 32 --variants eager compile-freezing  # RAR vs GPT
+    python benchmarks/generator_speed.py --llamagen /path/to/LlamaGen          # GPT-B, batch 1 and 32, 1 thread
+    python benchmarks/generator_speed.py --preset GPT-nano --batches 2 --steps 4 --rounds 1   # smoke
 
-Each thread count runs in its own subprocess (compiled CPU code fixes its thread count when it is generated). Within
-one process the variants run one after another on the same model, each after its own warm-up; compile time is
-reported apart from sampling time. Models use the paper's data shape (vocab 16384, 256 tokens on a 16x16 grid, 1000
-classes) with random weights: speed does not depend on the weights. Writes benchmarks/results/generator_speed.{json,md}.
+Each variant is compiled and warmed up first (that time is reported apart), then the timed rounds interleave the
+variants (each round times `--steps` decode steps of every variant), and the best round counts: load from other
+processes hits every variant alike. GPT-B at the paper's data shape (vocab 16384, 256 tokens on a 16x16 grid, 1000
+classes), random weights, fp32, no CFG, temperature 1, no top-k. Writes benchmarks/results/generator_speed.{json,md}.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import subprocess
+import re
 import sys
 import time
-from contextlib import ExitStack
 from pathlib import Path
+from typing import Callable
 
 import torch
 
-from vfmtok.generator import generate as gen_mod
+from vfmtok.generator import generate as G
 from vfmtok.generator.gpt import create_gpt
-from vfmtok.generator.rar import create_rar
-from vfmtok.train.generator_arch import arch_of_preset
 from vfmtok.utils.io import write_json, write_text
 
 DATA = dict(vocab_size=16384, num_tokens=256, token_grid=(16, 16), num_classes=1000)
-VARIANTS = {  # name -> (compile argument, inductor freezing)
-    "eager": (False, False),
-    "compile": (True, False),
-    "compile-freezing": (True, True),
-    "compile-max-autotune-freezing": ("max-autotune", True),
-}
+MODES = {"default": "default", "max-autotune": "max-autotune-no-cudagraphs"}
 
 
 def cpu_description() -> str:
@@ -53,137 +45,160 @@ def cpu_description() -> str:
     return platform.processor() or platform.machine()
 
 
-def matmul_gflops(device: torch.device, n: int = 2048, reps: int = 3) -> float:
-    """Best fp32 torch.mm rate at n^3 (the plain path's BLAS), as a reference for the FLOP/s columns."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
+def ours(model, batch: int, steps: int, compiled: str | None) -> Callable[[], int]:
+    """`steps` decode steps as generate() runs them (decode_token, randoms drawn per step); returns the ids made."""
+    dev, V = model.head.weight.device, model.config.vocab_size
+    step = G.compiled_decode_token(compiled, dev.type) if compiled else G.decode_token
+    gen = torch.Generator(device=dev).manual_seed(0)
+
+    def run() -> int:
+        last = torch.zeros(batch, 1, dtype=torch.long, device=dev)
+        for t in range(1, steps + 1):
+            nxt = step(model, last, torch.full((1,), t, dtype=torch.long, device=dev),
+                       G.draw_noise(batch, V, "icdf", gen, dev), None, None, 1.0, 0, 1.0)
+            last = nxt.view(-1, 1)
+        return batch * steps
+    return run
 
 
-def create_model(preset: str) -> torch.nn.Module:
-    """A GPT or RAR preset (by its name) at the paper's data shape, random weights."""
-    return (create_rar if arch_of_preset(preset) == "rar" else create_gpt)(preset, **DATA)
+def plain(model, batch: int, steps: int, mode: str) -> Callable[[], int]:
+    """The model's decode step compiled alone (freezing on), the sampling eager after it."""
+    dev = model.head.weight.device
+    options = G.compile_options(mode, dev)
+    step = torch.compile(G.decode_step, fullgraph=True, dynamic=False, options=options)
+    gen = torch.Generator(device=dev).manual_seed(0)
+
+    def run() -> int:
+        last = torch.zeros(batch, 1, dtype=torch.long, device=dev)
+        for t in range(1, steps + 1):
+            logits = step(model, last, torch.full((1,), t, dtype=torch.long, device=dev))
+            last = G.sample_next(logits, 1.0, 0, 1.0, gen).view(-1, 1)
+        return batch * steps
+    return run
 
 
-def linear_params(model: torch.nn.Module) -> int:
-    """Weights of the Linear layers: a token costs 2 FLOPs per one (both architectures; embeddings are lookups)."""
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+def llamagen(path: Path, batch: int, steps: int, compiled: bool) -> Callable[[], int]:
+    """LlamaGen's generate() on its GPT-B (same data shape, random weights): steps + 1 tokens incl. its prefill."""
+    sys.path.insert(0, str(path))
+    from autoregressive.models.generate import generate as lg_generate
+    from autoregressive.models.gpt import GPT_B
 
+    torch.manual_seed(0)
+    model = GPT_B(vocab_size=DATA["vocab_size"], block_size=DATA["num_tokens"], num_classes=DATA["num_classes"],
+                  cls_token_num=1, model_type="c2i").eval()
+    if compiled:  # as its autoregressive/sample/sample_c2i.py --compile
+        model = torch.compile(model, mode="reduce-overhead", fullgraph=True)
+    labels = torch.arange(batch) % DATA["num_classes"]
 
-def run_variant(model, name: str, batch: int, device: torch.device) -> dict:
-    """Warm up (compiles where the variant compiles), then time one whole 256-token generate() at `batch` rows."""
-    compile_arg, freezing = VARIANTS[name]
-    labels = torch.arange(batch, device=device) % DATA["num_classes"]
-    gen = torch.Generator(device=device)
-    with ExitStack() as stack:
-        if compile_arg:
-            gen_mod.compiled_decode_step.cache_clear()
-            torch._dynamo.reset()
-            stack.enter_context(torch._inductor.config.patch(freezing=freezing))
-        t = time.perf_counter()
-        model.setup_caches(batch, DATA["num_tokens"] + 1)
-        step = gen_mod.compiled_decode_step(compile_arg if isinstance(compile_arg, str) else None) \
-            if compile_arg else gen_mod.decode_step
+    def run() -> int:
         with torch.no_grad():
-            model(labels, input_pos=torch.zeros(1, dtype=torch.long, device=device))
-            for t_pos in range(1, 4):  # the inputs generate() passes: fresh contiguous (rows, 1) ids, long positions
-                step(model, torch.zeros(batch, 1, dtype=torch.long, device=device),
-                     torch.full((1,), t_pos, dtype=torch.long, device=device))
-        warm = time.perf_counter() - t
-        gen.manual_seed(0)
-        t = time.perf_counter()
-        with torch._dynamo.config.patch(error_on_recompile=True):  # a recompile inside the timed run is an error
-            ids = gen_mod.generate(model, labels, generator=gen, compile=compile_arg)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        secs = time.perf_counter() - t
-    model.clear_caches()
-    return {"variant": name, "batch": batch, "seconds": round(secs, 3), "warmup_s": round(warm, 1),
-            "tokens_per_s": round(ids.numel() / secs, 1), "images_per_s": round(batch / secs, 3)}
+            lg_generate(model, labels, steps + 1, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0, sample_logits=True)
+        return batch * (steps + 1)
+    return run
 
 
-def worker(args: argparse.Namespace) -> dict:
-    """One thread count: every preset x batch x variant, in this process."""
-    torch.set_num_threads(args.threads[0])
-    device = torch.device(args.device)
-    out = {"threads": args.threads[0], "device": str(device), "matmul_gflops": [round(matmul_gflops(device), 1)], "rows": []}
-    for preset in args.presets:
-        torch.manual_seed(0)
-        model = create_model(preset).to(device).eval()
-        flops = 2 * linear_params(model)
-        for batch in args.batches:
-            for name in args.variants:
-                row = {"preset": preset, **run_variant(model, name, batch, device)}
-                if "tokens_per_s" in row:
-                    row["gflops"] = round(row["tokens_per_s"] * flops / 1e9, 1)
-                out["rows"].append(row)
-                print(json.dumps(row), flush=True)
-    out["matmul_gflops"].append(round(matmul_gflops(device), 1))
+def variants(model, batch: int, steps: int, lg_path: Path | None, lg_compile: bool = True
+             ) -> dict[str, Callable[[], Callable[[], int]]]:
+    """name -> factory of a timed callable (the factory compiles nothing; the first calls do)."""
+    out = {"eager (vfmtok sample)": lambda: ours(model, batch, steps, None)}
+    for name, mode in MODES.items():
+        out[f"whole step compiled, {name} + freezing"] = lambda m=mode: ours(model, batch, steps, m)
+    for name, mode in MODES.items():
+        out[f"plain decode step compiled, {name} + freezing"] = lambda m=mode: plain(model, batch, steps, m)
+    if lg_path is not None:
+        out["LlamaGen generate() eager"] = lambda: llamagen(lg_path, batch, steps, False)
+        if lg_compile:
+            out["LlamaGen generate() compiled (its --compile)"] = lambda: llamagen(lg_path, batch, steps, True)
     return out
 
 
-def table(results: list[dict]) -> str:
-    """Markdown: tokens/s per variant and its ratio to plain eager."""
-    lines = ["| threads | preset | batch | variant | tokens/s | vs eager | warm-up s (compile) | GFLOP/s (2 x Linear params) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for res in results:
-        groups: dict[tuple, list[dict]] = {}
-        for r in res["rows"]:
-            groups.setdefault((r["preset"], r.get("batch")), []).append(r)
-        for (preset, batch), rows in groups.items():
-            rate = {r["variant"]: r["tokens_per_s"] for r in rows if "tokens_per_s" in r}
-            for r in rows:
-                if "tokens_per_s" not in r:
-                    lines.append(f"| {res['threads']} | {preset} | {batch} | {r['variant']} | skipped: {r['skipped']} | | | |")
-                    continue
-                rel = f"{r['tokens_per_s'] / rate['eager']:.2f}x" if "eager" in rate else ""
-                lines.append(f"| {res['threads']} | {preset} | {batch} | {r['variant']} | {r['tokens_per_s']} | {rel} | "
-                             f"{r['warmup_s']} | {r['gflops']} |")
+def bench_batch(model, batch: int, steps: int, rounds: int, lg_path: Path | None, lg_compile: bool = True) -> list[dict]:
+    """Warm every variant up (compile time apart), then `rounds` interleaved timed rounds; best round per variant."""
+    torch._dynamo.reset()
+    G.compiled_decode_token.cache_clear()
+    model.setup_caches(batch, DATA["num_tokens"] + 1)
+    runs, warm = {}, {}
+    for name, factory in variants(model, batch, steps, lg_path, lg_compile).items():
+        t = time.perf_counter()
+        runs[name] = factory()
+        runs[name]()
+        warm[name] = time.perf_counter() - t
+        print(f"batch {batch}: {name} warm-up {warm[name]:.1f} s", flush=True)
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            t = time.perf_counter()
+            n = run()
+            best[name] = max(best.get(name, 0.0), n / (time.perf_counter() - t))
+    picked = f"whole step compiled, {[k for k, v in MODES.items() if v == G.cpu_compile_mode(batch)][0]} + freezing"
+    return [{"batch": batch, "variant": name, "tokens_per_s": round(best[name], 2), "warmup_s": round(warm[name], 1),
+             "is_compile_flag": name == picked} for name in runs]
+
+
+def clean_command(cmd: str) -> str:
+    """The command as recorded: no local paths (the LlamaGen checkout and the output name are placeholders)."""
+    cmd = re.sub(r"--out \S+", "--out OUT", cmd)
+    return re.sub(r"--llamagen (--llamagen )?\S+", "--llamagen LLAMAGEN_CHECKOUT", cmd)
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: tokens/s per variant, its ratio to eager and to the best plain compiled variant."""
+    lines = ["| batch | variant | tokens/s | vs eager | vs best plain compiled | warm-up s (compile) |", "|---|---|---|---|---|---|"]
+    for batch in sorted({r["batch"] for r in rows}):
+        group = [r for r in rows if r["batch"] == batch]
+        eager = next(r["tokens_per_s"] for r in group if r["variant"].startswith("eager"))
+        best_plain = max(r["tokens_per_s"] for r in group if r["variant"].startswith("plain"))
+        for r in group:
+            name = r["variant"] + (" **= `--compile`**" if r["is_compile_flag"] else "")
+            lines.append(f"| {batch} | {name} | {r['tokens_per_s']} | {r['tokens_per_s'] / eager:.2f}x | "
+                         f"{r['tokens_per_s'] / best_plain:.2f}x | {r['warmup_s']} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--presets", nargs="+", default=["GPT-B"])
+    p.add_argument("--preset", default="GPT-B")
     p.add_argument("--batches", nargs="+", type=int, default=[1, 32])
-    p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=24, help="decode steps per timed round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--llamagen", type=Path, default=None, help="a LlamaGen checkout (FoundationVision/LlamaGen)")
+    p.add_argument("--no-llamagen-compile", action="store_true", help="skip LlamaGen's compiled run (minutes of compile)")
     p.add_argument("--out", default="benchmarks/results/generator_speed")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--combine", nargs="+", type=Path, default=None,
+                   help="only merge the .json files of earlier runs (e.g. one process per batch size) into --out")
     args = p.parse_args()
-    if args.worker:
-        print("RESULT " + json.dumps(worker(args)), flush=True)
+    if args.combine:
+        runs = [json.loads(f.read_text()) for f in args.combine]
+        rows = [r for run in runs for r in run["rows"]]
+        head = (f"# Generator decode speed\n\n{runs[0]['cpu']}, torch {runs[0]['torch']}, {runs[0]['threads']} thread(s); "
+                "one process per batch size (variants of one batch size side by side in one process), commands:\n\n"
+                + "".join(f"- `{clean_command(run['command'])}`, then `--combine` of the .json files\n" for run in runs) + "\n"
+                + "".join(dict.fromkeys(run["note"] for run in runs)))
+        write_json(args.out + ".json", {**runs[0], "rows": rows, "command": [clean_command(run["command"]) for run in runs]})
+        write_text(args.out + ".md", head + table(rows) + "\n")
+        print(table(rows))
         return
-    results = []
-    for n in args.threads:
-        cmd = [sys.executable, __file__, "--worker", "--threads", str(n), "--device", args.device,
-               "--presets", *args.presets, "--batches", *map(str, args.batches), "--variants", *args.variants]
-        env = {**os.environ, "OMP_NUM_THREADS": str(n)}
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-        lines = []
-        for line in proc.stdout:  # rows are shown as they come
-            lines.append(line)
-            if not line.startswith("RESULT "):
-                sys.stdout.write(line)
-                sys.stdout.flush()
-        if proc.wait() != 0:
-            sys.exit(f"worker for {n} thread(s) failed with exit status {proc.returncode}")
-        results.append(json.loads(next(ln for ln in lines if ln.startswith("RESULT "))[7:]))
-    head = (f"# Generator sampling speed\n\n{cpu_description()}, torch {torch.__version__}; command: "
-            f"`python benchmarks/generator_speed.py {' '.join(sys.argv[1:])}`\n\n"
-            "One whole 256-token generate() per row (no CFG), after a warm-up; the variants of one thread count run in "
-            "one process, one after another. torch.mm 2048^3 GFLOP/s before/after: "
-            + "; ".join(f"{r['threads']} thread(s) {r['matmul_gflops']}" for r in results) + "\n\n")
-    write_json(args.out + ".json", {"cpu": cpu_description(), "torch": torch.__version__, "results": results})
-    write_text(args.out + ".md", head + table(results) + "\n")
-    print(table(results))
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = create_gpt(args.preset, **DATA).eval()
+    cmd = clean_command("python benchmarks/generator_speed.py " + " ".join(
+        "LLAMAGEN_CHECKOUT" if a == str(args.llamagen) else a for a in sys.argv[1:]))
+    note = (f"{args.preset}, random weights, fp32, no CFG, temperature 1, no top-k. Bounded run on a machine shared with "
+            f"other jobs: {args.steps} decode steps per round, best of {args.rounds} interleaved rounds after each "
+            "variant's warm-up; tokens/s are comparable within a batch size only. LlamaGen sizes its KV cache to the "
+            f"tokens asked for ({args.steps + 1}), vfmtok to the full 256-token image, so LlamaGen's attention reads "
+            "fewer positions here than in a real run.\n\n")
+    rows = []
+    with torch.no_grad():
+        for batch in args.batches:  # results written after each batch size: a killed run keeps what it measured
+            rows += bench_batch(model, batch, args.steps, args.rounds, args.llamagen, not args.no_llamagen_compile)
+            print(table(rows), flush=True)
+            write_json(args.out + ".json", {"cpu": cpu_description(), "torch": torch.__version__, "threads": args.threads,
+                                            "preset": args.preset, "steps": args.steps, "rounds": args.rounds,
+                                            "command": cmd, "note": note, "rows": rows})
+            write_text(args.out + ".md", f"# Generator decode speed\n\n{cpu_description()}, torch {torch.__version__}, "
+                                         f"{args.threads} thread(s); command: `{cmd}`\n\n{note}" + table(rows) + "\n")
 
 
 if __name__ == "__main__":

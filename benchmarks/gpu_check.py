@@ -1,7 +1,9 @@
 """One-GPU check, every figure side by side in one run: bf16 training steps/s + peak memory of the paper tokenizer
-(random DINOv2-L weights) and GPT-B/L, eager vs compiled sampling of GPT-B at batch 32 and 256, a 1-GPU nccl DDP run.
+(random DINOv2-L weights; eager and compiled) and GPT-B/L, eager vs compiled sampling of GPT-B with CFG at batch 1, 32
+and 256 (images/s, graphs compiled after warm-up, ids equal to eager's), the load time of a saved GPT-XL, a 1-GPU nccl
+DDP run.
 
-Run: bash benchmarks/gpu_check.sh          (about 5-8 minutes on one GPU; writes benchmarks/results/gpu/)
+Run: bash benchmarks/gpu_check.sh          (about 8-12 minutes on one GPU; writes benchmarks/results/gpu/)
      python benchmarks/gpu_check.py --dry-run --out DIR   (CPU, tiny configs, well under a minute; in `make test`)
 Each section records its error instead of stopping the run; a global time budget skips what no longer fits.
 The training steps are the trainers' own (`tokenizer_step`, `generator_step`), on random data of the real shapes.
@@ -10,7 +12,6 @@ The training steps are the trainers' own (`tokenizer_step`, `generator_step`), o
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import platform
@@ -31,9 +32,11 @@ OUT = Path(__file__).resolve().parent / "results" / "gpu"
 
 # (real, dry-run) settings of each section.
 REAL = {"tok_preset": "vfmtok-paper", "tok_batch": 16, "gpts": ("GPT-B", "GPT-L"), "gpt_batch": 32, "vocab": 16384,
-        "tokens": 256, "sample_batches": (32, 256), "sample_gpt": "GPT-B", "steps": 6, "ddp_steps": 20, "budget_s": 450}
+        "tokens": 256, "sample_batches": (1, 32, 256), "sample_gpt": "GPT-B", "steps": 6, "ddp_steps": 20, "budget_s": 660, "compiled_steps": 6,
+        "load_gpt": "GPT-XL", "compile_backend": "inductor"}  # budget: fits the sh timeout
 DRY = {"tok_preset": "tiny", "tok_batch": 2, "gpts": ("GPT-nano",), "gpt_batch": 2, "vocab": 64, "tokens": 16,
-       "sample_batches": (2, 4), "sample_gpt": "GPT-nano", "steps": 2, "ddp_steps": 2, "budget_s": 50}
+       "sample_batches": (1, 2, 4), "sample_gpt": "GPT-nano", "steps": 2, "ddp_steps": 2, "budget_s": 200, "compiled_steps": 1,
+       "load_gpt": "GPT-nano", "compile_backend": "eager"}  # dry run: dynamo capture checked, no inductor codegen
 
 
 class Clock:
@@ -72,7 +75,9 @@ class Clock:
 
 
 def tokenizer_training(s: dict, clock: Clock, precision: str) -> list[dict]:
-    """Paper tokenizer (random-init DINOv2) training steps/s, before and after the GAN starts."""
+    """Paper tokenizer (random-init DINOv2) training steps/s, before and after the GAN starts, eager and compiled."""
+    from torch._dynamo.utils import counters
+
     from vfmtok.tokenizer.build import build_tokenizer
     from vfmtok.tokenizer.config import get_preset
     from vfmtok.train.common import DistInfo
@@ -90,13 +95,24 @@ def tokenizer_training(s: dict, clock: Clock, precision: str) -> list[dict]:
     B, S = s["tok_batch"], cfg.model.image_size
     micro = [(torch.rand(B, 3, S, S, device=dev) * 2 - 1, None)]
     rows = []
-    for phase, step in (("before GAN", 0), ("with GAN", cfg.loss.gan_start)):
-        if parts.losses.disc is None and phase == "with GAN":
-            continue
-        sec = clock.timed(lambda: tokenizer_step(parts, micro, step, cfg, dev), warmup=1, reps=s["steps"])
-        rows.append({"section": "train tokenizer", "what": f"{s['tok_preset']} {phase}", "batch": B, "image_size": S,
-                     "steps_per_s": round(1 / sec, 3), "images_per_s": round(B / sec, 1), "peak_mem_gib": clock.peak_gib(),
-                     "lpips": cfg.loss.lpips_weight > 0})
+    for mode in ("eager", "compiled"):
+        if mode == "compiled":  # as train.compile does: the model compiled in place, the first steps compile
+            parts.model.compile(backend=s["compile_backend"])
+        for phase, step in (("before GAN", 0), ("with GAN", cfg.loss.gan_start)):
+            if parts.losses.disc is None and phase == "with GAN":
+                continue
+            t0 = time.perf_counter()
+            tokenizer_step(parts, micro, step, cfg, dev)  # warm-up (compilation happens here)
+            first = time.perf_counter() - t0
+            counters.clear()
+            sec = clock.timed(lambda: tokenizer_step(parts, micro, step, cfg, dev), warmup=0,
+                              reps=s["steps"] if mode == "eager" else s["compiled_steps"])
+            row = {"section": "train tokenizer", "what": f"{s['tok_preset']} {phase} {mode}", "batch": B, "image_size": S,
+                   "steps_per_s": round(1 / sec, 3), "images_per_s": round(B / sec, 1), "first_call_s": round(first, 1),
+                   "peak_mem_gib": clock.peak_gib(), "lpips": cfg.loss.lpips_weight > 0}
+            if mode == "compiled":  # graphs dynamo compiled during the timed steps (0 when every step reuses them)
+                row["recompiles"] = int(counters["stats"]["unique_graphs"])
+            rows.append(row)
     return rows
 
 
@@ -142,41 +158,59 @@ def _grid(n: int) -> tuple[int, int]:
 
 
 def sampling(s: dict, clock: Clock, precision: str) -> list[dict]:
-    """Images/s of generate() (KV cache, CFG 2.0), eager and, where generate() offers it, compiled."""
-    from vfmtok.generator.generate import generate
+    """Images/s of generate() with CFG 2.0 (KV cache), eager and with the whole decode step compiled; for the
+    compiled runs, the graphs dynamo compiles after the warm-up (0 expected) and whether the ids equal eager's."""
+    from torch._dynamo.utils import counters
+
+    import vfmtok.generator.generate as G
     from vfmtok.generator.gpt import create_gpt
 
     dev, rows = clock.device, []
-    can_compile = "compile" in inspect.signature(generate).parameters
-    if can_compile and dev.type == "cpu":
-        # Dry run: inductor's CPU code generation alone takes about a minute, so trace the decode step with the
-        # 'eager' backend instead; this still checks the fullgraph capture and the compile=True call path.
-        import vfmtok.generator.generate as G
-
-        traced = torch.compile(G.decode_step, fullgraph=True, backend="eager", dynamic=False)
-        G.compiled_decode_step = lambda mode=None: traced  # generate(compile=True) looks it up in the module
+    if s["compile_backend"] != "inductor":  # dry run: capture the whole step (fullgraph) without inductor's codegen
+        traced = torch.compile(G.decode_token, fullgraph=True, backend=s["compile_backend"], dynamic=False)
+        G.compiled_decode_token = lambda mode=None, device_type=None: traced
     torch.manual_seed(0)
     gpt = create_gpt(s["sample_gpt"], vocab_size=s["vocab"], num_tokens=s["tokens"], token_grid=_grid(s["tokens"])).to(dev).eval()
     if dev.type == "cuda" and precision == "bf16":
         gpt = gpt.to(torch.bfloat16)
     for batch in s["sample_batches"]:
         labels = torch.arange(batch, device=dev) % gpt.config.num_classes
+        run = lambda compile: G.generate(gpt, labels, cfg_scale=2.0, compile=compile,  # noqa: E731
+                                         generator=torch.Generator(device=dev).manual_seed(0))
+        ids = {}
         for mode in ("eager", "compiled"):
-            row = {"section": "sample", "what": f"{s['sample_gpt']} {mode}", "batch": batch, "cfg_scale": 2.0}
-            if mode == "compiled" and not can_compile:
-                rows.append({**row, "note": "generate() has no compile= argument in this checkout"})
-                continue
-            kw = {"compile": True} if mode == "compiled" else {}
+            row = {"section": "sample", "what": f"{s['sample_gpt']} CFG 2.0 {mode}", "batch": batch, "cfg_scale": 2.0}
             clock.reset_peak()
             t0 = time.perf_counter()
-            generate(gpt, labels, cfg_scale=2.0, **kw)  # warm-up (compilation happens here)
+            ids[mode] = run(mode == "compiled")  # warm-up (compilation happens here)
             first = time.perf_counter() - t0
-            sec = clock.timed(lambda: generate(gpt, labels, cfg_scale=2.0, **kw), warmup=0, reps=2)
-            if mode == "compiled" and dev.type == "cpu":
-                row["note"] = "dynamo backend 'eager' (dry run)"
-            rows.append({**row, "images_per_s": round(batch / sec, 1), "first_call_s": round(first, 1),
+            counters.clear()
+            sec = clock.timed(lambda: run(mode == "compiled"), warmup=0, reps=2)
+            if mode == "compiled":
+                row.update(recompiles=int(counters["stats"]["unique_graphs"]), ids_equal_eager=bool(torch.equal(ids["eager"], ids["compiled"])),
+                           note=f"backend {s['compile_backend']}")
+            rows.append({**row, "images_per_s": round(batch / sec, 2), "first_call_s": round(first, 1),
                          "peak_mem_gib": clock.peak_gib()})
     return rows
+
+
+def load_time(s: dict, clock: Clock, precision: str, work: Path) -> list[dict]:
+    """Seconds from a saved generator folder to a model on the device (`load_generator`), weights stored in bf16."""
+    from vfmtok.generator.checkpoint import load_generator
+    from vfmtok.generator.gpt import create_gpt
+
+    torch.manual_seed(0)
+    model = create_gpt(s["load_gpt"], vocab_size=s["vocab"], num_tokens=s["tokens"], token_grid=_grid(s["tokens"]))
+    folder = model.save_pretrained(work / "load", dtype=torch.bfloat16)
+    n = sum(p.numel() for p in model.parameters())
+    del model
+    t0 = time.perf_counter()
+    loaded = load_generator(folder, device=clock.device)
+    clock.sync()
+    sec = time.perf_counter() - t0
+    ok = sum(p.numel() for p in loaded.parameters()) == n and loaded.head.weight.device.type == clock.device.type
+    return [{"section": "load", "what": f"{s['load_gpt']} bf16 safetensors -> {clock.device.type}", "wall_s": round(sec, 2),
+             "params_m": round(n / 1e6, 1), "ok": ok}]
 
 
 def ddp_run(s: dict, clock: Clock, precision: str, work: Path) -> list[dict]:
@@ -210,7 +244,8 @@ def ddp_run(s: dict, clock: Clock, precision: str, work: Path) -> list[dict]:
     return [row]
 
 
-SECTIONS = (("train tokenizer", tokenizer_training), ("train GPT", gpt_training), ("sample", sampling), ("DDP", ddp_run))
+SECTIONS = (("train tokenizer", tokenizer_training), ("train GPT", gpt_training), ("sample", sampling), ("load", load_time),
+            ("DDP", ddp_run))
 
 
 def run_all(dry: bool, device: torch.device, precision: str, out: Path) -> dict:
@@ -224,7 +259,7 @@ def run_all(dry: bool, device: torch.device, precision: str, out: Path) -> dict:
                 rows.append({"section": name, "error": "skipped: time budget spent"})
                 continue
             try:
-                args = (s, clock, precision, Path(tmp)) if fn is ddp_run else (s, clock, precision)
+                args = (s, clock, precision, Path(tmp)) if fn in (ddp_run, load_time) else (s, clock, precision)
                 rows += fn(*args)
             except Exception as e:  # one broken section must not hide the others' figures
                 rows.append({"section": name, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
@@ -241,7 +276,7 @@ def run_all(dry: bool, device: torch.device, precision: str, out: Path) -> dict:
 def to_markdown(result: dict) -> str:
     """One table of every row."""
     keys = ["section", "what", "batch", "steps_per_s", "images_per_s", "tokens_per_s", "peak_mem_gib", "first_call_s",
-            "wall_s", "ok", "note", "error"]
+            "recompiles", "ids_equal_eager", "wall_s", "ok", "note", "error"]
     used = [k for k in keys if any(k in r for r in result["rows"])]
     env = result["env"]
     lines = [f"# GPU check ({'dry run, ' if env['dry_run'] else ''}{env['gpu'] or env['device']}, torch {env['torch']}, "

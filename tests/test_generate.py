@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vfmtok.generator.generate import draw, generate, guided_logits, sample_next, top_k_top_p_filter
+from vfmtok.generator.generate import draw, draw_noise, generate, guided_logits, sample_next, top_k_top_p_filter
 from vfmtok.generator.gpt import create_gpt
 from vfmtok.utils.errors import VFMTokError
 
@@ -116,15 +116,16 @@ def test_temperature_changes_the_sampling_distribution():
     assert (freq - sharp).abs().max() < 0.02
 
 
+@pytest.mark.parametrize("sampler", ["icdf", "race"])
 @pytest.mark.parametrize("vocab", [1024, 300])  # two-level draw (blocks of 128) and the flat one
-def test_draw_follows_the_probabilities_and_never_picks_zeros(vocab):
+def test_draw_follows_the_probabilities_and_never_picks_zeros(vocab, sampler):
     torch.manual_seed(0)
     probs = torch.rand(vocab) ** 4
     probs[torch.randperm(vocab)[: vocab // 3]] = 0  # a third of the ids impossible, incl. whole runs below
     probs[128:256] = 0
     probs /= probs.sum()
-    n = 200_000
-    ids = draw(probs.expand(n, vocab).contiguous(), torch.Generator().manual_seed(1))
+    n = 200_000 if sampler == "icdf" else 40_000  # the race draws n x vocab randoms
+    ids = draw(probs.expand(n, vocab).contiguous(), draw_noise(n, vocab, sampler, torch.Generator().manual_seed(1)))
     freq = torch.bincount(ids, minlength=vocab).double() / n
     assert freq[probs == 0].sum() == 0
     assert ((freq - probs) ** 2 / probs.clamp(min=1e-12))[probs > 0].sum() * n < 1.3 * vocab  # chi-square / dof ~ 1
@@ -132,8 +133,9 @@ def test_draw_follows_the_probabilities_and_never_picks_zeros(vocab):
     u = torch.rand(1000, 1, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     cdf = probs.double().cumsum(0)
     flat = torch.searchsorted(cdf, (u * cdf[-1]).clamp(max=cdf[-1].item() * (1 - 1e-12)), right=True)[:, 0]
-    two = draw(probs.double().expand(1000, vocab).contiguous(), torch.Generator().manual_seed(2))
-    assert (two == flat).float().mean() > 0.99
+    if sampler == "icdf":
+        two = draw(probs.double().expand(1000, vocab).contiguous(), u)
+        assert (two == flat).float().mean() > 0.99
 
 
 def test_bad_arguments(gpt):

@@ -14,15 +14,20 @@ ROOT = Path(__file__).parents[1]
 def test_gpu_check_dry_run(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHON": os.environ.get("PYTHON", __import__("sys").executable)}
     res = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run", "--out", str(tmp_path)],
-                         capture_output=True, text=True, env=env, timeout=300)
+                         capture_output=True, text=True, env=env, timeout=420)
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads((tmp_path / "gpu_check.json").read_text())
     rows = out["rows"]
     assert out["env"]["dry_run"] is True and not [r for r in rows if "error" in r]
-    assert {r["section"] for r in rows} == {"train tokenizer", "train GPT", "sample", "DDP"}
-    assert all(r["steps_per_s"] > 0 for r in rows if r["section"].startswith("train"))
-    assert [r["ok"] for r in rows if r["section"] == "DDP"] == [True]
+    assert {r["section"] for r in rows} == {"train tokenizer", "train GPT", "sample", "load", "DDP"}
+    tok = [r["what"] for r in rows if r["section"] == "train tokenizer"]
+    assert {w.split()[-1] for w in tok} == {"eager", "compiled"} and len(tok) % 2 == 0  # each phase both ways
+    assert all(isinstance(r["steps_per_s"], float) for r in rows if r["section"].startswith("train"))
+    assert [r["ok"] for r in rows if r["section"] in ("DDP", "load")] == [True, True]
     sampled = [r for r in rows if r["section"] == "sample"]
-    assert len(sampled) == 4 and all(r["images_per_s"] > 0 for r in sampled)  # eager and compiled, two batch sizes
+    assert sorted((r["batch"], r["what"].split()[-1]) for r in sampled) == \
+        sorted((b, m) for b in (1, 2, 4) for m in ("eager", "compiled"))  # batch 1/32/256 on a GPU
+    compiled = [r for r in sampled if r["what"].endswith("compiled")]
+    assert all(r["recompiles"] == 0 and r["ids_equal_eager"] is True for r in compiled)  # the whole step, one graph
     md = (tmp_path / "gpu_check.md").read_text()
     assert md.count("\n| ") == len(rows) + 1  # header + one line per row

@@ -429,3 +429,35 @@ def test_pair_import_then_sample(imported_tokenizer, tmp_path):
                  "--cfg-scale", "2.0", "--out", str(tmp_path / "s")]) == 0
     with np.load(tmp_path / "s" / "samples.npz") as z:
         assert z["arr_0"].shape == (2, IMAGE, IMAGE, 3)
+
+
+def test_imported_rar_through_sample_npz_with_its_cfg_schedule(imported_tokenizer, tmp_path):
+    """An official-format RAR imported with its tokenizer samples through `sample-npz --protocol official` with
+    --cfg-power: the file holds exactly the images of RAR's schedule (labels and per-batch seeds as documented)."""
+    from test_rar import official_rar_state
+
+    from vfmtok.eval.protocol import for_protocol, get_protocol, make_labels
+    from vfmtok.generator.checkpoint import load_generator
+    from vfmtok.generator.pairing import load_gpt_tokenizer
+    from vfmtok.generator.sample import generate_images
+
+    _, _, _, root = imported_tokenizer
+    torch.save({f"module.{k}": v * 0.3 for k, v in official_rar_state(vocab=CODES, classes=3, n=16).items()},
+               tmp_path / "rar.bin")
+    out = tmp_path / "pair"
+    assert main(["import-official", "--tokenizer", str(root / "vit_vqgan.pt"), "--dinov2",
+                 str(root / "dinov2_vits14_reg4_pretrain.pth"), "--rar", str(tmp_path / "rar.bin"), "--out", str(out)]) == 0
+    common = ["sample-npz", "--gpt", str(out / "generator"), "--num-images", "3", "--batch-size", "2", "--device", "cpu",
+              "--protocol", "official", "--cfg-scale", "0.5", "--seed", "1"]
+    assert main([*common, "--cfg-power", "2.0", "--out", str(tmp_path / "a.npz")]) == 0
+    assert main([*common, "--out", str(tmp_path / "b.npz")]) == 0
+    rar = load_generator(out / "generator")
+    tok = for_protocol(load_gpt_tokenizer(rar, None, torch.device("cpu")), get_protocol("official"))
+    labels = make_labels(3, 3, "random", 1)
+    want = np.concatenate([generate_images(rar, tok, labels[s: s + 2], 0.5, seed=1 + b, batch_size=2, cfg_power=2.0)
+                           for b, s in enumerate((0, 2))])
+    with np.load(tmp_path / "a.npz") as a, np.load(tmp_path / "b.npz") as b:
+        assert np.array_equal(a["labels"], labels.numpy()), (a["labels"], labels)
+        # the same ids; decoding a batch is exact only up to a rounding step of the CPU convolutions
+        assert np.abs(a["arr_0"].astype(int) - want).max() <= 1
+        assert np.abs(a["arr_0"].astype(int) - b["arr_0"]).mean() > 5  # the schedule changed the samples

@@ -340,3 +340,34 @@ def test_train_config_picks_architecture_and_rar_recipe():
         resolve("--arch", "rar", "--codes", "c", "--set", "topk_codes=2")
     with pytest.raises(VFMTokError, match="is a RAR preset, not GPT"):
         resolve("--arch", "gpt", "--preset", "RAR-B")
+
+
+def test_guidance_follows_the_official_rar_rule():
+    """Official RAR (1d-tokenizer modeling/rar.py) guides whenever guidance_scale != 0, with the scale ramping from 1
+    at step 0: 0.5 is anti-guidance, unlike LlamaGen's GPT, for which any scale <= 1.0 means no guidance."""
+    import math
+
+    torch.manual_seed(0)
+    m = create_rar("RAR-nano", vocab_size=40, num_tokens=8, token_grid=(2, 4), num_classes=5).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    labels, n, power = torch.tensor([0, 2, 4]), 8, 2.0
+
+    def official(scale):  # greedy by full passes, the official formula computed by hand
+        ids = torch.zeros(3, n, dtype=torch.long)
+        for t in range(n):
+            logits = m(labels, ids[:, :t])[0][:, -1]
+            if scale != 0:
+                uncond = m(torch.full_like(labels, m.null_class), ids[:, :t])[0][:, -1]
+                s = (scale - 1) * (1 - math.cos((t / n) ** power * math.pi)) / 2 + 1
+                logits = uncond + (logits - uncond) * s
+            ids[:, t] = logits.argmax(-1)
+        return ids
+
+    anti = generate(m, labels, cfg_scale=0.5, cfg_power=power, temperature=0)
+    assert torch.equal(anti, official(0.5))
+    assert torch.equal(generate(m, labels, cfg_scale=0.0, cfg_power=power, temperature=0), official(0.0))
+    assert not torch.equal(anti, official(0.0))  # anti-guidance is not "no guidance"
+    assert m.guides(0.5) and not m.guides(0.0)

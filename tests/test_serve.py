@@ -60,7 +60,8 @@ def test_sample_by_class_name_is_seeded(app):
     ("n", "17", "number of images must be between 1 and 16"),
     ("seed", "abc", "seed must be a whole number"),
     ("temperature", "nan", "temperature must be between"),
-    ("cfg", "0.5", "CFG scale must be between 1 and 20"),
+    ("cfg", "25", "CFG scale must be between 0 and 20"),
+    ("power", "x", "CFG power must be a number"),
 ])
 def test_bad_sample_input_gets_a_message(app, field, value, message):
     status, page = app.sample(_q(**{field: value}))

@@ -43,7 +43,7 @@ class ServeApp:
     """The page's logic: a loaded tokenizer + GPT pair and the three views (index, sample, reconstruct)."""
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", max_upload: int = 4 << 20):
-        from vfmtok.generator.gpt import GPT
+        from vfmtok.generator.checkpoint import load_generator
         from vfmtok.tokenizer.api import load_tokenizer
 
         model_dir = Path(model_dir)
@@ -51,7 +51,7 @@ class ServeApp:
                 f"{model_dir} is not an exported model folder (generator/ and tokenizer/); see `vfmtok export`")
         self.model_dir, self.max_upload = model_dir, max_upload
         self.tok = load_tokenizer(model_dir / "tokenizer", device=device)
-        self.gpt = GPT.from_pretrained(model_dir / "generator", device=device)
+        self.gpt = load_generator(model_dir / "generator", device=device)  # a GPT or a RAR
         n = self.gpt.config.num_classes
         self.class_names = list(self.gpt.class_names or [str(i) for i in range(n)])
         self.lock = threading.Lock()  # one model call at a time (the server has a thread per request)
@@ -61,7 +61,7 @@ class ServeApp:
         """The whole page: both forms (keeping the user's values), then an error or the result."""
         temperature, top_k, _ = self.gpt.sampling_args()  # the model's recommended sampling, when it has one
         f = {"class": self.class_names[0], "seed": "0", "n": "4", "temperature": f"{temperature:g}", "top_k": str(top_k),
-             "cfg": "1.0", **(form or {})}
+             "cfg": "1.0", "power": "", **(form or {})}
         v = {k: html.escape(str(x), quote=True) for k, x in f.items()}
         options = "".join(f"<option value='{html.escape(c, quote=True)}'>" for c in self.class_names)
         sample_form = (
@@ -73,6 +73,7 @@ class ServeApp:
             f"<label>temperature <input name='temperature' size='4' value='{v['temperature']}'></label>"
             f"<label>top-k <input type='number' name='top_k' min='0' value='{v['top_k']}'></label>"
             f"<label>CFG <input name='cfg' size='4' value='{v['cfg']}'></label>"
+            f"<label>CFG power <input name='power' size='4' value='{v['power']}' title='RAR schedule; empty: constant'></label>"
             "<button type='submit' id='go'>sample</button></form>")
         upload_form = (
             "<form id='upload' action='/reconstruct' method='post' enctype='multipart/form-data'><b>Tokenize an image</b><br>"
@@ -90,19 +91,21 @@ class ServeApp:
         """GET /sample?class=..&seed=..&n=..&temperature=..&top_k=..&cfg=.. -> images and the time taken."""
         from vfmtok.generator.sample import generate_images, parse_labels
 
-        form = {k: (query.get(k) or [""])[0] for k in ("class", "seed", "n", "temperature", "top_k", "cfg")}
+        form = {k: (query.get(k) or [""])[0] for k in ("class", "seed", "n", "temperature", "top_k", "cfg", "power")}
         try:
             label = parse_labels([form["class"]], self.class_names, len(self.class_names))[0]
             seed = _number(form["seed"], int, "seed", 0, 2**31 - 1)
             n = _number(form["n"], int, "number of images", 1, MAX_IMAGES)
             temperature = _number(form["temperature"], float, "temperature", 0.05, 5.0)
             top_k = _number(form["top_k"], int, "top-k", 0, self.tok.codebook_size)
-            cfg = _number(form["cfg"], float, "CFG scale", 1.0, 20.0)
+            cfg = _number(form["cfg"], float, "CFG scale", 0.0, 20.0)
+            power = _number(form["power"], float, "CFG power", 0.0, 20.0) if form["power"].strip() else None
         except VFMTokError as e:
             return 400, self.page(error=str(e), form=form)
         with self.lock:
             t0 = time.perf_counter()
-            imgs = generate_images(self.gpt, self.tok, torch.full((n,), label), cfg_scale=cfg, temperature=temperature,
+            imgs = generate_images(self.gpt, self.tok, torch.full((n,), label), cfg_scale=cfg, cfg_power=power,
+                                   temperature=temperature,
                                    top_k=top_k, top_p=self.gpt.sampling_args()[2], seed=seed, batch_size=MAX_IMAGES)
             took = time.perf_counter() - t0
         grid = upscale(make_grid(imgs, ncol=min(n, 4)), 3)

@@ -59,8 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                             help="one result per scale, e.g. 1.0 2.0")
         parser.add_argument("--compile", action="store_true",
                             help="torch.compile the decode step when sampling with --gpt (CUDA graphs on GPUs)")
-        parser.add_argument("--cfg-power", type=A.non_negative_float, default=None,
-                            help="RAR's CFG schedule: the scale ramps 1 -> s as 1 + (s-1)(1-cos(pi (t/N)^pow))/2")
+        parser.add_argument("--cfg-power", type=A.non_negative_float, default=None, help=A.CFG_POWER_HELP)
         A.add_all(parser, "temperature", "top_k", "top_p")
         parser.add_argument("--image-size", type=A.positive_int, default=None, help="evaluation resolution (default: the samples')")
         parser.add_argument("--protocol", default="vfmtok", choices=list(PROTOCOLS),

@@ -271,6 +271,11 @@ class GPT(GeneratorIO, nn.Module):
     def null_class(self) -> int:
         return self.config.num_classes
 
+    @staticmethod
+    def guides(cfg_scale: float) -> bool:
+        """LlamaGen's rule (autoregressive/models/generate.py): classifier-free guidance only when cfg_scale > 1.0."""
+        return cfg_scale > 1.0
+
     def _apply(self, fn, recurse=True):
         # Casts such as `.to(torch.bfloat16)` move the rotation table but must not coarsen it: it stays fp32.
         rope = self.rope

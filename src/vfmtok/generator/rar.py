@@ -183,6 +183,12 @@ class RAR(GeneratorIO, nn.Module):
     def null_class(self) -> int:
         return self.config.num_classes
 
+    @staticmethod
+    def guides(cfg_scale: float) -> bool:
+        """The official rule (1d-tokenizer modeling/rar.py generate): guidance whenever guidance_scale != 0, so a
+        scale below 1 is anti-guidance (its schedule runs from 1 to the scale) and only 0 runs one branch."""
+        return cfg_scale != 0
+
     def decays(self, name: str, p: torch.Tensor) -> bool:
         """Whether AdamW decays this parameter: 1d-tokenizer's create_optimizer rule read on the official names
         (no decay for 1-D tensors and names holding 'embed', 'norm', 'bias' or 'ln'). So the embedding tables are not

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -40,29 +40,48 @@ def parse_labels(specs: Sequence[str | int], class_names: Sequence[str] | None, 
     return out
 
 
-@torch.no_grad()
-def generate_images(gpt: Any, tokenizer: Any, labels: torch.Tensor, cfg_scale: float = 1.0, cfg_interval: int = -1,
-                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
-                    batch_size: int = 32, compile: bool | str = False,
-                    cfg_power: float | None = None) -> np.ndarray:
-    """uint8 images (N, H, W, 3) from a GPT or RAR for class labels (N,); the same seed and batch_size give the same images.
+def seeded_generator(device: torch.device, seed: int) -> torch.Generator:
+    """The random stream of one sampling run on `device`."""
+    return torch.Generator(device=device).manual_seed(seed)
 
-    compile is passed to `generate` (torch.compile of the decode step).
-    """
-    check_tokenizer(gpt, tokenizer)
-    labels = torch.as_tensor(labels, dtype=torch.long).flatten()
-    bad = labels[(labels < 0) | (labels > gpt.null_class)]
-    if bad.numel():
+
+def check_labels(gpt: Any, labels: Any) -> torch.Tensor:
+    """Labels as a CPU int64 tensor (N,), checked on the host (numpy: no device sync) against the model's classes."""
+    if isinstance(labels, torch.Tensor) and labels.device.type != "cpu":
+        labels = labels.cpu()
+    arr = np.asarray(labels, dtype=np.int64).reshape(-1)
+    bad = arr[(arr < 0) | (arr > gpt.null_class)]
+    if bad.size:
         raise VFMTokError(f"label {int(bad[0])} is outside the model's classes 0..{gpt.null_class - 1} "
                           f"({gpt.null_class} = null class)")
-    device = gpt.head.weight.device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    chunks = []
+    return torch.from_numpy(arr)
+
+
+@torch.no_grad()
+def image_batches(gpt: Any, tokenizer: Any, labels: Any, cfg_scale: float = 1.0, cfg_interval: int = -1,
+                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0, batch_size: int = 32,
+                  compile: bool | str = False, cfg_power: float | None = None) -> Iterator[torch.Tensor]:
+    """uint8 image batches (b, H, W, 3) (CPU tensors) from a GPT or RAR for class labels (N,), one per batch_size labels.
+
+    compile is passed to `generate` (torch.compile of the whole decode step; the last batch is padded to batch_size).
+    """
+    check_tokenizer(gpt, tokenizer)
+    labels = check_labels(gpt, labels)
+    gen = seeded_generator(gpt.head.weight.device, seed)
     for start in tqdm(range(0, len(labels), batch_size), desc="sampling", unit="batch", disable=None):
         batch = labels[start: start + batch_size]
         ids = generate(gpt, batch, cfg_scale, cfg_interval, temperature, top_k, top_p, generator=gen,
-                       compile=compile, cfg_power=cfg_power)
-        chunks.append(to_uint8(tokenizer.decode(ids)).numpy())
+                       compile=compile, cfg_power=cfg_power, pad_to=batch_size)  # one compiled graph for all
+        yield to_uint8(tokenizer.decode(ids))
+
+
+def generate_images(gpt: Any, tokenizer: Any, labels: Any, cfg_scale: float = 1.0, cfg_interval: int = -1,
+                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+                    batch_size: int = 32, compile: bool | str = False,
+                    cfg_power: float | None = None) -> np.ndarray:
+    """uint8 images (N, H, W, 3) (`image_batches` on the host); the same seed and batch_size give the same images."""
+    chunks = [b.cpu().numpy() for b in image_batches(gpt, tokenizer, labels, cfg_scale, cfg_interval, temperature, top_k,
+                                                     top_p, seed, batch_size, compile, cfg_power)]
     return np.concatenate(chunks) if chunks else np.zeros((0, tokenizer.image_size, tokenizer.image_size, 3), np.uint8)
 
 

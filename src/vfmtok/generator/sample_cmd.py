@@ -26,15 +26,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="class index or name, repeatable (e.g. --class 'golf ball' --class 3); default: every class")
     A.add(p, "per_class")
     p.add_argument("--cfg-scale", type=A.non_negative_float, default=1.0,
-                   help="classifier-free guidance scale (1.0 = off, one branch)")
-    p.add_argument("--cfg-interval", type=A.number(int, -1), default=-1, help="guide only the first N tokens (-1 = all)")
-    p.add_argument("--cfg-power", type=A.non_negative_float, default=None,
-                   help="RAR's CFG schedule: the scale ramps 1 -> s as 1 + (s-1)(1-cos(pi (t/N)^pow))/2 (default: constant)")
+                   help="classifier-free guidance scale; a GPT guides when > 1.0 (LlamaGen), a RAR when != 0 (official RAR)")
+    p.add_argument("--cfg-interval", type=A.number(int, -1), default=-1, help=A.CFG_INTERVAL_HELP)
+    p.add_argument("--cfg-power", type=A.non_negative_float, default=None, help=A.CFG_POWER_HELP)
     A.add_all(p, "temperature", "top_k", "top_p", "seed", "batch_size", "device")
     A.add(p, "precision", default="bf16", help="GPT weight dtype on GPU (CPU always runs fp32)")
     A.add(p, "out", required=False, default="samples")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the decode step (CUDA graphs on GPUs; the tool for GPU speed)")
+                   help="torch.compile the whole decode step: forward, CFG, filters, draw (CUDA graphs on GPUs, freezing on CPU)")
 
 
 def sample(gpt_path: str | Path | None = None, tokenizer: str | Path | None = None, classes: Sequence[str | int] = (),

@@ -27,13 +27,15 @@ from vfmtok.utils.io import save_npz, write_json
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `vfmtok sample-npz`."""
-    p.add_argument("--gpt", required=True, help="GPT checkpoint folder, run folder or Hub id")
+    p.add_argument("--gpt", required=True, help="GPT or RAR checkpoint folder, run folder or Hub id")
     p.add_argument("--tokenizer", default=None, help="tokenizer (default: the one recorded in the GPT's config)")
     p.add_argument("--num-images", type=int, default=50000)
     p.add_argument("--protocol", default="official", choices=list(PROTOCOLS))
     p.add_argument("--labels", default=None, choices=list(LABEL_KINDS), help="default: the protocol's (official: random)")
-    p.add_argument("--cfg-scale", type=float, default=1.0)
-    p.add_argument("--cfg-interval", type=int, default=-1)
+    p.add_argument("--cfg-scale", type=float, default=1.0,
+                   help="guidance scale; a GPT guides when > 1.0 (LlamaGen), a RAR when != 0 (official RAR)")
+    p.add_argument("--cfg-interval", type=int, default=-1, help=A.CFG_INTERVAL_HELP)
+    p.add_argument("--cfg-power", type=A.non_negative_float, default=None, help=A.CFG_POWER_HELP)
     A.add_all(p, "temperature", "top_k", "top_p")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32, help="per rank and step")
@@ -44,17 +46,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _settings_key(args: argparse.Namespace, labels: torch.Tensor) -> str:
-    keys = ("gpt", "tokenizer", "protocol", "cfg_scale", "cfg_interval", "temperature", "top_k", "top_p", "seed",
+    keys = ("gpt", "tokenizer", "protocol", "cfg_scale", "cfg_interval", "cfg_power", "temperature", "top_k", "top_p", "seed",
             "batch_size", "precision")
     blob = json.dumps({k: str(getattr(args, k)) for k in keys}, sort_keys=True).encode() + labels.numpy().tobytes()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _load_models(args: argparse.Namespace, device: torch.device, protocol):
-    from vfmtok.generator.gpt import GPT
+    from vfmtok.generator.checkpoint import load_generator
     from vfmtok.generator.pairing import load_gpt_tokenizer
 
-    gpt = GPT.from_pretrained(args.gpt, device=device)
+    gpt = load_generator(args.gpt, device=device)  # a GPT or a RAR, by its config.json
     args.temperature, args.top_k, args.top_p = gpt.sampling_args(args.temperature, args.top_k, args.top_p)
     if device.type == "cuda" and args.precision != "fp32":
         gpt = gpt.to(torch.bfloat16 if args.precision == "bf16" else torch.float16)
@@ -76,7 +78,7 @@ def _rank_part(args, gpt, tok, labels: torch.Tensor, rank: int, world: int, key:
         lab = labels[b * args.batch_size:(b + 1) * args.batch_size]
         chunks.append(generate_images(gpt, tok, lab, args.cfg_scale, args.cfg_interval, args.temperature, args.top_k,
                                       args.top_p, seed=args.seed + b, batch_size=args.batch_size,
-                                      compile=args.compile))
+                                      compile=args.compile, cfg_power=getattr(args, "cfg_power", None)))
     arr = np.concatenate(chunks) if chunks else np.zeros((0, tok.image_size, tok.image_size, 3), np.uint8)
     save_npz(part, arr_0=arr, batches=np.asarray(batches, np.int64), key=np.asarray(key))
     return part

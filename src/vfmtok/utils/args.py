@@ -57,6 +57,10 @@ def device_name(text: str) -> str:
 
 
 GPT_TOKENIZER_HELP = "tokenizer checkpoint or run folder (default: the one recorded in the GPT's config)"
+CFG_INTERVAL_HELP = ("guide tokens 0 .. N+1 only, N+2 tokens as LlamaGen's cfg_interval counts "
+                     "(-1 = all; an unguided token still runs both branches)")
+CFG_POWER_HELP = ("RAR's CFG schedule: token t uses 1 + (s-1)(1-cos(pi (t/N)^pow))/2, from 1 at t=0 towards s "
+                  "(default: the constant scale s)")
 DATA_HELP = "'sample' (embedded), 'imagenette', 'cifar10', a class-folder tree or a zip of one"
 
 # name -> (flags, argparse keyword arguments); `add` applies per-command overrides on top.
