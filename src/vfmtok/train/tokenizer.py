@@ -164,7 +164,7 @@ class TokenizerParts:
         st = {"model": self.model.trainable_state_dict(), "ema": self.ema.module.trainable_state_dict(),
               "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict(), "step": step,
               "rng": C.gather_rng_states(), "reseed_gen": self.reseed_gen.get_state(),
-              "quant_window": q._recent.cpu(), "quant_window_pos": q._recent_pos}
+              "quant_window": _gather_windows(q._recent), "quant_window_pos": q._recent_pos}
         if self.opt_d is not None:
             st["disc"] = drop_frozen_state(self.losses.disc, self.losses.disc.state_dict())  # not the frozen VGG
             st["disc_optimizer"] = self.opt_d.state_dict()
@@ -183,10 +183,39 @@ class TokenizerParts:
         if "reseed_gen" in st:
             self.reseed_gen.set_state(st["reseed_gen"])
         if "quant_window" in st:  # the dead-code re-seeding reads it, so it is part of the exact state
-            self.model.quantizer._recent.copy_(st["quant_window"])
-            self.model.quantizer._recent_pos = int(st["quant_window_pos"])
+            q = self.model.quantizer
+            windows = st["quant_window"]
+            if isinstance(windows, list) and len(windows) == info.world_size:  # one window per rank
+                q._recent.copy_(windows[info.rank])
+            elif not isinstance(windows, list):  # before per-rank windows: one window of every rank's ids
+                q._recent.copy_(windows) if info.rank == 0 else q._recent.fill_(-1)
+            else:
+                raise VFMTokError(f"--resume: {folder} was saved by {len(windows)} processes, this run has "
+                                  f"{info.world_size}; resume with the same number of processes")
+            q._recent_pos = int(st["quant_window_pos"])
         C.restore_rank_rng(st["rng"], info, str(folder))
         return int(st["step"])
+
+
+def _gather_windows(window: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's recent-ids window, in rank order (a collective under DDP; checkpoint steps only)."""
+    if not dist.is_initialized():
+        return [window.cpu()]
+    out = [torch.empty_like(window) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, window)
+    return [w.cpu() for w in out]
+
+
+def wrap_ddp(module: torch.nn.Module, info: C.DistInfo) -> torch.nn.Module:
+    """DDP for a module whose graph is the same every step (no data-dependent branch: see docs/training-hot-paths.md).
+
+    static_graph: DDP learns the used parameters in the first step instead of searching the autograd graph every
+    step (find_unused_parameters); buffers are not broadcast at each forward (the tokenizer's are constants, and
+    each rank's recent-ids window is its own)."""
+    if info.world_size == 1:
+        return module
+    ids = [info.device.index] if info.device.type == "cuda" else None
+    return DDP(module, device_ids=ids, static_graph=True, broadcast_buffers=False)
 
 
 def build_parts(cfg: TokenizerRunConfig, model: TokenizerBase, info: C.DistInfo) -> TokenizerParts:
@@ -202,13 +231,17 @@ def build_parts(cfg: TokenizerRunConfig, model: TokenizerBase, info: C.DistInfo)
         opt_d = torch.optim.AdamW(d_params, lr=t.disc_lr, betas=tuple(t.betas), weight_decay=0.0)
     # fp16 needs loss scaling; bf16 and fp32 do not (the scaler is then a pass-through).
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and t.precision == "fp16")
-    ddp_model = DDP(model, find_unused_parameters=True) if info.world_size > 1 else model
-    ddp_disc = DDP(losses.disc, find_unused_parameters=True) if losses.disc is not None and info.world_size > 1 else None
+    ddp_model = wrap_ddp(model, info)
+    ddp_disc = wrap_ddp(losses.disc, info) if losses.disc is not None and info.world_size > 1 else None
+    if t.compile:  # the loss terms in one graph beside the model's (LPIPS, the discriminator's G pass)
+        losses.generator_terms = torch.compile(losses.generator_terms)
     return TokenizerParts(model, losses, ema, opt, opt_d, scaler, torch.Generator().manual_seed(t.seed + 1), ddp_model, ddp_disc)
 
 
 def tokenizer_step(p: TokenizerParts, micro: list, step: int, cfg: TokenizerRunConfig, device: torch.device) -> tuple[dict, object]:
-    """One optimiser step over micro-batches (gradient accumulation), then the discriminator's; returns (logs, last output)."""
+    """One optimiser step over micro-batches (gradient accumulation), then the discriminator's; returns (logs, last output).
+
+    The logs are detached 0-dim tensors: nothing here reads the device (see C.LogMeter for when they are read)."""
     t = cfg.train
     lr = C.lr_at(step, t.lr, t.warmup_steps, t.steps, t.lr_schedule)
     for g in p.opt.param_groups:
@@ -223,7 +256,7 @@ def tokenizer_step(p: TokenizerParts, micro: list, step: int, cfg: TokenizerRunC
             p.scaler.scale(loss / k).backward()
         recons.append(out.recon.detach())
     p.scaler.unscale_(p.opt)
-    logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(p.model.parameters(), t.grad_clip))
+    logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(p.model.parameters(), t.grad_clip).detach()
     p.scaler.step(p.opt)
     if p.losses.gan_active(step):
         p.opt_d.zero_grad(set_to_none=True)
@@ -238,7 +271,6 @@ def tokenizer_step(p: TokenizerParts, micro: list, step: int, cfg: TokenizerRunC
         p.scaler.step(p.opt_d)
     p.scaler.update()
     p.ema.update(p.model, step)
-    logs["lr"] = lr
     return logs, out
 
 
@@ -283,8 +315,6 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
         write_json(run_dir / "run_config.json", to_dict(cfg))
     previews = _preview_images(cfg, image_ds) if info.is_main else None
     folder = _loop(cfg, p, stream, step, run_dir, info, log, image_ds.class_names, previews, same_codes)
-    if dist.is_initialized():
-        dist.barrier()
     C.cleanup_distributed()
     return folder or resolve_checkpoint(run_dir)
 
@@ -306,20 +336,25 @@ def _loop(cfg, p: TokenizerParts, stream: EpochStream, step: int, run_dir: Path,
     bar = tqdm(total=t.steps, initial=step, disable=not info.is_main or None, desc="train-tokenizer", dynamic_ncols=True)
     batches = stream.from_step(step * t.accum_steps)
     t0, seen, folder, saved_at = time.time(), 0, None, None
+    meter = C.LogMeter()
     model.train()
     while step < t.steps:
         micro = [_unpack(next(batches)[1], device) for _ in range(t.accum_steps)]
         logs, out = tokenizer_step(p, micro, step, cfg, device)
+        meter.add(logs)
+        lr = C.lr_at(step, t.lr, t.warmup_steps, t.steps, t.lr_schedule)
         step += 1
         seen += sum(m[0].shape[0] for m in micro) * info.world_size
-        if info.is_main and (step % t.log_every == 0 or step == t.steps):
-            usage = model.quantizer.usage()
+        if step % t.log_every == 0 or step == t.steps:  # the only steps that read the device (collectives: all ranks)
+            means, usage = meter.read(), model.quantizer.usage()
             ips = seen / max(1e-9, time.time() - t0)
-            rec = {"step": step, "img_per_s": round(ips, 2), **usage, **logs}
-            metrics_f.write(json.dumps(rec) + "\n")
-            metrics_f.flush()
-            log.info(json.dumps(rec))
-            bar.set_postfix(loss=f"{logs['total']:.3f}", usage=f"{usage['usage']:.2f}", ips=f"{ips:.1f}")
+            t0, seen = time.time(), 0
+            if info.is_main:
+                rec = {"step": step, "img_per_s": round(ips, 2), **usage, **means, "lr": lr}
+                metrics_f.write(json.dumps(rec) + "\n")
+                metrics_f.flush()
+                log.info(json.dumps(rec))
+                bar.set_postfix(loss=f"{means['total']:.3f}", usage=f"{usage['usage']:.2f}", ips=f"{ips:.1f}")
         # After logging: re-seeding restarts the usage window, which would log as zero usage.
         if t.reseed_dead_every and t.trainable == "all" and step % t.reseed_dead_every == 0 and step < t.steps:
             n = model.quantizer.reseed_dead_codes(out.pre_quant, p.reseed_gen)
