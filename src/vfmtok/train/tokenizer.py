@@ -206,16 +206,18 @@ def _gather_windows(window: torch.Tensor) -> list[torch.Tensor]:
     return [w.cpu() for w in out]
 
 
-def wrap_ddp(module: torch.nn.Module, info: C.DistInfo) -> torch.nn.Module:
-    """DDP for a module whose graph is the same every step (no data-dependent branch: see docs/training-hot-paths.md).
+def wrap_ddp(module: torch.nn.Module, info: C.DistInfo, accum_steps: int = 1) -> torch.nn.Module:
+    """DDP without the per-step search for unused parameters (find_unused_parameters): the tokenizer's graph is the
+    same every step (no data-dependent branch; docs/training-hot-paths.md).
 
-    static_graph: DDP learns the used parameters in the first step instead of searching the autograd graph every
-    step (find_unused_parameters); buffers are not broadcast at each forward (the tokenizer's are constants, and
-    each rank's recent-ids window is its own)."""
+    One micro-batch per step: static_graph, which learns the used parameters in the first step (so a config that
+    leaves some unused still trains). Accumulation (no_sync) trips static_graph in DDP (an internal assert), so it
+    runs with every parameter expected to get a gradient, as every preset's do. Buffers are not broadcast at each
+    forward: the tokenizer's are constants, and each rank keeps its own recent-ids window."""
     if info.world_size == 1:
         return module
     ids = [info.device.index] if info.device.type == "cuda" else None
-    return DDP(module, device_ids=ids, static_graph=True, broadcast_buffers=False)
+    return DDP(module, device_ids=ids, static_graph=accum_steps == 1, broadcast_buffers=False)
 
 
 def build_parts(cfg: TokenizerRunConfig, model: TokenizerBase, info: C.DistInfo) -> TokenizerParts:
@@ -231,8 +233,8 @@ def build_parts(cfg: TokenizerRunConfig, model: TokenizerBase, info: C.DistInfo)
         opt_d = torch.optim.AdamW(d_params, lr=t.disc_lr, betas=tuple(t.betas), weight_decay=0.0)
     # fp16 needs loss scaling; bf16 and fp32 do not (the scaler is then a pass-through).
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and t.precision == "fp16")
-    ddp_model = wrap_ddp(model, info)
-    ddp_disc = wrap_ddp(losses.disc, info) if losses.disc is not None and info.world_size > 1 else None
+    ddp_model = wrap_ddp(model, info, t.accum_steps)
+    ddp_disc = wrap_ddp(losses.disc, info, t.accum_steps) if losses.disc is not None and info.world_size > 1 else None
     if t.compile:  # the loss terms in one graph beside the model's (LPIPS, the discriminator's G pass)
         losses.generator_terms = torch.compile(losses.generator_terms)
     return TokenizerParts(model, losses, ema, opt, opt_d, scaler, torch.Generator().manual_seed(t.seed + 1), ddp_model, ddp_disc)
