@@ -1,40 +1,14 @@
 """FSDP checkpoints through torch.distributed.checkpoint: each rank writes its shard, and a run resumes at another
 world size with the same weights, optimiser state and step (2 gloo ranks -> 1 and 1 -> 2)."""
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_codes import FakeTokenizer, make_image_folder
-from vfmtok.data.imagefolder import ImageFolderDataset
-from vfmtok.train.extract import extract_codes
+from test_resume_scale import _torchrun, codes  # noqa: F401  (the codes fixture)
 from vfmtok.train.sharded import SHARDED_DIR, consolidate_checkpoint, read_full
-
-SRC = str(Path(__file__).parents[1] / "src")
-
-
-def _torchrun(nproc: int, args: list[str]) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
-           "--master_port", str(port), "-m", "vfmtok.cli", "train-generator", *args]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
-
-
-@pytest.fixture(scope="module")
-def codes(tmp_path_factory):
-    images = make_image_folder(tmp_path_factory.mktemp("imgs"), per_class=4)
-    return extract_codes(FakeTokenizer(), ImageFolderDataset(images, 16), tmp_path_factory.mktemp("c") / "codes", batch_size=6)
 
 
 @pytest.mark.slow
@@ -42,7 +16,7 @@ def codes(tmp_path_factory):
 def test_fsdp_run_resumes_at_another_world_size(codes, tmp_path, before, after):
     args = ["--codes", str(codes), "--preset", "GPT-nano", "--batch-size", "2", "--save-every", "2", "--device", "cpu",
             "--fsdp", "--ema-decay", "0"]
-    _torchrun(before, [*args, "--steps", "2", "--out", str(tmp_path / "a")])
+    _torchrun("train-generator", [*args, "--steps", "2", "--out", str(tmp_path / "a")], before)
     step2 = tmp_path / "a/checkpoints/step_0000002"
     shards = sorted(p.name for p in (step2 / SHARDED_DIR).iterdir())
     assert ".metadata" in shards and len([s for s in shards if s.endswith(".distcp")]) == before  # one file per rank
@@ -52,7 +26,7 @@ def test_fsdp_run_resumes_at_another_world_size(codes, tmp_path, before, after):
 
     # lr 1e-30: the resumed step moves no weight by a float32 ulp (nor does weight decay), only Adam's moments
     shutil.copytree(tmp_path / "a", tmp_path / "b")
-    _torchrun(after, [*args, "--steps", "3", "--lr", "1e-30", "--resume", "--out", str(tmp_path / "b")])
+    _torchrun("train-generator", [*args, "--steps", "3", "--lr", "1e-30", "--resume", "--out", str(tmp_path / "b")], after)
     step3 = tmp_path / "b/checkpoints/step_0000003"
     resumed = load_file(step3 / "model.safetensors")
     assert sorted(resumed) == sorted(trained) and all(torch.equal(resumed[k], trained[k]) for k in trained)
