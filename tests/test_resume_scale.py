@@ -23,12 +23,12 @@ from vfmtok.utils.io import load_train_state
 SRC = str(Path(__file__).parents[1] / "src")
 
 
-def _torchrun(command: str, args: list[str]) -> None:
+def _torchrun(command: str, args: list[str], nproc: int = 2) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
            "--master_port", str(port), "-m", "vfmtok.cli", command, *args]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
@@ -152,3 +152,22 @@ def test_compiled_training_matches_eager_with_the_same_checkpoint_keys(codes, tm
     a, b = (load_file(tmp_path / r / "checkpoints/step_0000002/model.safetensors") for r in ("eager", "compiled"))
     assert sorted(a) == sorted(b) and max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
     assert "torch.compile" in (tmp_path / "compiled" / "train.log").read_text()
+
+
+def test_a_process_that_started_a_group_ends_without_finalisation(tmp_path):
+    """The teardown abort (a DDP-held gloo group's threads alive through interpreter exit) cannot happen: after
+    cleanup the worker ends with os._exit (atexit handlers do not run), a process without a group returns."""
+    from vfmtok.train import common as C
+
+    assert C.exit_code(3) == 3  # in-process: no group started here
+    code = ("import atexit, torch; from vfmtok.train import common as C\n"
+            "info = C.setup_distributed('cpu'); ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2))\n"
+            "atexit.register(lambda: print('finalised'))\n"
+            "C.cleanup_distributed(); print('torn down', flush=True); C.exit_code(5); print('not reached')\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 5 and res.stdout.split() == ["torn", "down"], res.stdout + res.stderr[-2000:]

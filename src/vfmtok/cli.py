@@ -65,6 +65,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line and exit with status 2."""
+    rc = _main(argv)
+    common = sys.modules.get("vfmtok.train.common")  # loaded by the commands that may start a process group
+    return common.exit_code(rc) if common is not None else rc  # a torchrun worker ends here (see exit_code)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     threads.prepare_environment()  # before the command's module loads torch

@@ -32,6 +32,17 @@ class TokenizerOutput:
     pre_quant: torch.Tensor | None = None       # (B, N, d) encoder outputs before quantisation (for dead-code reseeding)
 
 
+def check_id_range(ids: torch.Tensor, k: int) -> None:
+    """One-line error for ids outside [0, k). On an accelerator the check is queued on the device (an assert there)
+    instead of read back, so decoding never waits for the device."""
+    if ids.device.type == "cpu":
+        lo, hi = ids.aminmax()
+        if lo < 0 or hi >= k:
+            raise VFMTokError(f"ids must lie in [0, {k}), got range [{int(lo)}, {int(hi)}]")
+    else:
+        torch._assert_async(((ids >= 0) & (ids < k)).all(), f"ids must lie in [0, {k})")
+
+
 class TokenizerBase(nn.Module):
     """Token features -> VQ -> decoder; subclasses provide `token_features` and `decode_tokens`."""
 
@@ -105,11 +116,7 @@ class TokenizerBase(nn.Module):
         """Ids (B, N) -> images (B,3,H,W) clamped to [-1,1]."""
         if ids.dim() != 2 or ids.shape[1] != self.num_tokens:
             raise VFMTokError(f"expected ids of shape (B, {self.num_tokens}), got {tuple(ids.shape)}")
-        if ids.device.type != "cpu":  # checked on the device: reading min/max back would stall the GPU every decode
-            torch._assert_async(((ids >= 0) & (ids < self.cfg.codebook_size)).all(),
-                                f"ids must lie in [0, {self.cfg.codebook_size})")
-        elif ids.min() < 0 or ids.max() >= self.cfg.codebook_size:
-            raise VFMTokError(f"ids must lie in [0, {self.cfg.codebook_size}), got range [{int(ids.min())}, {int(ids.max())}]")
+        check_id_range(ids, self.cfg.codebook_size)
         tokens = self.post_quant(self.quantizer.lookup(ids.long()))
         img, _ = self.decode_tokens(tokens)
         return img.clamp(-1, 1)

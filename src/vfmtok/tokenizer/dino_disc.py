@@ -68,16 +68,24 @@ class FrozenDINOSmall(nn.Module):
         return super().train(False)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """[-1, 1] images -> normalised 224 x 224 (random 224 crop with p = 0.5 when larger, else resize), fp32."""
+        """[-1, 1] images -> normalised 224 x 224 (random 224 crop with p = 0.5 when larger, else resize), fp32.
+
+        The coin and the crop offsets are drawn on x's device and applied by indexing and `where`: no host read, no
+        data-dependent branch (both candidates are computed; the resize is cheap next to the ViT)."""
         x = self.x_scale * x.float() + self.x_shift
         h, w = x.shape[-2:]
-        if h > self.size and w > self.size and float(torch.rand(())) <= 0.5:
-            i = int(torch.randint(0, h - self.size + 1, ()))
-            j = int(torch.randint(0, w - self.size + 1, ()))
-            return x[..., i:i + self.size, j:j + self.size]
-        if (h, w) == (self.size, self.size):
+        s = self.size
+        if (h, w) == (s, s):
             return x
-        return F.interpolate(x, size=(self.size, self.size), mode="area" if h > self.size else "bicubic")
+        resized = F.interpolate(x, size=(s, s), mode="area" if h > s else "bicubic")
+        if not (h > s and w > s):
+            return resized
+        i = torch.randint(0, h - s + 1, (), device=x.device)
+        j = torch.randint(0, w - s + 1, (), device=x.device)
+        ar = torch.arange(s, device=x.device)
+        crop = x[..., (i + ar)[:, None], (j + ar)[None, :]]
+        coin = torch.rand((), device=x.device) <= 0.5
+        return torch.where(coin, crop, resized)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Readouts (B, C, L): patch tokens + CLS after the position embedding and after the key blocks."""

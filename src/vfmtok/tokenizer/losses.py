@@ -43,38 +43,52 @@ class TokenizerLoss(nn.Module):
     def gan_active(self, step: int) -> bool:
         return self.disc is not None and step >= self.cfg.gan_start
 
-    def generator_loss(self, images: torch.Tensor, out: TokenizerOutput, step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """Total loss for the tokenizer and a dict of its (unweighted) terms."""
-        c = self.cfg
-        recon = out.recon.float()
-        pix = F.mse_loss(recon, images) if c.pixel_loss == "l2" else F.l1_loss(recon, images)
-        total = c.pixel_weight * pix + c.codebook_weight * out.codebook_loss + out.commit_loss
-        logs = {"pixel": pix.item(), "codebook": out.codebook_loss.item(), "commit": out.commit_loss.item()}
-        if self.lpips is not None:
-            lp = self.lpips(recon, images).mean()
-            total = total + c.lpips_weight * lp
-            logs["lpips"] = lp.item()
-        if out.feature_pred is not None and c.feature_weight > 0:
-            fl = feature_cosine_loss(out.feature_pred, out.feature_target)
-            total = total + c.feature_weight * fl
-            logs["feature"] = fl.item()
-        if self.gan_active(step):
-            self.disc.requires_grad_(False)  # no D gradients from the G step
-            g = F.softplus(-self.disc(recon)).mean()
+    def generator_loss(self, images: torch.Tensor, out: TokenizerOutput, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss for the tokenizer and a dict of its (unweighted) terms as detached 0-dim tensors.
+
+        The terms stay on the device: reading them (`float`) waits for the device, so trainers read them only at log steps.
+        """
+        adversarial = self.gan_active(step)
+        if not adversarial:
+            return self.generator_terms(images, out, False)
+        self.disc.requires_grad_(False)  # no D gradients from the G step
+        try:
+            return self.generator_terms(images, out, True)
+        finally:
             self.disc.requires_grad_(True)
             for m in self.disc.modules():  # frozen backbones (VGG16, DINO) stay frozen
                 if getattr(m, "excluded_from_checkpoint", False):
                     m.requires_grad_(False)
+
+    def generator_terms(self, images: torch.Tensor, out: TokenizerOutput, adversarial: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The tensor part of generator_loss (no host reads, no data-dependent branch: one graph under torch.compile)."""
+        c = self.cfg
+        recon = out.recon.float()
+        pix = F.mse_loss(recon, images) if c.pixel_loss == "l2" else F.l1_loss(recon, images)
+        total = c.pixel_weight * pix + c.codebook_weight * out.codebook_loss + out.commit_loss
+        logs = {"pixel": pix, "codebook": out.codebook_loss, "commit": out.commit_loss}
+        if self.lpips is not None:
+            lp = self.lpips(recon, images).mean()
+            total = total + c.lpips_weight * lp
+            logs["lpips"] = lp
+        if out.feature_pred is not None and c.feature_weight > 0:
+            fl = feature_cosine_loss(out.feature_pred, out.feature_target)
+            total = total + c.feature_weight * fl
+            logs["feature"] = fl
+        if adversarial:
+            g = F.softplus(-self.disc(recon)).mean()
             total = total + c.gan_weight * g
-            logs["gen_adv"] = g.item()
-        logs["total"] = total.item()
-        return total, logs
+            logs["gen_adv"] = g
+        logs["total"] = total
+        return total, {k: v.detach() for k, v in logs.items()}
 
     def discriminator_loss(self, images: torch.Tensor, recon: torch.Tensor,
-                           disc: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Hinge loss of D (or its DDP wrapper `disc`) on real images vs detached reconstructions, times the GAN weight."""
+                           disc: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Hinge loss of D (or its DDP wrapper `disc`) on real images vs detached reconstructions, times the GAN weight;
+        its terms as detached 0-dim tensors."""
         disc = disc or self.disc
         real = disc(images.detach())
         fake = disc(recon.detach().float())
         d = hinge_d_loss(real, fake)
-        return self.cfg.gan_weight * d, {"disc": d.item(), "logits_real": real.mean().item(), "logits_fake": fake.mean().item()}
+        logs = {"disc": d, "logits_real": real.mean(), "logits_fake": fake.mean()}
+        return self.cfg.gan_weight * d, {k: v.detach() for k, v in logs.items()}

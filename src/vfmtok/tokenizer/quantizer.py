@@ -69,12 +69,9 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _record(self, idx: torch.Tensor) -> None:
+        # This rank's ids only: the statistic is reduced across ranks when it is read (`histogram`), not per forward.
         flat = idx.flatten()
-        if dist.is_initialized():
-            gathered = [torch.empty_like(flat) for _ in range(dist.get_world_size())]
-            dist.all_gather(gathered, flat)
-            flat = torch.cat(gathered)
-        n, w = flat.numel(), self._recent.numel()
+        w = self._recent.numel()
         flat = flat[-w:]
         n = flat.numel()
         end = self._recent_pos + n
@@ -87,20 +84,30 @@ class VectorQuantizer(nn.Module):
         self._recent_pos = end % w
 
     @torch.no_grad()
+    def histogram(self) -> torch.Tensor:
+        """(K,) counts of the ids in the recent-ids windows of all ranks (a collective under DDP: every rank calls it)."""
+        valid = self._recent >= 0
+        counts = torch.zeros(self.codebook_size, dtype=torch.long, device=self._recent.device)
+        counts.index_add_(0, self._recent.clamp_min(0), valid.long())  # fixed shapes: no host read of the window
+        if dist.is_initialized():
+            dist.all_reduce(counts)
+        return counts
+
+    @torch.no_grad()
     def usage(self) -> dict[str, float]:
-        """Fraction of codes used and perplexity over the recent-ids window."""
-        seen = self._recent[self._recent >= 0]
-        return usage_stats(seen, self.codebook_size)
+        """Fraction of codes used and perplexity over the recent-ids windows of all ranks (a collective under DDP)."""
+        s = histogram_stats(self.histogram())
+        return {"usage": s["codebook_usage"], "perplexity": s["perplexity"]}
 
     @torch.no_grad()
     def reseed_dead_codes(self, z: torch.Tensor, generator: torch.Generator | None = None) -> int:
-        """Replace codes unused in the window with random encoder outputs from z (..., d); returns how many."""
-        seen = self._recent[self._recent >= 0]
-        if seen.numel() == 0:
+        """Replace codes unused in every rank's window with random encoder outputs from z (..., d); returns how many.
+
+        Reads the device (how many codes are dead) and runs collectives: call it on every rank, at its own steps."""
+        counts = self.histogram()  # the same on every rank, so every rank replaces the same codes
+        if int(counts.sum()) == 0:
             return 0
-        used = torch.zeros(self.codebook_size, dtype=torch.bool, device=seen.device)
-        used[seen] = True
-        dead = (~used).nonzero().flatten()
+        dead = (counts == 0).nonzero().flatten()
         if dead.numel() == 0:
             return 0
         pool = F.normalize(z.detach().float().reshape(-1, self.dim), dim=-1)

@@ -26,6 +26,9 @@ from vfmtok.utils.io import (TRAIN_STATE_NAME, load_train_state, resolve_checkpo
                              write_text)
 
 
+_OWN_GROUP = False  # whether setup_distributed started a process group in this process (see exit_code)
+
+
 @dataclass
 class DistInfo:
     """Where this process sits in a (possibly single-process) run."""
@@ -42,6 +45,7 @@ class DistInfo:
 
 def setup_distributed(device: str = "auto") -> DistInfo:
     """Initialise DDP from torchrun's env vars (gloo on CPU, nccl on CUDA); single process otherwise."""
+    global _OWN_GROUP
     dev = resolve_device(device)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
@@ -51,6 +55,7 @@ def setup_distributed(device: str = "auto") -> DistInfo:
             dev = torch.device("cuda", local)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+            _OWN_GROUP = True
         return DistInfo(rank, world, local, dev)
     if dev.type == "cuda":
         enable_tf32()
@@ -58,9 +63,33 @@ def setup_distributed(device: str = "auto") -> DistInfo:
 
 
 def cleanup_distributed() -> None:
-    """Tear down the process group if one was created."""
+    """Wait for every rank, then tear down the process group if one was created.
+
+    The barrier makes the last collective finish on all ranks before any rank tears down. The process group's
+    threads may still outlive this call: a DistributedDataParallel wrapper keeps the gloo group alive (its worker
+    and transport threads stay up after destroy_process_group), so the process must end with `exit_code`."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
+
+
+def exit_code(rc: int) -> int:
+    """End a process that started a process group (a torchrun worker): flush, then `os._exit(rc)`; else return rc.
+
+    After a DDP run the gloo process group's worker and transport threads are still alive (see
+    cleanup_distributed), so an ordinary exit runs interpreter finalisation and C++ static destructors beside
+    them; a rank aborted there about one exit in six on a loaded machine (SIGABRT, "terminate called without an
+    active exception": a thread unwound while the interpreter was going away). `os._exit` ends the process with
+    no finalisation to race; every file is closed and the ranks have passed the last barrier by then."""
+    if not _OWN_GROUP:
+        return rc
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(rc)
 
 
 def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
@@ -70,6 +99,40 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(x)
         x /= dist.get_world_size()
     return x
+
+
+class LogMeter:
+    """Running sums of detached 0-dim tensors between log steps, read in one go: one host read per log step.
+
+    Adding never waits for the device; `read` averages each key over the steps that gave it and over ranks (a
+    collective under DDP/FSDP, so every rank calls it) and returns Python floats."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        """Accumulate one step's values."""
+        for k, v in values.items():
+            v = v.detach()
+            if hasattr(v, "full_tensor"):  # an FSDP2 DTensor (the gradient norm): made whole at read time
+                self.sums.setdefault(k, []).append(v)
+            else:
+                v = v.float().reshape(())
+                self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def read(self) -> dict[str, float]:
+        """Means since the last read, over steps and ranks; resets the sums."""
+        if not self.sums:
+            return {}
+        keys = list(self.sums)
+        total = [sum(t.full_tensor().float().reshape(()) for t in v) if isinstance(v, list) else v
+                 for v in (self.sums[k] for k in keys)]
+        vec = torch.stack(total) / torch.tensor([self.counts[k] for k in keys], dtype=torch.float32).to(total[0].device)
+        vec = all_reduce_mean(vec)
+        self.sums, self.counts = {}, {}
+        return dict(zip(keys, vec.tolist()))  # the one host read of the interval
 
 
 def seed_everything(seed: int) -> None:
@@ -179,25 +242,66 @@ def setup_logging(run_dir: Path, is_main: bool, name: str = "vfmtok") -> logging
 #         run_dir/latest.txt -> name of the newest complete checkpoint (written last, atomically).
 
 
-def save_checkpoint(run_dir: Path, step: int, export_state: dict[str, torch.Tensor], config: dict[str, Any], model_type: str,
-                    train_state: dict[str, Any], keep_last: int = 2) -> Path:
-    """Write a complete checkpoint folder (built hidden, renamed into place), then point latest.txt at it; prune."""
+def _checkpoint_paths(run_dir: Path, step: int) -> tuple[Path, Path]:
+    """(the checkpoint folder of `step`, the hidden folder it is built in)."""
+    ckdir = Path(run_dir) / "checkpoints"
+    return ckdir / f"step_{step:07d}", ckdir / f".step_{step:07d}.tmp"
+
+
+def _is_complete(run_dir: Path, folder: Path) -> bool:
+    latest = Path(run_dir) / "latest.txt"
+    return latest.is_file() and latest.read_text().strip() == folder.name and (folder / TRAIN_STATE_NAME).is_file()
+
+
+def begin_checkpoint(run_dir: Path, step: int, is_main: bool) -> Path | None:
+    """The hidden folder that every rank writes its shards of `step`'s checkpoint into (rank 0 sweeps stale ones and
+    creates it; a collective); None when that checkpoint is complete already (a resumed, finished run)."""
+    folder, tmp = _checkpoint_paths(run_dir, step)
+    done = _is_complete(run_dir, folder)
+    if is_main and not done:
+        _sweep_stale(folder.parent)
+        tmp.mkdir(parents=True)
+    if dist.is_initialized():
+        dist.barrier()
+    return None if done else tmp
+
+
+def _sweep_stale(ckdir: Path) -> None:
+    from vfmtok.utils.atomic import sweep_temporaries
+
+    sweep_temporaries(ckdir, depth=1)  # left by a killed save (the run folder is locked: none is in progress)
+
+
+def save_checkpoint(run_dir: Path, step: int, export_state: dict[str, torch.Tensor] | None, config: dict[str, Any],
+                    model_type: str, train_state: dict[str, Any], keep_last: int = 2, prebuilt: bool = False) -> Path:
+    """Write a complete checkpoint folder (built hidden, renamed into place), then point latest.txt at it; prune.
+
+    prebuilt: the hidden folder already holds what every rank wrote (begin_checkpoint); export_state None: no
+    model.safetensors (the weights are in those shards)."""
     import shutil
 
     from vfmtok.utils.atomic import atomic_path, sweep_temporaries
 
     run_dir = Path(run_dir)
-    ckdir = run_dir / "checkpoints"
-    folder = ckdir / f"step_{step:07d}"
-    latest = run_dir / "latest.txt"
-    if latest.is_file() and latest.read_text().strip() == folder.name and (folder / TRAIN_STATE_NAME).is_file():
+    folder, tmp = _checkpoint_paths(run_dir, step)
+    ckdir, latest = folder.parent, run_dir / "latest.txt"
+    if _is_complete(run_dir, folder):
         return folder  # a resumed, finished run saving its last step again: that checkpoint is complete already
-    sweep_temporaries(ckdir, depth=1)  # left by a killed save (the run folder is locked: none is in progress)
-    # A folder already there comes from a killed run, after its rename but before latest.txt moved: nothing points
-    # at it, so the new one replaces it.
-    with atomic_path(folder, folder=True) as tmp:
+    if not prebuilt:
+        sweep_temporaries(ckdir, depth=1)  # left by a killed save (the run folder is locked: none is in progress)
+        # A folder already there comes from a killed run, after its rename but before latest.txt moved: nothing
+        # points at it, so the new one replaces it.
+        with atomic_path(folder, folder=True) as t:
+            save_pretrained(t, export_state, config, model_type)
+            save_train_state(t / TRAIN_STATE_NAME, train_state)
+    else:  # every rank wrote its shards into tmp (begin_checkpoint): add rank 0's files, then rename it into place
         save_pretrained(tmp, export_state, config, model_type)
         save_train_state(tmp / TRAIN_STATE_NAME, train_state)
+        if folder.exists():
+            old = ckdir / f".{folder.name}.old"
+            os.replace(folder, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, folder)
     write_text(latest, folder.name + "\n")
     olds = sorted(p for p in ckdir.glob("step_*") if p.is_dir() and p != folder)
     for p in olds[: max(0, len(olds) - (keep_last - 1))]:

@@ -28,6 +28,7 @@ from vfmtok.generator.gpt import GPT, GPTConfig
 from vfmtok.generator.rar import RARConfig
 from vfmtok.train import generator_arch as G
 from vfmtok.train import common as C
+from vfmtok.train import sharded as S
 from vfmtok.utils import args as A
 from vfmtok.utils.config import apply_overrides, check_ranges, from_dict, to_dict
 from vfmtok.utils.errors import VFMTokError
@@ -143,7 +144,7 @@ def resolve_config(args: argparse.Namespace, data_facts=None) -> GeneratorTrainC
 
 
 class ShardedEMA:
-    """EMA of FSDP2-sharded parameters: each rank averages its own shard; export gathers full tensors."""
+    """EMA of FSDP2-sharded parameters: each rank averages its own shard and checkpoints it (train.sharded)."""
 
     def __init__(self, model: torch.nn.Module, decay: float, warmup: bool = True):
         self.decay, self.warmup = decay, warmup
@@ -156,12 +157,9 @@ class ShardedEMA:
         for n, p in model.named_parameters():
             self.params[n].lerp_(p.detach(), 1.0 - d)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Full (unsharded) CPU tensors; a collective, so every rank calls it."""
-        return {n: (t.full_tensor() if hasattr(t, "full_tensor") else t).cpu() for n, t in self.params.items()}
-
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load full tensors (a single-file checkpoint of an FSDP run from before sharded checkpoints)."""
         from torch.distributed.tensor import DTensor, distribute_tensor
 
         for n, t in self.params.items():
@@ -317,34 +315,57 @@ def train_generator(cfg: GeneratorTrainConfig, run_dir: Path, resume: bool = Fal
 
 
 def _load(run_dir: Path, cfg: GeneratorTrainConfig, model, opt, ema, info: C.DistInfo, log) -> int:
-    """Restore weights, optimiser, EMA and this rank's RNG streams from the newest checkpoint; returns its step."""
+    """Restore weights, optimiser, EMA and this rank's RNG streams from the newest checkpoint; returns its step.
+
+    A sharded (FSDP) checkpoint is resharded to this run's world size; at another world size the RNG streams are
+    re-seeded from (seed, step, rank), as the data order depends on the world size anyway."""
     folder, st = C.load_resume_state(run_dir)
     saved = from_dict(type(G.model_config(cfg)), st["gpt"], where=f"{folder} gpt")
     if to_dict(saved) != to_dict(G.model_config(cfg)):
         raise VFMTokError(f"--resume: {folder} was trained with another model config; use the same preset/--set values")
-    set_state_dict(model, opt, model_state_dict=st["model"], optim_state_dict=st["optimizer"],
-                   options=StateDictOptions(full_state_dict=True))
-    if ema is not None and st.get("ema") is not None:
-        (ema.module if isinstance(ema, C.EMA) else ema).load_state_dict(st["ema"])
-    C.restore_rank_rng(st["rng"], info, str(folder))
-    log.info("resumed from %s at step %d", folder, int(st["step"]))
-    return int(st["step"])
+    step = int(st["step"])
+    sharded = S.is_sharded(folder)
+    if sharded and not cfg.fsdp:
+        raise VFMTokError(f"--resume: {folder} is a sharded checkpoint of an FSDP run; resume it with --fsdp")
+    if sharded:
+        S.load_sharded(folder, model, opt, ema)
+    else:  # one file: DDP and single-process runs (and FSDP runs before sharded checkpoints)
+        set_state_dict(model, opt, model_state_dict=st["model"], optim_state_dict=st["optimizer"],
+                       options=StateDictOptions(full_state_dict=True))
+        if ema is not None and st.get("ema") is not None:
+            (ema.module if isinstance(ema, C.EMA) else ema).load_state_dict(st["ema"])
+    if sharded and len(st["rng"]) != info.world_size:
+        log.warning("resumed at world size %d from a run of %d: same weights and step, new data order and RNG streams",
+                    info.world_size, len(st["rng"]))
+        C.seed_everything(((cfg.seed * 1000 + info.rank) * 1000003 + step) % 2**63)
+    else:
+        C.restore_rank_rng(st["rng"], info, str(folder))
+    log.info("resumed from %s at step %d", folder, step)
+    return step
 
 
 def _checkpoint(at: int, cfg: GeneratorTrainConfig, model, raw: GPT, opt, ema, run_dir: Path, info: C.DistInfo, log) -> Path | None:
-    """Gather full weights / optimiser / every rank's RNG (collectives), write on rank 0."""
-    model_sd, opt_sd = get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    ema_sd = None
-    if ema is not None:
-        ema_sd = ema.state_dict() if isinstance(ema, ShardedEMA) else {k: v.cpu() for k, v in ema.module.state_dict().items()}
-    rng = C.gather_rng_states()
+    """Write a checkpoint: FSDP runs through torch.distributed.checkpoint (each rank its shards; the last step also
+    model.safetensors, read back from the shards by rank 0), DDP/single runs one file gathered on rank 0."""
+    config = {**raw.export_config(), "step": at, "train": to_dict(cfg)}
+    st: dict[str, Any] = {"step": at, "gpt": to_dict(G.model_config(cfg)), "world_size": info.world_size}
+    export = None
+    if cfg.fsdp:
+        tmp = C.begin_checkpoint(run_dir, at, info.is_main)
+        if tmp is not None:
+            S.save_sharded(tmp, model, opt, ema)
+        st["rng"] = C.gather_rng_states()
+        if info.is_main and tmp is not None and at == cfg.steps:
+            S.write_consolidated(tmp, raw.model_type)
+    else:
+        model_sd, opt_sd = get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        ema_sd = {k: v.cpu() for k, v in ema.module.state_dict().items()} if ema is not None else None
+        st.update(model=model_sd, optimizer=opt_sd, ema=ema_sd, rng=C.gather_rng_states())
+        export = ema_sd if ema_sd is not None else model_sd
     folder = None
     if info.is_main:
-        config = {**raw.export_config(), "step": at, "train": to_dict(cfg)}
-        st = {"step": at, "gpt": to_dict(G.model_config(cfg)), "model": model_sd, "optimizer": opt_sd, "ema": ema_sd,
-              "rng": rng, "world_size": info.world_size}
-        folder = C.save_checkpoint(run_dir, at, ema_sd if ema_sd is not None else model_sd, config, raw.model_type, st,
-                                   keep_last=cfg.keep_last)
+        folder = C.save_checkpoint(run_dir, at, export, config, raw.model_type, st, keep_last=cfg.keep_last,
+                                   prebuilt=cfg.fsdp)
         log.info("step %d: saved %s", at, folder)
     if dist.is_initialized():
         dist.barrier()
@@ -363,7 +384,7 @@ def _loop(cfg: GeneratorTrainConfig, model, raw: GPT, opt, ema, stream: EpochStr
                disable=not info.is_main or None)
     model.train()
     metrics_f = C.open_metrics(run_dir, step) if info.is_main else None
-    loss_sum, n_sum, t0 = torch.zeros((), device=device), 0, time.perf_counter()
+    meter, n_sum, t0 = C.LogMeter(), 0, time.perf_counter()
     while step < cfg.steps:
         micro = [next(batches)[1] for _ in range(cfg.accum_steps)]
         t_step = time.perf_counter()
@@ -371,11 +392,11 @@ def _loop(cfg: GeneratorTrainConfig, model, raw: GPT, opt, ema, stream: EpochStr
         if cfg.compile and step == start:  # compile time, apart from the steady-state tokens/s logged below
             log.info("first step (includes torch.compile): %.1f s", time.perf_counter() - t_step)
         step += 1
-        loss_sum += loss
+        meter.add({"loss": loss, "grad_norm": gnorm})  # device tensors: read only at log steps
         n_sum += 1
         if step % cfg.log_every == 0 or step == cfg.steps:
-            mean_loss = float(C.all_reduce_mean(loss_sum / n_sum))
-            gn = float(gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm)
+            means = meter.read()
+            mean_loss, gn = means["loss"], means["grad_norm"]
             tps = tokens_per_step * n_sum / max(1e-9, time.perf_counter() - t0)
             if not math.isfinite(mean_loss):
                 raise VFMTokError(f"step {step}: loss is {mean_loss}; lower --lr or check the codes")
@@ -385,7 +406,7 @@ def _loop(cfg: GeneratorTrainConfig, model, raw: GPT, opt, ema, stream: EpochStr
                                             "tokens_per_s": round(tps, 1)}) + "\n")
                 metrics_f.flush()
             bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tps:.0f}")
-            loss_sum, n_sum, t0 = torch.zeros((), device=device), 0, time.perf_counter()
+            n_sum, t0 = 0, time.perf_counter()
         bar.update(1)
         if step % cfg.save_every == 0 or step == cfg.steps:
             _checkpoint(step, cfg, model, raw, opt, ema, run_dir, info, log)

@@ -168,7 +168,7 @@ class TokenizerParts:
         st = {"model": self.model.trainable_state_dict(), "ema": self.ema.module.trainable_state_dict(),
               "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict(), "step": step,
               "rng": C.gather_rng_states(), "reseed_gen": self.reseed_gen.get_state(),
-              "quant_window": q._recent.cpu(), "quant_window_pos": q._recent_pos}
+              "quant_window": _gather_windows(q._recent), "quant_window_pos": q._recent_pos}
         if self.opt_d is not None:
             st["disc"] = drop_frozen_state(self.losses.disc, self.losses.disc.state_dict())  # not the frozen VGG
             st["disc_optimizer"] = self.opt_d.state_dict()
@@ -187,8 +187,16 @@ class TokenizerParts:
         if "reseed_gen" in st:
             self.reseed_gen.set_state(st["reseed_gen"])
         if "quant_window" in st:  # the dead-code re-seeding reads it, so it is part of the exact state
-            self.model.quantizer._recent.copy_(st["quant_window"])
-            self.model.quantizer._recent_pos = int(st["quant_window_pos"])
+            q = self.model.quantizer
+            windows = st["quant_window"]
+            if isinstance(windows, list) and len(windows) == info.world_size:  # one window per rank
+                q._recent.copy_(windows[info.rank])
+            elif not isinstance(windows, list):  # before per-rank windows: one window of every rank's ids
+                q._recent.copy_(windows) if info.rank == 0 else q._recent.fill_(-1)
+            else:
+                raise VFMTokError(f"--resume: {folder} was saved by {len(windows)} processes, this run has "
+                                  f"{info.world_size}; resume with the same number of processes")
+            q._recent_pos = int(st["quant_window_pos"])
         C.restore_rank_rng(st["rng"], info, str(folder))
         return int(st["step"])
 
@@ -197,6 +205,29 @@ def tokenizer_optimizer(model: torch.nn.Module, t) -> torch.optim.AdamW:
     """AdamW over the decay / no-decay groups (with train.weight_decay 0, as the paper preset has, it is the official
     trainer's torch.optim.Adam)."""
     return torch.optim.AdamW(C.param_groups(model, t.weight_decay), lr=t.lr, betas=tuple(t.betas))
+
+
+def _gather_windows(window: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's recent-ids window, in rank order (a collective under DDP; checkpoint steps only)."""
+    if not dist.is_initialized():
+        return [window.cpu()]
+    out = [torch.empty_like(window) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, window)
+    return [w.cpu() for w in out]
+
+
+def wrap_ddp(module: torch.nn.Module, info: C.DistInfo, accum_steps: int = 1) -> torch.nn.Module:
+    """DDP without the per-step search for unused parameters (find_unused_parameters): the tokenizer's graph is the
+    same every step (no data-dependent branch; docs/training-hot-paths.md).
+
+    One micro-batch per step: static_graph, which learns the used parameters in the first step (so a config that
+    leaves some unused still trains). Accumulation (no_sync) trips static_graph in DDP (an internal assert), so it
+    runs with every parameter expected to get a gradient, as every preset's do. Buffers are not broadcast at each
+    forward: the tokenizer's are constants, and each rank keeps its own recent-ids window."""
+    if info.world_size == 1:
+        return module
+    ids = [info.device.index] if info.device.type == "cuda" else None
+    return DDP(module, device_ids=ids, static_graph=accum_steps == 1, broadcast_buffers=False)
 
 
 def build_parts(cfg: TokenizerRunConfig, model: TokenizerBase, info: C.DistInfo) -> TokenizerParts:
@@ -212,13 +243,17 @@ def build_parts(cfg: TokenizerRunConfig, model: TokenizerBase, info: C.DistInfo)
         opt_d = torch.optim.AdamW(d_params, lr=t.disc_lr, betas=tuple(t.betas), weight_decay=0.0)
     # fp16 needs loss scaling; bf16 and fp32 do not (the scaler is then a pass-through).
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and t.precision == "fp16")
-    ddp_model = DDP(model, find_unused_parameters=True) if info.world_size > 1 else model
-    ddp_disc = DDP(losses.disc, find_unused_parameters=True) if losses.disc is not None and info.world_size > 1 else None
+    ddp_model = wrap_ddp(model, info, t.accum_steps)
+    ddp_disc = wrap_ddp(losses.disc, info, t.accum_steps) if losses.disc is not None and info.world_size > 1 else None
+    if t.compile:  # the loss terms in one graph beside the model's (LPIPS, the discriminator's G pass)
+        losses.generator_terms = torch.compile(losses.generator_terms)
     return TokenizerParts(model, losses, ema, opt, opt_d, scaler, torch.Generator().manual_seed(t.seed + 1), ddp_model, ddp_disc)
 
 
 def tokenizer_step(p: TokenizerParts, micro: list, step: int, cfg: TokenizerRunConfig, device: torch.device) -> tuple[dict, object]:
-    """One optimiser step over micro-batches (gradient accumulation), then the discriminator's; returns (logs, last output)."""
+    """One optimiser step over micro-batches (gradient accumulation), then the discriminator's; returns (logs, last output).
+
+    The logs are detached 0-dim tensors: nothing here reads the device (see C.LogMeter for when they are read)."""
     t = cfg.train
     lr = C.lr_at(step, t.lr, t.warmup_steps, t.steps, t.lr_schedule, warmup_init=t.warmup_init_lr)
     for g in p.opt.param_groups:
@@ -233,7 +268,7 @@ def tokenizer_step(p: TokenizerParts, micro: list, step: int, cfg: TokenizerRunC
             p.scaler.scale(loss / k).backward()
         recons.append(out.recon.detach())
     p.scaler.unscale_(p.opt)
-    logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(p.model.parameters(), t.grad_clip))
+    logs["grad_norm"] = torch.nn.utils.clip_grad_norm_(p.model.parameters(), t.grad_clip).detach()
     p.scaler.step(p.opt)
     if p.losses.gan_active(step):
         p.opt_d.zero_grad(set_to_none=True)
@@ -248,7 +283,6 @@ def tokenizer_step(p: TokenizerParts, micro: list, step: int, cfg: TokenizerRunC
         p.scaler.step(p.opt_d)
     p.scaler.update()
     p.ema.update(p.model, step)
-    logs["lr"] = lr
     return logs, out
 
 
@@ -293,8 +327,6 @@ def train_tokenizer(cfg: TokenizerRunConfig, run_dir: Path, resume: bool = False
         write_json(run_dir / "run_config.json", to_dict(cfg))
     previews = _preview_images(cfg, image_ds, log) if info.is_main else None
     folder = _loop(cfg, p, stream, step, run_dir, info, log, image_ds.class_names, previews, same_codes)
-    if dist.is_initialized():
-        dist.barrier()
     C.cleanup_distributed()
     return folder or resolve_checkpoint(run_dir)
 
@@ -316,20 +348,25 @@ def _loop(cfg, p: TokenizerParts, stream: EpochStream, step: int, run_dir: Path,
     bar = tqdm(total=t.steps, initial=step, disable=not info.is_main or None, desc="train-tokenizer", dynamic_ncols=True)
     batches = stream.from_step(step * t.accum_steps)
     t0, seen, folder, saved_at = time.time(), 0, None, None
+    meter = C.LogMeter()
     model.train()
     while step < t.steps:
         micro = [_unpack(next(batches)[1], device) for _ in range(t.accum_steps)]
         logs, out = tokenizer_step(p, micro, step, cfg, device)
+        meter.add(logs)
+        lr = C.lr_at(step, t.lr, t.warmup_steps, t.steps, t.lr_schedule)
         step += 1
         seen += sum(m[0].shape[0] for m in micro) * info.world_size
-        if info.is_main and (step % t.log_every == 0 or step == t.steps):
-            usage = model.quantizer.usage()
+        if step % t.log_every == 0 or step == t.steps:  # the only steps that read the device (collectives: all ranks)
+            means, usage = meter.read(), model.quantizer.usage()
             ips = seen / max(1e-9, time.time() - t0)
-            rec = {"step": step, "img_per_s": round(ips, 2), **usage, **logs}
-            metrics_f.write(json.dumps(rec) + "\n")
-            metrics_f.flush()
-            log.info(json.dumps(rec))
-            bar.set_postfix(loss=f"{logs['total']:.3f}", usage=f"{usage['usage']:.2f}", ips=f"{ips:.1f}")
+            t0, seen = time.time(), 0
+            if info.is_main:
+                rec = {"step": step, "img_per_s": round(ips, 2), **usage, **means, "lr": lr}
+                metrics_f.write(json.dumps(rec) + "\n")
+                metrics_f.flush()
+                log.info(json.dumps(rec))
+                bar.set_postfix(loss=f"{means['total']:.3f}", usage=f"{usage['usage']:.2f}", ips=f"{ips:.1f}")
         # After logging: re-seeding restarts the usage window, which would log as zero usage.
         if t.reseed_dead_every and t.trainable == "all" and step % t.reseed_dead_every == 0 and step < t.steps:
             n = model.quantizer.reseed_dead_codes(out.pre_quant, p.reseed_gen)

@@ -73,15 +73,17 @@ def save_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
         save_file(clean, str(tmp), metadata=metadata)
 
 
-def save_pretrained(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], config: dict[str, Any], model_type: str,
-                    card: dict[str, Any] | None = None) -> Path:
+def save_pretrained(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None, config: dict[str, Any],
+                    model_type: str, card: dict[str, Any] | None = None) -> Path:
     """Write `model.safetensors` + `config.json` (with `model_type`) + a README.md model card into `folder`; each
-    file atomic. `card` (what, data, command, metrics) defaults to what config and the command line tell."""
+    file atomic. `card` (what, data, command, metrics) defaults to what config and the command line tell.
+    `state_dict` None: no weights file (a sharded training checkpoint keeps its weights in its shards)."""
     from vfmtok import __version__
     from vfmtok.utils.hub import write_model_card
 
     folder = make_dirs(folder)
-    save_safetensors(folder / WEIGHTS_NAME, state_dict, metadata={"model_type": model_type})
+    if state_dict is not None:
+        save_safetensors(folder / WEIGHTS_NAME, state_dict, metadata={"model_type": model_type})
     write_json(folder / CONFIG_NAME, {"model_type": model_type, "format_version": FORMAT_VERSION,
                                       "vfmtok_version": __version__, "config": config})
     write_model_card(folder, model_type, config, card)
