@@ -38,11 +38,15 @@ def check_output(value: str | os.PathLike, option: str = "--out") -> Path:
     if _inside(full, package_dir()):
         raise VFMTokError(f"{option} {value} lies inside the installed vfmtok package ({package_dir()}); "
                           "choose a folder elsewhere")
-    probe = full
+    probe = path.absolute()
     while not probe.exists():
+        if probe.is_symlink():  # a dangling link (e.g. to a folder of another machine): nothing can be made below it
+            raise VFMTokError(f"{option} {value}: {probe} is a symbolic link to {os.readlink(probe)}, which does not "
+                              "exist; remove the link or choose another folder")
         if probe.parent == probe:
             break
         probe = probe.parent
+    probe = Path(os.path.realpath(probe))
     if probe.exists() and not probe.is_dir():
         if probe == full:  # an existing file to be replaced: its folder must take the new one
             probe = full.parent

@@ -76,7 +76,13 @@ class RunLock:
         while not p.exists():
             missing.append(p)
             p = p.parent
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a dangling symlink, a file in the way, a read-only parent: one line, not a traceback
+            self._created = missing
+            self._cleanup_dirs()
+            raise VFMTokError(f"cannot create the run folder {self.folder}: {e.strerror or e}"
+                              f"{f' ({e.filename})' if e.filename and str(e.filename) != str(self.folder) else ''}") from None
         self._created = missing  # deepest first: removed in this order if left empty
 
     def acquire(self) -> "RunLock":
