@@ -1,11 +1,12 @@
 # Two entry points: `make demo` and `make test`. Both create .venv and install when missing.
+# `make demo-full`: the longer from-scratch demo (training, sampling, evaluation).
 PY := .venv/bin/python
 # The library asks for torch>=2.4 (pyproject.toml); this machine is tested with exactly this pair.
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 STAMP := .venv/.installed-$(shell echo "$(TORCH_PIN)" | cat pyproject.toml - | sha1sum | cut -c1-12)
 WEIGHTS := .venv/vfmtok-weights/.complete
 
-.PHONY: install weights demo test bench reproduce small-model clean
+.PHONY: install weights demo demo-full test bench reproduce small-model clean
 
 install: $(STAMP) $(WEIGHTS)
 
@@ -25,6 +26,9 @@ weights: $(WEIGHTS)
 demo: install
 	$(PY) -m vfmtok.cli demo --out runs/demo
 
+demo-full: install
+	$(PY) -m vfmtok.cli demo --full --out runs/demo-full
+
 test: install
 	$(PY) -m pytest tests -q -x --durations=15
 
@@ -33,11 +37,11 @@ bench: install
 	$(PY) benchmarks/generator_speed.py
 
 # The Imagenette reproduction (both tokenizers, ablations, GPT convergence at 200/400/600 steps). As two
-# parallel processes (README) its 6 variants took 62 min on 2 CPU cores; one process takes longer.
+# parallel processes (docs/results/imagenette.md) its 6 variants took 62 min on 2 CPU cores; one process takes longer.
 reproduce: install
 	$(PY) benchmarks/reproduce_imagenette.py
 
-# The bundled small model for `vfmtok sample` (README "The bundled model, measured"): the VFMTok pair's recipe,
+# The bundled small model for `vfmtok sample` (docs/results/bundled-model.md): the VFMTok pair's recipe,
 # hours of CPU, resumable; then benchmarks/bundled_model.py measures it beside the VQGAN pair.
 BUNDLED := src/vfmtok/assets/models/imagenette64
 small-model: install

@@ -130,7 +130,7 @@ def run_variant(name: str, args: argparse.Namespace, runs: Path, results: Path, 
     """Train, evaluate and probe one tokenizer variant; a main variant also gets its generator arms."""
     t0 = time.time()
     tok = train_tok(name, args, runs)
-    # One result file per variant, so variants can run in parallel processes (see the README).
+    # One result file per variant, so variants can run in parallel processes (docs/results/imagenette.md).
     r_path = runs / name / "result.json"
     r = read_json(r_path) if r_path.is_file() else {}
     r.update(command=command, settings=vars(args), tokenizer=str(tok))

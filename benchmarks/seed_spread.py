@@ -73,7 +73,7 @@ def summary(evals: list[dict]) -> dict:
 
 
 def comparisons(rows: list[dict]) -> list[dict]:
-    """Pairs the README compares: tokenizers at one arm and step, steps within a curve, GPT vs RAR. A difference
+    """Pairs docs/results/imagenette.md compares: tokenizers at one arm and step, steps within a curve, GPT vs RAR. A difference
     'exceeds the seed spread' when the two points' ranges over seeds do not overlap."""
     key = lambda r: (r["variant"], r["arm"], r["step"])
     by = {key(r): r for r in rows}

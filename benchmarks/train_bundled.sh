@@ -1,10 +1,10 @@
 #!/bin/bash
-# The bundled VFMTok pair's recipe (README "The bundled model, measured"): vfmtok-cpu-64 tokenizer on Imagenette,
+# The bundled VFMTok pair's recipe (docs/results/bundled-model.md): vfmtok-cpu-64 tokenizer on Imagenette,
 # codes of every train image (+ flips), GPT-tiny on them (constant LR to GPT_FLAT_STEPS, then resumed with a cosine
 # decay to 0 at GPT_STEPS), exported in fp16 with TOP_K as its recommended sampling (chosen by
 # benchmarks/sampling_sweep.py). Every stage resumes; re-running skips what is done.
 # TENCROP=1 trains the cosine phase on ten-crop codes instead (5 crops + flips: 5x the sequences; lower held-out loss,
-# no better class consistency: README "The bundled model, measured").
+# no better class consistency: docs/results/bundled-model.md).
 # Then a decoder-only phase: the tokenizer's decoder side trained DEC_STEPS more steps with a cosine LR decay
 # (train.trainable=decoder: the codes, and so the GPT, are unchanged), then a second such phase of DEC2_STEPS from
 # the first (a restarted cosine from a lower peak LR), and a third of DEC3_STEPS from the second; the export pairs

@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push-to-hub": ("vfmtok.hub_cmd", "upload a checkpoint folder (with its README.md model card) to the Hugging Face Hub"),
     "class-consistency": ("vfmtok.eval.class_consistency_cmd",
                           "top-1 of a real-image classifier (linear probe on frozen VGG16) on generated samples"),
-    "demo": ("vfmtok.demo", "the end-to-end demo on the embedded sample"),
+    "demo": ("vfmtok.demo", "the bundled model at work plus a short training from scratch, one report.html (--full: the whole pipeline)"),
     "figures": ("vfmtok.figures", "the README's pictures (reconstructions, samples per class, anchor regions) from a model"),
     "serve": ("vfmtok.serve", "a local web page: sample by class, tokenize an uploaded image"),
 }

@@ -41,7 +41,7 @@ class TokenizerConfig:
     dec_registers: int = 4
     dec_dropout: float = 0.0
     shared_mask_token: bool = False
-    dec_anchor_init: bool = False         # mask tokens start from their anchor's token (not in the paper; README)
+    dec_anchor_init: bool = False         # mask tokens start from their anchor's token (not in the paper; docs/results/imagenette.md)
     feature_branch: bool = True           # dual reconstruction: also predict the encoder's features
     # How the position table is resized for the other grid: "size" (bicubic to the exact size) or "dino_offset"
     # (the official decoder's DINO trick: scale_factor=(g + 0.1) / table, which steps through the table at
@@ -167,7 +167,7 @@ def _paper() -> TokenizerRunConfig:
 def _cpu(image_size: int, num_tokens: int) -> TokenizerRunConfig:
     # Small enough to train for minutes on 2 CPU cores; real VGG16 ImageNet features as the frozen encoder.
     # The pixel decoder starts on the token grid: with 256 tokens on an 8 x 8 mask grid, anchor init averaged each
-    # 2 x 2 of tokens and the val PSNR at 400 steps was lower (README "Why PSNR stays below 20 dB").
+    # 2 x 2 of tokens and the val PSNR at 400 steps was lower (docs/results/bundled-model.md, "Why PSNR stays below 20 dB").
     side = int(num_tokens**0.5)
     mult = {2: (1, 2, 4), 3: (1, 2, 4, 4), 4: (1, 1, 2, 4, 4)}[(image_size // side).bit_length() - 1]
     # dec_anchor_init: with the paper's decoder the codebook collapsed to one code within 20 steps on Imagenette
@@ -179,7 +179,7 @@ def _cpu(image_size: int, num_tokens: int) -> TokenizerRunConfig:
     # AlexNet-LPIPS: at 64 px a VGG16-LPIPS step costs 1.8x as much on CPU (measured, 1 thread, batch 16).
     loss = LossConfig(gan_start=10**9, lpips_weight=1.0, lpips_net="alex")
     # Re-seeding dead codes every 20 steps: without it the codebook collapsed to 1-6 codes within ~100 steps
-    # at lr 4e-4 and 1e-3 in our 64 px runs (README, Known problems).
+    # at lr 4e-4 and 1e-3 in our 64 px runs (docs/results/imagenette.md, Known problems).
     train = TrainConfig(batch_size=16, lr=4e-4, warmup_steps=50, steps=600, save_every=200, cache_features=True,
                         reseed_dead_every=20)
     return TokenizerRunConfig(m, loss, train)

@@ -45,11 +45,15 @@ def check_output(value: str | os.PathLike, option: str = "--out") -> Path:
                           "choose a folder elsewhere")
     if full.exists() and not (full.is_dir() or full.is_file()):  # replacing /dev/null or a FIFO would be harm
         raise VFMTokError(f"{option} {value} is a special file (a device, FIFO or socket), not a file or folder")
-    probe = full
+    probe = path.absolute()  # unresolved: a dangling link on the way is seen and named
     while not probe.exists():
+        if probe.is_symlink():  # a dangling link (e.g. to a folder of another machine): nothing can be made below it
+            raise VFMTokError(f"{option} {value}: {probe} is a symbolic link to {os.readlink(probe)}, which does not "
+                              "exist; remove the link or choose another folder")
         if probe.parent == probe:
             break
         probe = probe.parent
+    probe = Path(os.path.realpath(probe))
     if probe.exists() and not probe.is_dir():
         if probe == full:  # an existing file to be replaced: its folder must take the new one
             probe = full.parent

@@ -78,7 +78,15 @@ class RunLock:
         while not p.exists():
             missing.append(p)
             p = p.parent
-        make_dirs(self.folder)
+        try:
+            make_dirs(self.folder)
+        except (OSError, VFMTokError) as e:  # a full disk, a dangling symlink, a file in the way, a read-only parent
+            self._created = missing
+            self._cleanup_dirs()
+            if isinstance(e, VFMTokError):  # make_dirs' one line for a full disk
+                raise
+            raise VFMTokError(f"cannot create the run folder {self.folder}: {e.strerror or e}"
+                              f"{f' ({e.filename})' if e.filename and str(e.filename) != str(self.folder) else ''}") from None
         self._created = missing  # deepest first: removed in this order if left empty
 
     def acquire(self) -> "RunLock":
