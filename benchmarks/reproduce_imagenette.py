@@ -62,7 +62,7 @@ def metrics_of(path: Path) -> dict:
 
 
 def train_tok(name: str, args, runs: Path) -> Path:
-    from vfmtok.utils.io import resolve_checkpoint
+    from vfmtok.utils.pretrained import resolve_checkpoint
     from vfmtok.train.tokenizer import resolve_config, train_tokenizer
 
     preset, sets = VARIANTS[name]

@@ -37,7 +37,7 @@ def test_export_is_portable_and_stores_fp16(tiny_pair, tmp_path):
 def test_sample_uses_the_bundled_model_by_default(tiny_pair, tmp_path, monkeypatch, capsys):
     pair = tiny_pair
     bundle = tmp_path / "models" / "imagenette64"
-    monkeypatch.setattr("vfmtok.export.bundled_model_dir", lambda: bundle)
+    monkeypatch.setattr("vfmtok.generator.bundled.bundled_model_dir", lambda: bundle)
     rc = main(["sample", "--class", "golf ball", "--out", str(tmp_path / "s"), "--device", "cpu"])
     assert rc == 2 and "make small-model" in capsys.readouterr().err
     assert main(["export", "--gpt", str(pair / "gpt"), "--out", str(bundle)]) == 0

@@ -8,7 +8,7 @@ import torch
 from vfmtok.generator.gpt import GPT, GPT_PRESETS, GPTConfig, apply_rope, count_params, create_gpt, preset_config, rope_table
 from vfmtok.train.common import save_checkpoint
 from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.io import save_pretrained
+from vfmtok.utils.pretrained import save_pretrained
 
 # Reference section 2.1: layers / heads / dim / FFN hidden / params (M, vocab 16384, 1000 classes).
 PAPER = {

@@ -87,7 +87,7 @@ def _tokenizer_stage(args: argparse.Namespace, data: Path, out: Path):
     from vfmtok.tokenizer.api import VFMTokenizer
     from vfmtok.tokenizer.config import get_preset
     from vfmtok.train.tokenizer import train_tokenizer
-    from vfmtok.utils.io import resolve_checkpoint
+    from vfmtok.utils.pretrained import resolve_checkpoint
 
     cfg = get_preset("vfmtok-cpu-64")
     cfg.train.data = str(data)
@@ -108,7 +108,7 @@ def _generator_stage(args: argparse.Namespace, tok, codes: Path, num_classes: in
     """Train (or resume) GPT-tiny / RAR-tiny on the codes; returns its checkpoint folder."""
     from vfmtok.train import generator_arch
     from vfmtok.train.generator import GeneratorTrainConfig, train_generator
-    from vfmtok.utils.io import resolve_checkpoint
+    from vfmtok.utils.pretrained import resolve_checkpoint
 
     facts = dict(vocab_size=tok.codebook_size, num_tokens=tok.num_tokens, token_grid=tuple(tok.token_grid),
                  num_classes=num_classes)

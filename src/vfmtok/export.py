@@ -13,28 +13,14 @@ from pathlib import Path
 
 import torch
 
+from vfmtok.generator.bundled import DEFAULT_MODEL_NAME, bundled_model_dir, default_generator  # noqa: F401
 from vfmtok.utils import args as A
 from vfmtok.utils.errors import VFMTokError, require
 from vfmtok.utils.hub import CARD_NAME, metrics_table
 from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, read_json, write_json, write_text
 
-DEFAULT_MODEL_NAME = "imagenette64"
 DEFAULT_EXPORT_NAME = "vfmtok-model"
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
-
-
-def bundled_model_dir() -> Path:
-    """Where the package keeps its bundled small model."""
-    return Path(__file__).resolve().parent / "assets" / "models" / DEFAULT_MODEL_NAME
-
-
-def default_generator() -> Path:
-    """The bundled GPT checkpoint, or a one-line error saying how to make it."""
-    gen = bundled_model_dir() / "generator"
-    if not (gen / WEIGHTS_NAME).is_file():
-        raise VFMTokError(f"no --gpt given and the bundled model is missing ({gen}); "
-                          "build it with `make small-model` or pass --gpt")
-    return gen
 
 
 def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Path | None = None,

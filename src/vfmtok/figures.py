@@ -94,7 +94,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the three figures."""
-    from vfmtok.export import bundled_model_dir
+    from vfmtok.generator.bundled import bundled_model_dir
     from vfmtok.generator.gpt import GPT
     from vfmtok.generator.sample import generate_images
     from vfmtok.tokenizer.api import load_tokenizer

@@ -264,7 +264,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, bind, print the address, serve until Ctrl-C."""
-    from vfmtok.export import bundled_model_dir
+    from vfmtok.generator.bundled import bundled_model_dir
 
     require(0 <= args.port <= 65535, f"--port must be 0..65535, got {args.port}")
     require(args.max_upload_mb > 0, "--max-upload-mb must be positive")

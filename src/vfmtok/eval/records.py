@@ -36,7 +36,7 @@ def make_record(kind: str, *, metrics: dict, num_images: int, resolution: int, s
     `argv` defaults to sys.argv; `args` (the parsed namespace) is stored too, so every effective option,
     defaults included, is on record even when the command was started from Python.
     """
-    from vfmtok import __version__
+    from vfmtok.utils.version import __version__
 
     argv = list(sys.argv if argv is None else argv)
     arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")} if args is not None else None

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vfmtok.utils.errors import VFMTokError, require
-from vfmtok.generator.checkpoint import GeneratorIO
+from vfmtok.generator.pretrained import GeneratorIO
 
 
 def find_multiple(n: int, k: int) -> int:

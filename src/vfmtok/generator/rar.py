@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vfmtok.generator.checkpoint import GeneratorIO
+from vfmtok.generator.pretrained import GeneratorIO
 from vfmtok.generator.gpt import KVCache, causal_attention, find_multiple, install_caches
 from vfmtok.utils.errors import VFMTokError, require
 

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
-from vfmtok.export import DEFAULT_MODEL_NAME, default_generator
+from vfmtok.generator.bundled import DEFAULT_MODEL_NAME, default_generator
 from vfmtok.generator.checkpoint import load_generator
 from vfmtok.generator.pairing import load_gpt_tokenizer
 from vfmtok.generator.sample import generate_images, parse_labels, save_samples

@@ -109,7 +109,7 @@ def merge_parts(out: Path, world: int, labels: torch.Tensor, batch_size: int) ->
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `vfmtok sample-npz`."""
-    from vfmtok.train.common import cleanup_distributed, setup_distributed
+    from vfmtok.utils.distributed import cleanup_distributed, setup_distributed
     from vfmtok.utils.io import file_sha256
 
     require(args.num_images >= 1 and args.batch_size >= 1, "--num-images and --batch-size must be >= 1")

@@ -14,7 +14,8 @@ from vfmtok.tokenizer.build import build_tokenizer
 from vfmtok.tokenizer.config import TokenizerConfig, get_preset
 from vfmtok.utils.config import from_dict, to_dict
 from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.io import WEIGHTS_NAME, atomic_path, cast_floats, file_sha256, load_pretrained, resolve_checkpoint, save_pretrained
+from vfmtok.utils.io import WEIGHTS_NAME, atomic_path, file_sha256
+from vfmtok.utils.pretrained import cast_floats, load_pretrained, resolve_checkpoint, save_pretrained
 
 MODEL_TYPES = ("vfmtok", "vqgan")
 

@@ -10,7 +10,6 @@ import math
 import os
 import random
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,56 +18,10 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from vfmtok.utils.device import resolve_device
+from vfmtok.utils.distributed import DistInfo, all_reduce_mean, cleanup_distributed, enable_tf32, setup_distributed  # noqa: F401
 from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.io import (TRAIN_STATE_NAME, load_train_state, resolve_checkpoint, save_pretrained, save_train_state,
-                             write_text)
-
-
-@dataclass
-class DistInfo:
-    """Where this process sits in a (possibly single-process) run."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str = "auto") -> DistInfo:
-    """Initialise DDP from torchrun's env vars (gloo on CPU, nccl on CUDA); single process otherwise."""
-    dev = resolve_device(device)
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-        if dev.type == "cuda":  # one GPU per process: the local rank picks it
-            enable_tf32()
-            torch.cuda.set_device(local)
-            dev = torch.device("cuda", local)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-        return DistInfo(rank, world, local, dev)
-    if dev.type == "cuda":
-        enable_tf32()
-    return DistInfo(device=dev)
-
-
-def cleanup_distributed() -> None:
-    """Tear down the process group if one was created."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
-    """Mean over ranks (no-op in a single process)."""
-    if dist.is_initialized():
-        x = x.clone()
-        dist.all_reduce(x)
-        x /= dist.get_world_size()
-    return x
+from vfmtok.utils.io import TRAIN_STATE_NAME, load_train_state, save_train_state, write_text
+from vfmtok.utils.pretrained import resolve_checkpoint, save_pretrained
 
 
 def seed_everything(seed: int) -> None:
@@ -271,13 +224,6 @@ def restore_rank_rng(saved: Any, info: DistInfo, where: str) -> None:
         raise VFMTokError(f"--resume: {where} was saved by {len(states)} processes, this run has {info.world_size}; "
                           "resume with the same number of processes (the data order and RNG streams depend on it)")
     set_rng_state(states[info.rank])
-
-
-def enable_tf32() -> None:
-    """TF32 matmuls/convolutions on CUDA: fp32 regions (losses, norms, the quantiser) then run on tensor cores too."""
-    if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
 
 
 @contextlib.contextmanager

@@ -31,7 +31,8 @@ from vfmtok.train import common as C
 from vfmtok.utils import args as A
 from vfmtok.utils.config import apply_overrides, check_ranges, from_dict, to_dict
 from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.io import resolve_checkpoint, write_json
+from vfmtok.utils.io import write_json
+from vfmtok.utils.pretrained import resolve_checkpoint
 
 
 @dataclass

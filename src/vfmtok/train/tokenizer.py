@@ -29,8 +29,8 @@ from vfmtok.utils import args as A
 from vfmtok.utils.config import apply_overrides, to_dict
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.images import save_pairs_grid
-from vfmtok.utils.io import (CONFIG_NAME, WEIGHTS_NAME, file_sha256, load_pretrained, load_state_strict, read_json,
-                             resolve_checkpoint, write_json)
+from vfmtok.utils.io import CONFIG_NAME, WEIGHTS_NAME, file_sha256, load_state_strict, read_json, write_json
+from vfmtok.utils.pretrained import load_pretrained, resolve_checkpoint
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
