@@ -28,7 +28,7 @@ ARMS = ("before", "passive", "after")
 def worker(steps: int, arm: str) -> dict:
     """Time `steps` tokenizer training steps in this process; returns images/s and the threads used."""
     sys.path.insert(0, str(ROOT / "src"))
-    from vfmtok.utils import threads
+    from vfmtok.cli import threads
 
     if arm in ("passive", "after"):
         threads.prepare_environment()  # the CLI does this first thing, before torch loads

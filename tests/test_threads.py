@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vfmtok.cli import main
-from vfmtok.utils import threads
+from vfmtok.cli import threads
 
 
 def test_default_is_the_free_cores(monkeypatch):

@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from vfmtok.utils import args as A
+from vfmtok.cli import args as A
 from vfmtok.utils.device import resolve_device
 
 
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     _stage("4/6 sample every class without classifier-free guidance")
     t = time.time()
-    from vfmtok.generator.sample_cmd import sample
+    from vfmtok.cli.sample import sample
 
     per_class = 2 if args.quick else args.per_class
     sample(gpt_dir, tok_dir, per_class=per_class, out=out / "samples", cfg_scale=1.0, seed=0, device=args.device)
@@ -125,9 +125,9 @@ def _generator_stage(args: argparse.Namespace, tok, codes: Path, num_classes: in
 
 def _evaluate_stage(args: argparse.Namespace, tok_dir: Path, data: Path, out: Path) -> None:
     """Reconstruction and sample metrics, and the class-consistency score, as JSON files in `out`."""
-    from vfmtok.eval import class_consistency_cmd as CC
+    from vfmtok.cli import class_consistency as CC
     from vfmtok.eval.commands import eval_generator, eval_tokenizer
-    from vfmtok.eval.options import options
+    from vfmtok.cli.eval_options import options
 
     n_eval = 16 if args.quick else 100
     samples = str(out / "samples" / "samples.npz")

@@ -7,14 +7,12 @@ the folder can move. The frozen encoder is never part of it (it comes from `vfmt
 
 from __future__ import annotations
 
-import argparse
 import shutil
 from pathlib import Path
 
 import torch
 
 from vfmtok.generator.bundled import DEFAULT_MODEL_NAME, bundled_model_dir, default_generator  # noqa: F401
-from vfmtok.utils import args as A
 from vfmtok.utils.errors import VFMTokError, require
 from vfmtok.utils.hub import CARD_NAME, metrics_table
 from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, read_json, write_json, write_text
@@ -97,36 +95,3 @@ def record_measured(model: str | Path, measured: dict[str, float], by: str) -> N
         card = model / sub / CARD_NAME
         head = card.read_text().split("## Metrics")[0] if card.is_file() else "# " + sub + "\n\n"
         write_text(card, head + "## Metrics\n\n" + "\n".join(table) + f"\n\nMeasured by: `{by}`\n")
-
-
-def _shown(path: Path) -> str:
-    """A path relative to the working directory when it lies below it (no machine-specific prefix in model.json)."""
-    p = Path(path).resolve()
-    try:
-        return str(p.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(p)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of `vfmtok export`."""
-    A.add(p, "gpt", required=True)
-    A.add(p, "tokenizer", help=A.GPT_TOKENIZER_HELP)
-    A.add(p, "out", required=False, default=None, help=f"output folder, replaced if it holds an earlier export (default: a new ./{DEFAULT_EXPORT_NAME})")
-    p.add_argument("--dtype", default="fp16", choices=list(DTYPES), help="storage dtype of the weights")
-    p.add_argument("--recipe", default=None, help="the command that trained the pair, for model.json and the model cards")
-    for name in ("temperature", "top_k", "top_p"):
-        A.add(p, name, help="recommended sampling stored in the GPT's config.json (what `vfmtok sample` uses by default)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of `vfmtok export`."""
-    if args.out is None:  # never the bundled model: replacing it silently changed what `vfmtok sample` draws
-        args.out = Path(DEFAULT_EXPORT_NAME)
-        if args.out.exists():
-            raise VFMTokError(f"./{DEFAULT_EXPORT_NAME} already exists; pass --out to choose the folder")
-    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
-    out = export_pair(args.gpt, args.out, args.tokenizer, args.dtype, {"recipe": args.recipe} if args.recipe else None,
-                      sampling)
-    print(f"wrote {out} (sample with: vfmtok sample --gpt {out / 'generator'} --class 0)")
-    return 0

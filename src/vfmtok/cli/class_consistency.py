@@ -12,7 +12,7 @@ from vfmtok.eval.class_consistency import (DEFAULT_INPUT_SIZE, class_consistency
 from vfmtok.eval.commands import generate, load_generator, load_tokenizer, print_result
 from vfmtok.eval.imagesets import load_npz_images
 from vfmtok.eval.records import checkpoint_record, make_record, markdown_table
-from vfmtok.utils import args as A
+from vfmtok.cli import args as A
 from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import require
 
