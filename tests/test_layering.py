@@ -30,10 +30,15 @@ SIDEWAYS = {
     ("official", "eval"),  # sample-npz runs the official evaluation protocol's sampling settings
     ("demo", "demo_report"), ("demo_report", "figures"), ("figures", "export"), ("serve", "figures"),
 }
+# Known exceptions still to remove, each with its reason (the test fails when one is no longer needed).
+PENDING = {("vfmtok.demo", "vfmtok.cli.args"): "demo's options; branch h31 moves the demo command onto cli/ at merge"}
 # The command layer alone parses arguments and talks to the terminal.
 COMMAND_ONLY = {"argparse"}
-# h31 rewrites these two on its own branch to call the typed functions; the lead lifts this at merge.
-NOT_YET_TYPED = {"vfmtok.demo"}
+# Modules below the command layer allowed to import argparse, each with its reason.
+ARGPARSE_ALLOWED = {
+    "vfmtok.official.reading": "unpickles the official checkpoints' saved argparse.Namespace (weights_only allow-list)",
+    "vfmtok.demo": "the demo command still in the apps layer (branch h31 rewrites it onto the typed functions)",
+}
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -102,7 +107,7 @@ def violations(root: Path) -> list[str]:
         src = unit_of(mod)
         for t in sorted(targets):
             dst = unit_of(t)
-            if dst == src:
+            if dst == src or (mod, t) in PENDING:
                 continue
             if t == "vfmtok" and mod != "vfmtok":
                 bad.append(f"{mod} -> vfmtok (the package facade imports everything)")
@@ -159,6 +164,8 @@ def test_every_package_is_in_the_layer_table():
 
 def test_imports_only_go_down_the_layer_table():
     assert violations(SRC) == []
+    g = graph(SRC)
+    assert [edge for edge in PENDING if edge[1] not in g.get(edge[0], ())] == []  # stale exceptions are removed
 
 
 def test_no_import_cycle_between_files():
@@ -168,7 +175,7 @@ def test_no_import_cycle_between_files():
 def test_only_the_command_layer_parses_arguments():
     offenders = sorted(f"{m} imports {t}" for m, _ in graph(SRC).items()
                        for t in imports_of(_module_file(m, SRC), SRC) & COMMAND_ONLY
-                       if unit_of(m) != "cli" and m not in NOT_YET_TYPED)
+                       if unit_of(m) != "cli" and m not in ARGPARSE_ALLOWED)
     assert offenders == []
 
 

@@ -62,10 +62,11 @@ def run(args: argparse.Namespace) -> int:
 
     _stage("4/6 sample every class without classifier-free guidance")
     t = time.time()
-    from vfmtok.cli.sample import sample
+    from vfmtok.generator.sampling import SamplingConfig, sample_to_folder
 
     per_class = 2 if args.quick else args.per_class
-    sample(gpt_dir, tok_dir, per_class=per_class, out=out / "samples", cfg_scale=1.0, seed=0, device=args.device)
+    sample_to_folder(out / "samples", gpt_dir, tok_dir, per_class=per_class, config=SamplingConfig(cfg_scale=1.0, seed=0),
+                     device=args.device)
     timings["sample"] = time.time() - t
 
     _stage("5/6 evaluate: reconstruction (PSNR/SSIM/LPIPS/rFID, codebook usage), generation (gFID, precision/recall), "
@@ -125,22 +126,20 @@ def _generator_stage(args: argparse.Namespace, tok, codes: Path, num_classes: in
 
 def _evaluate_stage(args: argparse.Namespace, tok_dir: Path, data: Path, out: Path) -> None:
     """Reconstruction and sample metrics, and the class-consistency score, as JSON files in `out`."""
-    from vfmtok.cli import class_consistency as CC
+    from vfmtok.eval.class_consistency import ClassConsistencyConfig, evaluate_class_consistency
     from vfmtok.eval.commands import eval_generator, eval_tokenizer
-    from vfmtok.cli.eval_options import options
+    from vfmtok.eval.config import GeneratorEvalConfig, TokenizerEvalConfig
 
     n_eval = 16 if args.quick else 100
     samples = str(out / "samples" / "samples.npz")
-    eval_tokenizer(options("eval-tokenizer", checkpoint=tok_dir, data=str(data), split="val", num_images=n_eval,
-                           out=out / "eval_tokenizer.json", device=args.device))
-    eval_generator(options("eval-generator", samples=samples, ref=str(data),
-                           ref_split="val", out=out / "eval_generator.json", device=args.device))
+    eval_tokenizer(TokenizerEvalConfig(tokenizer=tok_dir, data=str(data), split="val", num_images=n_eval,
+                                       out=out / "eval_tokenizer.json", device=args.device))
+    eval_generator(GeneratorEvalConfig(samples=samples, ref=str(data), ref_split="val", out=out / "eval_generator.json",
+                                       device=args.device))
     # Does each sample look like its class? A linear probe on frozen VGG16, fit on the real train images.
-    probe_size = ["--train-per-class", "4", "--val-per-class", "2", "--input-size", "32"] if args.quick else []
-    cc = argparse.ArgumentParser()
-    CC.add_arguments(cc)
-    CC.run(cc.parse_args(["--samples", samples, "--data", str(data), "--device",
-                          str(resolve_device(args.device)), *probe_size, "--out", str(out / "class_consistency.json")]))
+    probe_size = dict(train_per_class=4, val_per_class=2, input_size=32) if args.quick else {}
+    evaluate_class_consistency(ClassConsistencyConfig(samples=samples, data=str(data), device=str(resolve_device(args.device)),
+                                                      out=out / "class_consistency.json", **probe_size))
 
 
 def _finished(run_dir: Path, steps: int) -> bool:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vfmtok.eval.config import SECOND_ENCODER, GeneratorEvalConfig, TokenizerEvalConfig
-from vfmtok.eval.protocol import LABEL_KINDS, PROTOCOLS
 from vfmtok.cli import args as A
 from vfmtok.cli.common import defaults_of
+from vfmtok.eval.config import SECOND_ENCODER, GeneratorEvalConfig, TokenizerEvalConfig
+from vfmtok.eval.protocol import LABEL_KINDS, PROTOCOLS
 from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import require
-
 
 
 def add_run_arguments(p: argparse.ArgumentParser, num_images_help: str) -> None:

@@ -1,13 +1,14 @@
 """`vfmtok export`: bundle a tokenizer + GPT pair into one portable folder."""
 
 from __future__ import annotations
+
 import argparse
 from pathlib import Path
-from vfmtok.generator.bundled import DEFAULT_MODEL_NAME, bundled_model_dir, default_generator  # noqa: F401
-from vfmtok.cli import args as A
-from vfmtok.utils.errors import VFMTokError
 
+from vfmtok.cli import args as A
 from vfmtok.export import DEFAULT_EXPORT_NAME, DTYPES, export_pair
+from vfmtok.generator.bundled import DEFAULT_MODEL_NAME, bundled_model_dir, default_generator  # noqa: F401
+from vfmtok.utils.errors import VFMTokError
 
 
 def _shown(path: Path) -> str:

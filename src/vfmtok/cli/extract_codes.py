@@ -1,13 +1,14 @@
 """`vfmtok extract-codes`: tokenize a dataset into a memory-mapped code shard."""
 
 from __future__ import annotations
+
 import argparse
+
+from vfmtok.cli import args as A
 from vfmtok.data.imagefolder import ImageFolderDataset
 from vfmtok.data.sources import resolve_dataset
-from vfmtok.cli import args as A
-from vfmtok.utils.device import resolve_device
-
 from vfmtok.train.extract import extract_codes
+from vfmtok.utils.device import resolve_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

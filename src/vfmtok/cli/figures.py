@@ -1,14 +1,16 @@
 """`vfmtok figures`: the README pictures from a model."""
 
 from __future__ import annotations
+
 import argparse
 from pathlib import Path
+
 import numpy as np
 import torch
-from vfmtok.utils.errors import require
-from vfmtok.utils.images import make_grid, save_png
 
 from vfmtok.figures import labelled_rows, one_per_class, reconstruction_rows, sampling_regions, upscale
+from vfmtok.utils.errors import require
+from vfmtok.utils.images import make_grid, save_png
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

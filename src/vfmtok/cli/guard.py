@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 import contextlib
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
+import tempfile
 
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.runlock import RunLock

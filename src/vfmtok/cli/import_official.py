@@ -1,13 +1,14 @@
 """`vfmtok import-official`: the official VFMTok tokenizer / LlamaGen GPT / RAR .pt files into checkpoint folders."""
 
 from __future__ import annotations
+
 import argparse
-import shutil
 from pathlib import Path
-from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, write_json
+import shutil
 
 from vfmtok.official.command import import_gpt, import_rar, import_tokenizer
+from vfmtok.utils.errors import VFMTokError
+from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

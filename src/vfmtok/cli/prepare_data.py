@@ -1,6 +1,7 @@
 """`vfmtok prepare-data`: an image folder / zip / LMDB into shuffled tar shards."""
 
 from __future__ import annotations
+
 import argparse
 
 from vfmtok.data.prepare import prepare_shards

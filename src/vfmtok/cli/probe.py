@@ -1,17 +1,19 @@
 """`vfmtok probe`: linear probing on frozen tokenizer features."""
 
 from __future__ import annotations
+
 import argparse
 from pathlib import Path
+
 import torch
+
+from vfmtok.cli import args as A
 from vfmtok.cli.eval_options import add_run_arguments, add_tokenizer_argument, prepare, tokenizer_path
 from vfmtok.eval.commands import load_tokenizer
 from vfmtok.eval.imagesets import ImageSet, open_image_set, subset_indices
-from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, print_result
-from vfmtok.cli import args as A
-from vfmtok.utils.errors import VFMTokError, require
-
 from vfmtok.eval.probe import extract_features, train_linear_probe
+from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, print_result
+from vfmtok.utils.errors import VFMTokError, require
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-
 from vfmtok.cli import args as A
-from vfmtok.cli.common import config_from
+from vfmtok.cli.common import config_from, defaults_of
 from vfmtok.generator.bundled import DEFAULT_MODEL_NAME
 from vfmtok.generator.sampling import SamplingConfig, sample_to_folder
 
@@ -28,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     A.add(p, "out", required=False, default="samples")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the decode step (CUDA graphs on GPUs; the tool for GPU speed)")
+    p.set_defaults(**defaults_of(SamplingConfig, p))  # the dataclass is the one home of the defaults
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,15 +1,15 @@
 """`vfmtok sample-npz`: N samples into one ADM .npz (torchrun for several ranks)."""
 
 from __future__ import annotations
+
 import argparse
 from pathlib import Path
-import torch.distributed as dist
-from vfmtok.eval.protocol import LABEL_KINDS, PROTOCOLS, get_protocol, make_labels, protocol_record
-from vfmtok.cli import args as A
-from vfmtok.utils.errors import require
-from vfmtok.utils.io import write_json
 
-from vfmtok.official.sample_npz import (_load_models, _rank_part, _settings_key, merge_parts)
+from vfmtok.cli import args as A
+from vfmtok.cli.common import config_from
+from vfmtok.eval.protocol import LABEL_KINDS, PROTOCOLS
+from vfmtok.generator.sampling import SamplingConfig
+from vfmtok.official.sample_npz import NpzSamplingConfig, sample_npz
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,33 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `vfmtok sample-npz`."""
-    from vfmtok.utils.distributed import cleanup_distributed, setup_distributed
-    from vfmtok.utils.io import file_sha256
-
-    require(args.num_images >= 1 and args.batch_size >= 1, "--num-images and --batch-size must be >= 1")
-    require(str(args.out).endswith(".npz"), f"--out must end in .npz, got {args.out}")
-    protocol = get_protocol(args.protocol)
-    info = setup_distributed(args.device)
-    try:
-        gpt, tok = _load_models(args, info.device, protocol)
-        kind = args.labels or protocol.labels
-        labels = make_labels(int(gpt.config.num_classes), args.num_images, kind, args.seed)
-        key = _settings_key(args, labels)
-        _rank_part(args, gpt, tok, labels, info.rank, info.world_size, key)
-        if info.world_size > 1:
-            dist.barrier()
-        if info.is_main:
-            images = merge_parts(args.out, info.world_size, labels, args.batch_size)
-            write_json(args.out.with_suffix(".json"), {
-                "protocol": protocol_record(protocol, kind), "num_images": len(images),
-                "resolution": int(images.shape[1]), "world_size": info.world_size,
-                "gpt": str(args.gpt), "tokenizer_hash": getattr(tok, "checkpoint_hash", None),
-                "npz_sha256": file_sha256(args.out),
-                "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                              if not k.startswith("_")}})
-            print(f"wrote {args.out} ({len(images)} images at {images.shape[1]} px, {info.world_size} rank(s))")
-        if info.world_size > 1:
-            dist.barrier()
-    finally:
-        cleanup_distributed()
+    config = config_from(args, NpzSamplingConfig, sampling=config_from(args, SamplingConfig))
+    record = sample_npz(config)
+    if record is not None:
+        print(f"wrote {args.out} ({record['num_images']} images at {record['resolution']} px, "
+              f"{record['world_size']} rank(s))")
     return 0

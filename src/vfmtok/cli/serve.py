@@ -1,13 +1,14 @@
 """`vfmtok serve`: a local web page to sample by class and tokenize an upload."""
 
 from __future__ import annotations
+
 import argparse
 import logging
+
 from vfmtok.cli import args as A
+from vfmtok.serve import ServeApp, make_server
 from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import require
-
-from vfmtok.serve import ServeApp, make_server
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

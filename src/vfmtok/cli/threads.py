@@ -10,10 +10,10 @@ keep it near its share of the machine (benchmarks/under_load.py).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 import contextlib
 import os
 import time
-from collections.abc import Iterator
 
 ENV_THREADS = "VFMTOK_THREADS"  # same meaning as --threads, for scripts and subprocesses
 

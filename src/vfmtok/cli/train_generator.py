@@ -1,21 +1,22 @@
 """`vfmtok train-generator`: options, the data facts that size the GPT, then `train_generator`."""
 
 from __future__ import annotations
+
 import argparse
 import os
 from pathlib import Path
 from typing import Any
+
+from vfmtok.cli import args as A
 from vfmtok.data.codes import CodeDataset
 from vfmtok.data.loaders import shard_folder
 from vfmtok.data.shards import load_index
 from vfmtok.generator.pairing import tokenizer_facts
-from vfmtok.train import generator_arch as G
 from vfmtok.train import common as C
-from vfmtok.cli import args as A
-from vfmtok.utils.errors import VFMTokError
-
+from vfmtok.train import generator_arch as G
 from vfmtok.train import generator as TG
 from vfmtok.train.generator import GeneratorTrainConfig, train_generator
+from vfmtok.utils.errors import VFMTokError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,10 +1,11 @@
 """`vfmtok train-tokenizer`: preset -> YAML -> --set -> flags, then `train_tokenizer`."""
 
 from __future__ import annotations
+
 import argparse
 from pathlib import Path
-from vfmtok.cli import args as A
 
+from vfmtok.cli import args as A
 from vfmtok.train import tokenizer as TT
 from vfmtok.train.tokenizer import TokenizerRunConfig, train_tokenizer
 

@@ -9,59 +9,115 @@ merges them into OUT (atomic) and removes the parts.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from vfmtok.eval.protocol import for_protocol
+import torch.distributed as dist
+
+from vfmtok.eval.protocol import for_protocol, get_protocol, make_labels, protocol_record
+from vfmtok.generator.sampling import SamplingConfig, sample_images
+from vfmtok.utils.distributed import cleanup_distributed, setup_distributed
 from vfmtok.utils.errors import require
-from vfmtok.utils.io import atomic_path
+from vfmtok.utils.io import atomic_path, file_sha256, write_json
 
 
-def _settings_key(args: argparse.Namespace, labels: torch.Tensor) -> str:
+@dataclass
+class NpzSamplingConfig:
+    """What `sample_npz` draws: `num_images` from `gpt` (+ `tokenizer`, default the recorded one) into `out` (.npz)."""
+
+    gpt: str | Path
+    out: Path
+    tokenizer: str | Path | None = None
+    num_images: int = 50000
+    protocol: str = "official"
+    labels: str | None = None  # "balanced" / "random"; default: the protocol's (official: random)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # seed + b draws global batch b
+    device: str = "auto"
+    precision: str = "bf16"  # GPT weights on CUDA
+
+    def record(self) -> dict[str, Any]:
+        """Every setting, flat and JSON-ready (the .json beside the .npz)."""
+        flat = {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "sampling"},
+                **dataclasses.asdict(self.sampling)}
+        return {k: str(v) if isinstance(v, Path) else v for k, v in flat.items()}
+
+
+def _settings_key(config: NpzSamplingConfig, labels: torch.Tensor) -> str:
     keys = ("gpt", "tokenizer", "protocol", "cfg_scale", "cfg_interval", "temperature", "top_k", "top_p", "seed",
             "batch_size", "precision")
-    blob = json.dumps({k: str(getattr(args, k)) for k in keys}, sort_keys=True).encode() + labels.numpy().tobytes()
+    flat = config.record()
+    blob = json.dumps({k: str(flat[k]) for k in keys}, sort_keys=True).encode() + labels.numpy().tobytes()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _load_models(args: argparse.Namespace, device: torch.device, protocol):
+def _load_models(config: NpzSamplingConfig, device: torch.device, protocol) -> tuple[Any, Any, NpzSamplingConfig]:
     from vfmtok.generator.gpt import GPT
     from vfmtok.generator.pairing import load_gpt_tokenizer
 
-    gpt = GPT.from_pretrained(args.gpt, device=device)
-    args.temperature, args.top_k, args.top_p = gpt.sampling_args(args.temperature, args.top_k, args.top_p)
-    if device.type == "cuda" and args.precision != "fp32":
-        gpt = gpt.to(torch.bfloat16 if args.precision == "bf16" else torch.float16)
-    return gpt, for_protocol(load_gpt_tokenizer(gpt, args.tokenizer, device), protocol)
+    gpt = GPT.from_pretrained(config.gpt, device=device)
+    config = dataclasses.replace(config, sampling=config.sampling.for_model(gpt))
+    if device.type == "cuda" and config.precision != "fp32":
+        gpt = gpt.to(torch.bfloat16 if config.precision == "bf16" else torch.float16)
+    return gpt, for_protocol(load_gpt_tokenizer(gpt, config.tokenizer, device), protocol), config
 
 
-def _rank_part(args, gpt, tok, labels: torch.Tensor, rank: int, world: int, key: str) -> Path:
+def _rank_part(config: NpzSamplingConfig, gpt, tok, labels: torch.Tensor, rank: int, world: int, key: str) -> Path:
     """Draw this rank's batches into OUT.partR.npz (kept when it already holds them)."""
-    from vfmtok.generator.sample import generate_images
-
-    part = args.out.with_name(f"{args.out.name}.part{rank}.npz")
-    batches = list(range(rank, -(-len(labels) // args.batch_size), world))
+    out, bs = Path(config.out), config.sampling.batch_size
+    part = out.with_name(f"{out.name}.part{rank}.npz")
+    batches = list(range(rank, -(-len(labels) // bs), world))
     if part.is_file():
         with np.load(part, allow_pickle=False) as z:
             if str(z["key"]) == key and z["batches"].tolist() == batches:
                 return part
     chunks = []
     for b in tqdm(batches, desc=f"rank {rank}", unit="batch", disable=None):
-        lab = labels[b * args.batch_size:(b + 1) * args.batch_size]
-        chunks.append(generate_images(gpt, tok, lab, args.cfg_scale, args.cfg_interval, args.temperature, args.top_k,
-                                      args.top_p, seed=args.seed + b, batch_size=args.batch_size,
-                                      compile=args.compile))
+        lab = labels[b * bs:(b + 1) * bs]
+        chunks.append(sample_images(gpt, tok, lab, dataclasses.replace(config.sampling, seed=config.sampling.seed + b)))
     arr = np.concatenate(chunks) if chunks else np.zeros((0, tok.image_size, tok.image_size, 3), np.uint8)
     with atomic_path(part) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, arr_0=arr, batches=np.asarray(batches, np.int64), key=np.asarray(key))
     return part
+
+
+def sample_npz(config: NpzSamplingConfig) -> dict[str, Any]:
+    """Draw the samples on this rank (every rank of a torchrun job calls it); rank 0 merges them into `config.out` and
+    writes the record beside it (.json), which it returns (None on the other ranks)."""
+    out = Path(config.out)
+    require(config.num_images >= 1 and config.sampling.batch_size >= 1, "--num-images and --batch-size must be >= 1")
+    require(str(out).endswith(".npz"), f"--out must end in .npz, got {out}")
+    protocol = get_protocol(config.protocol)
+    info = setup_distributed(config.device)
+    record = None
+    try:
+        gpt, tok, config = _load_models(config, info.device, protocol)
+        kind = config.labels or protocol.labels
+        labels = make_labels(int(gpt.config.num_classes), config.num_images, kind, config.sampling.seed)
+        key = _settings_key(config, labels)
+        _rank_part(config, gpt, tok, labels, info.rank, info.world_size, key)
+        if info.world_size > 1:
+            dist.barrier()
+        if info.is_main:
+            images = merge_parts(out, info.world_size, labels, config.sampling.batch_size)
+            record = {"protocol": protocol_record(protocol, kind), "num_images": len(images),
+                      "resolution": int(images.shape[1]), "world_size": info.world_size,
+                      "gpt": str(config.gpt), "tokenizer_hash": getattr(tok, "checkpoint_hash", None),
+                      "npz_sha256": file_sha256(out), "arguments": config.record()}
+            write_json(out.with_suffix(".json"), record)
+        if info.world_size > 1:
+            dist.barrier()
+    finally:
+        cleanup_distributed()
+    return record
 
 
 def merge_parts(out: Path, world: int, labels: torch.Tensor, batch_size: int) -> np.ndarray:
