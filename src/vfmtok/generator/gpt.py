@@ -107,18 +107,19 @@ def count_params(cfg: GPTConfig, non_embedding: bool = False) -> int:
 def rope_table(cfg: GPTConfig) -> torch.Tensor:
     """Rotations (cos, sin), fp32 of shape (1 + num_tokens, head_dim // 2, 2); row 0 (class token) is all zeros."""
     half = cfg.head_dim // 2  # rotary pairs per head
+    f64 = dict(dtype=torch.float64, device="cpu")  # real values even while a model is built on the meta device
     if cfg.rope == "1d":
-        freqs = cfg.rope_base ** (-torch.arange(0, half, dtype=torch.float64) * 2 / cfg.head_dim)
-        angles = torch.outer(torch.arange(cfg.num_tokens, dtype=torch.float64), freqs)
+        freqs = cfg.rope_base ** (-torch.arange(0, half, **f64) * 2 / cfg.head_dim)
+        angles = torch.outer(torch.arange(cfg.num_tokens, **f64), freqs)
     else:  # first half of the pairs rotate with the row, second half with the column
-        freqs = cfg.rope_base ** (-torch.arange(0, half, 2, dtype=torch.float64)[: half // 2] / half)
+        freqs = cfg.rope_base ** (-torch.arange(0, half, 2, **f64)[: half // 2] / half)
         h, w = cfg.token_grid
-        rows = torch.outer(torch.arange(h, dtype=torch.float64), freqs)[:, None].expand(h, w, -1)
-        cols = torch.outer(torch.arange(w, dtype=torch.float64), freqs)[None].expand(h, w, -1)
+        rows = torch.outer(torch.arange(h, **f64), freqs)[:, None].expand(h, w, -1)
+        cols = torch.outer(torch.arange(w, **f64), freqs)[None].expand(h, w, -1)
         angles = torch.cat([rows, cols], dim=-1).reshape(h * w, half)
     # Zero (not identity) rotation for the class token keeps LlamaGen checkpoints portable:
     # its q and k vanish, so it is attended with logit 0 and contributes only its value.
-    zero = torch.zeros(1, half, 2, dtype=torch.float64)
+    zero = torch.zeros(1, half, 2, **f64)
     return torch.cat([zero, torch.stack([angles.cos(), angles.sin()], dim=-1)]).float()
 
 
@@ -254,7 +255,9 @@ class GPT(GeneratorIO, nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.head = nn.Linear(config.dim, config.vocab_size, bias=False)
-        self.register_buffer("rope", rope_table(config), persistent=False)
+        # Computed, never loaded, and kept fp32 whatever the weights' dtype: a plain tensor, not a buffer, so that
+        # `.to(torch.bfloat16)` cannot coarsen it and a model built on the meta device still gets real values.
+        self._rope = rope_table(config)
         self.register_buffer("causal_mask", None, persistent=False)
         # Filled by from_pretrained / the trainer; saved in config.json beside GPTConfig.
         self.class_names: list[str] | None = None
@@ -271,12 +274,13 @@ class GPT(GeneratorIO, nn.Module):
     def null_class(self) -> int:
         return self.config.num_classes
 
-    def _apply(self, fn, recurse=True):
-        # Casts such as `.to(torch.bfloat16)` move the rotation table but must not coarsen it: it stays fp32.
-        rope = self.rope
-        super()._apply(fn, recurse)
-        self.rope = rope.to(self.rope.device)
-        return self
+    @property
+    def rope(self) -> torch.Tensor:
+        """The fp32 rotation table (1 + num_tokens, head_dim // 2, 2) on the weights' device (moved on first use)."""
+        device = self.head.weight.device
+        if self._rope.device != device:
+            self._rope = self._rope.to(device)
+        return self._rope
 
     def setup_caches(self, max_batch: int, max_seq: int, dtype: torch.dtype | None = None) -> None:
         """Preallocate per-layer KV caches (seq rounded up to a multiple of 8) and the causal mask; reused when big enough."""

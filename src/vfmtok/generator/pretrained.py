@@ -54,13 +54,28 @@ class GeneratorIO:
         key = cls.model_type
         if not isinstance(config, dict) or key not in config:
             raise VFMTokError(f"{folder}/config.json has no '{key}' section")
-        model = cls(from_dict(cls.config_class, config[key], where=f"{folder}/config.json {key}"))
-        load_state_strict(model, state, str(folder))
+        arch = from_dict(cls.config_class, config[key], where=f"{folder}/config.json {key}")
+        with torch.device("meta"):  # no random init to overwrite: the weights come from the file
+            model = cls(arch)
+        load_state_strict(model, state, str(folder), assign=True)
         model.class_names = config.get("class_names")
         model.tokenizer_info = config.get("tokenizer")
         model.sampling = _checked_sampling(config.get("sampling"), folder)
         model.source = folder
         return model.to(device).eval()
+
+    def push_to_hub(self, repo_id: str, folder: str | os.PathLike | None = None, private: bool = False,
+                    token: str | None = None) -> str:
+        """Upload this generator's checkpoint folder (saved first when `folder` is given) to the Hub, as
+        `VFMTokenizer.push_to_hub` does."""
+        from vfmtok.utils.hub import push_to_hub
+
+        if folder is not None:
+            self.save_pretrained(folder)
+        src = folder or getattr(self, "source", None)
+        if src is None:
+            raise VFMTokError("an unsaved generator: pass folder= to save it before pushing")
+        return push_to_hub(src, repo_id, private=private, token=token)
 
     def recorded_tokenizer(self) -> Path | None:
         """The tokenizer recorded at training/export time; a relative path counts from this checkpoint's folder."""

@@ -87,8 +87,11 @@ def save_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], 
 
 
 def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
-                      exclude_prefixes: tuple[str, ...] = ()) -> None:
-    """Strict load (ignoring keys under `exclude_prefixes`, e.g. a frozen encoder) with a one-line mismatch error."""
+                      exclude_prefixes: tuple[str, ...] = (), assign: bool = False) -> None:
+    """Strict load (ignoring keys under `exclude_prefixes`, e.g. a frozen encoder) with a one-line mismatch error.
+
+    assign=True hands the checkpoint's tensors to the module (cast to the module's dtypes) instead of copying
+    into its own: the way to fill a module built on the meta device."""
     own = {k: v for k, v in module.state_dict().items() if not k.startswith(exclude_prefixes)}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -103,7 +106,9 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], s
             k = shape[0]
             parts.append(f"shape mismatch for {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}")
         raise VFMTokError(f"{source} does not match this architecture: " + "; ".join(parts))
-    module.load_state_dict(state, strict=not exclude_prefixes)
+    if assign:
+        state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+    module.load_state_dict(state, strict=not exclude_prefixes, assign=assign)
 
 
 def file_sha256(path: str | os.PathLike, n_chars: int = 16) -> str:

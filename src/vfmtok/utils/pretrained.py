@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.hub import parse_hub_id, resolve_hub_checkpoint, write_model_card
+from vfmtok.utils.hub import forces_hub, parse_hub_id, resolve_hub_checkpoint, write_model_card
 from vfmtok.utils.io import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, read_json, save_safetensors, write_json
 from vfmtok.utils.version import __version__
 
@@ -38,12 +38,18 @@ def cast_floats(state: dict[str, torch.Tensor], dtype: torch.dtype | None) -> di
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint folder, a run folder (-> its latest checkpoint), or a Hugging Face Hub id
-    ('owner/name[/subfolder][@revision]', or 'hf:...') that is not a local path (-> its cached snapshot)."""
+    """A checkpoint folder, a run folder (-> its latest checkpoint), or a Hugging Face Hub id.
+
+    A local path wins (as in transformers / diffusers); a name that is no local path but reads as
+    'owner/name[/subfolder][@revision]' is looked up on the Hub; 'hf-hub:owner/name' always reads the Hub."""
     p = Path(path)
     text = str(path)
-    if text.startswith("hf:") or (not p.exists() and parse_hub_id(text) is not None):
+    if forces_hub(text):
         return resolve_hub_checkpoint(text)
+    if not p.exists():
+        if parse_hub_id(text) is not None:
+            return resolve_hub_checkpoint(text, local_tried=True)
+        raise VFMTokError(f"checkpoint not found: {p}")
     if (p / CONFIG_NAME).is_file():
         return p
     latest = p / "latest.txt"
@@ -51,8 +57,6 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
         folder = p / "checkpoints" / latest.read_text().strip()
         if (folder / CONFIG_NAME).is_file():
             return folder
-    if not p.exists():
-        raise VFMTokError(f"checkpoint not found: {p}")
     raise VFMTokError(f"{p} is neither a checkpoint folder (no {CONFIG_NAME}) nor a run folder (no latest.txt)")
 
 
