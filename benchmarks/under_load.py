@@ -34,7 +34,7 @@ def worker(steps: int, arm: str) -> dict:
         threads.prepare_environment()  # the CLI does this first thing, before torch loads
     import torch
 
-    n = threads.configure() if arm == "after" else torch.get_num_threads()
+    n = threads.configure("auto") if arm == "after" else torch.get_num_threads()
     from vfmtok.tokenizer.build import build_tokenizer
     from vfmtok.tokenizer.config import get_preset
     from vfmtok.tokenizer.losses import TokenizerLoss

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from vfmtok.cli import main
-from vfmtok.export import export_pair, record_measured
+from vfmtok.export import export_pair
 from vfmtok.generator.gpt import GPT
 from vfmtok.generator.sample import generate_images
-from vfmtok.tokenizer.api import build_tiny_tokenizer, load_tokenizer
+from helpers import build_tiny_tokenizer, record_measured
+from vfmtok.tokenizer.api import load_tokenizer
 from vfmtok.utils.errors import VFMTokError
 
 

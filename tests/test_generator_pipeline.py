@@ -171,7 +171,8 @@ def test_training_refuses_mismatches(codes, tmp_path, capsys):
 
 
 def test_real_tiny_tokenizer_end_to_end(tiny_tokenizer_dir, images, tmp_path):
-    from vfmtok.tokenizer.api import build_tiny_tokenizer, load_tokenizer
+    from helpers import build_tiny_tokenizer
+    from vfmtok.tokenizer.api import load_tokenizer
 
     codes = tmp_path / "codes"
     assert main(["extract-codes", "--tokenizer", str(tiny_tokenizer_dir), "--data", str(images), "--out", str(codes),

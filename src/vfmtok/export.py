@@ -13,9 +13,8 @@ from pathlib import Path
 import torch
 
 from vfmtok.generator.bundled import DEFAULT_MODEL_NAME, bundled_model_dir, default_generator  # noqa: F401
-from vfmtok.utils.errors import VFMTokError, require
-from vfmtok.utils.hub import CARD_NAME, metrics_table
-from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, read_json, write_json, write_text
+from vfmtok.utils.errors import VFMTokError
+from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, read_json, write_json
 
 DEFAULT_EXPORT_NAME = "vfmtok-model"
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
@@ -55,6 +54,15 @@ def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Pat
     return out
 
 
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it lies below it (no machine-specific prefix in model.json)."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
 def _origin(gpt_dir: Path, tok_dir: Path) -> dict:
     """The training checkpoints a pair came from. A half taken from an exported pair keeps that export's record of
     it; the other half is named by its own path (a re-export may pair an exported GPT with a new tokenizer)."""
@@ -81,17 +89,3 @@ def _card(role: str, gpt, info: dict) -> dict:
     return {"what": what + (f" Trained by: `{recipe}`." if recipe else ""),
             "data": f"{len(names)} classes: {', '.join(names)}" if names else None,
             "metrics": info.get("measured")}
-
-
-def record_measured(model: str | Path, measured: dict[str, float], by: str) -> None:
-    """Store numbers measured on an exported pair in its model.json and in both model cards' Metrics sections."""
-    model = Path(model)
-    require((model / "model.json").is_file(), f"{model} is not an exported model (no model.json)")
-    info = read_json(model / "model.json")
-    info.update(measured=dict(measured), measured_by=by)
-    write_json(model / "model.json", info)
-    table = metrics_table(measured)
-    for sub in (info.get("tokenizer", "tokenizer"), info.get("generator", "generator")):
-        card = model / sub / CARD_NAME
-        head = card.read_text().split("## Metrics")[0] if card.is_file() else "# " + sub + "\n\n"
-        write_text(card, head + "## Metrics\n\n" + "\n".join(table) + f"\n\nMeasured by: `{by}`\n")

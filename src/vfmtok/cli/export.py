@@ -11,15 +11,6 @@ from vfmtok.generator.bundled import DEFAULT_MODEL_NAME, bundled_model_dir, defa
 from vfmtok.utils.errors import VFMTokError
 
 
-def _shown(path: Path) -> str:
-    """A path relative to the working directory when it lies below it (no machine-specific prefix in model.json)."""
-    p = Path(path).resolve()
-    try:
-        return str(p.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(p)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Options of `vfmtok export`."""
     A.add(p, "gpt", required=True)

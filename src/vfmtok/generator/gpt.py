@@ -2,7 +2,7 @@
 
 One module serves training (full causal pass), KV-cache decoding (`setup_caches` + `input_pos`) and CFG
 (the null class is the extra row of the class table). Structure after nanoGPT / LlamaGen / gpt-fast,
-written from the design reference (docs/vfmtok-reference.md section 2.1).
+written from the VFMTok paper (arXiv 2507.08441) and the LlamaGen GPT it builds on.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vfmtok.utils.errors import VFMTokError, require
+from vfmtok.utils.errors import require
+from vfmtok.utils.registry import Registry
 from vfmtok.generator.pretrained import GeneratorIO
 
 
@@ -47,10 +48,6 @@ class GPTConfig:
     init_std: float = 0.02
 
     @property
-    def block_size(self) -> int:
-        return self.num_tokens
-
-    @property
     def head_dim(self) -> int:
         return self.dim // self.n_head
 
@@ -70,7 +67,7 @@ class GPTConfig:
 
 
 # name -> architecture fields; the data fields (vocab, tokens, grid, classes) come from the tokenizer/codes.
-GPT_PRESETS: dict[str, dict[str, Any]] = {
+GPT_PRESETS: Registry[dict[str, Any]] = Registry("GPT preset", {
     "GPT-nano": dict(n_layer=2, n_head=2, dim=64, multiple_of=32),  # tests
     "GPT-tiny": dict(n_layer=4, n_head=4, dim=256, multiple_of=64),  # CPU demos
     "GPT-B": dict(n_layer=12, n_head=12, dim=768),
@@ -79,14 +76,12 @@ GPT_PRESETS: dict[str, dict[str, Any]] = {
     "GPT-XXL": dict(n_layer=48, n_head=24, dim=1536),
     "GPT-2B": dict(n_layer=48, n_head=32, dim=1920),
     "GPT-3B": dict(n_layer=24, n_head=32, dim=3200),
-}
+})
 
 
 def preset_config(name: str, **overrides: Any) -> GPTConfig:
     """GPTConfig of a named preset with field overrides."""
-    if name not in GPT_PRESETS:
-        raise VFMTokError(f"unknown GPT preset '{name}'; choose from {', '.join(GPT_PRESETS)}")
-    cfg = GPTConfig(**{**GPT_PRESETS[name], **overrides})
+    cfg = GPTConfig(**{**GPT_PRESETS.pick(name), **overrides})
     cfg.validate()
     return cfg
 

@@ -64,6 +64,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def ema_decay_at(decay: float, step: int | None = None) -> float:
+    """The one EMA rule: decay d = min(decay, (1+step)/(10+step)) at `step` (`decay` when no step is given).
+
+    The warm-up keeps short runs from exporting mostly-initial weights (0.999**500 = 0.61)."""
+    return decay if step is None else min(decay, (1.0 + step) / (10.0 + step))
+
+
 class EMA:
     """Exponential moving average of a model's parameters (buffers copied), kept as a frozen module copy."""
 
@@ -76,11 +83,8 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int | None = None) -> None:
-        """ema = d * ema + (1 - d) * param over trainable parameters; d = min(decay, (1+step)/(10+step)) when step is given.
-
-        The warm-up keeps short runs from exporting mostly-initial weights (0.999**500 = 0.61).
-        """
-        d = self.decay if step is None else min(self.decay, (1.0 + step) / (10.0 + step))
+        """ema = d * ema + (1 - d) * param over trainable parameters, d = ema_decay_at(decay, step)."""
+        d = ema_decay_at(self.decay, step)
         src = dict(unwrap(model).named_parameters())
         for name, p in self.module.named_parameters():
             q = src[name]

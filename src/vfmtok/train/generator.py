@@ -112,8 +112,8 @@ class ShardedEMA:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int | None = None) -> None:
-        """Same rule (and decay warm-up) as train.common.EMA.update."""
-        d = self.decay if step is None else min(self.decay, (1.0 + step) / (10.0 + step))
+        """The rule of train.common.EMA.update (`ema_decay_at`), on each rank's shard."""
+        d = C.ema_decay_at(self.decay, step)
         for n, p in model.named_parameters():
             self.params[n].lerp_(p.detach(), 1.0 - d)
 
