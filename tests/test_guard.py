@@ -10,7 +10,7 @@ import pytest
 
 from vfmtok.cli import main
 from vfmtok.generator.sample import parse_labels
-from vfmtok.utils import guard
+from vfmtok.cli import guard
 from vfmtok.utils.classnames import display_name
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.runlock import LOCK_NAME, RunLock, read_lock
@@ -108,7 +108,7 @@ def test_output_inside_the_package_is_refused(capsys):
 
 
 def test_export_without_out_writes_a_new_folder_in_cwd(tmp_path, monkeypatch):
-    import vfmtok.export as ex
+    import vfmtok.cli.export as ex
 
     seen = {}
     monkeypatch.setattr(ex, "export_pair", lambda gpt, out, *a: seen.setdefault("out", out))
