@@ -20,11 +20,12 @@ import statistics
 import sys
 from pathlib import Path
 
-from reproduce_imagenette import cli, named_dirs  # run as a script: benchmarks/ is on sys.path
-from vfmtok.export import record_measured
-from vfmtok.utils.io import read_json, write_json, write_text
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # helpers shared with the tests (kept out of the package)
+
+from helpers import record_measured  # noqa: E402
+from reproduce_imagenette import cli, named_dirs  # noqa: E402 (run as a script: benchmarks/ is on sys.path)
+from vfmtok.utils.io import read_json, write_json, write_text  # noqa: E402
 TARGETS = {"PSNR": 20.0, "class_consistency": 0.60}
 
 

@@ -87,7 +87,8 @@ def loader_rate(data: str, batches: int, batch: int) -> float:
 
 def run(label: str, steps: int, batch: int, work: Path) -> list[dict]:
     """Every row this checkout can run."""
-    from vfmtok.tokenizer.api import build_tiny_tokenizer
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # helpers shared with the tests
+    from helpers import build_tiny_tokenizer
 
     kinds = [("ImageFolder (zip)", "sample")]
     try:

@@ -61,7 +61,8 @@ def make_fixtures(work: Path, need_gpt: bool = True) -> dict[str, Path]:
     """Synthetic 2-class image folder, an untrained tiny tokenizer, its codes and a short-trained GPT."""
     from PIL import Image
 
-    from vfmtok.tokenizer.api import build_tiny_tokenizer
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # helpers shared with the tests
+    from helpers import build_tiny_tokenizer
 
     data = work / "data"
     rng = np.random.default_rng(0)

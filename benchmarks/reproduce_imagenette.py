@@ -62,15 +62,14 @@ def metrics_of(path: Path) -> dict:
 
 
 def train_tok(name: str, args, runs: Path) -> Path:
-    from vfmtok.utils.io import resolve_checkpoint
+    from vfmtok.utils.pretrained import resolve_checkpoint
     from vfmtok.train.tokenizer import resolve_config, train_tokenizer
 
     preset, sets = VARIANTS[name]
-    ns = argparse.Namespace(preset=preset, overrides=sets + [f"train.batch_size={args.batch}", "train.cache_features=false",
-                                                               f"train.lr={args.tok_lr}", f"train.seed={args.seed}",
-                                                               f"train.save_every={max(1, args.tok_steps // 4)}"],
-                            config=None, data=args.data, steps=args.tok_steps, batch_size=None, device=args.device)
-    cfg = resolve_config(ns)
+    sets = sets + [f"train.batch_size={args.batch}", "train.cache_features=false", f"train.lr={args.tok_lr}",
+                   f"train.seed={args.seed}", f"train.save_every={max(1, args.tok_steps // 4)}"]
+    cfg = resolve_config(preset, sets, flags={"train.data": args.data, "train.steps": args.tok_steps,
+                                             "train.device": args.device})
     run = runs / name / "tokenizer"
     latest = run / "latest.txt"
     if not (latest.is_file() and latest.read_text().strip() == f"step_{args.tok_steps:07d}"):

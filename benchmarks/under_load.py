@@ -28,13 +28,13 @@ ARMS = ("before", "passive", "after")
 def worker(steps: int, arm: str) -> dict:
     """Time `steps` tokenizer training steps in this process; returns images/s and the threads used."""
     sys.path.insert(0, str(ROOT / "src"))
-    from vfmtok.utils import threads
+    from vfmtok.cli import threads
 
     if arm in ("passive", "after"):
         threads.prepare_environment()  # the CLI does this first thing, before torch loads
     import torch
 
-    n = threads.configure() if arm == "after" else torch.get_num_threads()
+    n = threads.configure("auto") if arm == "after" else torch.get_num_threads()
     from vfmtok.tokenizer.build import build_tokenizer
     from vfmtok.tokenizer.config import get_preset
     from vfmtok.tokenizer.losses import TokenizerLoss

@@ -14,7 +14,7 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory):
     """An untrained tiny VFMTok saved to disk (random weights, random-init VGG16 encoder)."""
-    from vfmtok.tokenizer.api import build_tiny_tokenizer
+    from helpers import build_tiny_tokenizer
 
     return build_tiny_tokenizer(tmp_path_factory.mktemp("tok") / "tiny")
 
@@ -23,7 +23,8 @@ def tiny_tokenizer_dir(tmp_path_factory):
 def tiny_pair(tmp_path_factory):
     """An untrained tiny tokenizer (tok/) + GPT-nano (gpt/) over 3 named classes, saved to disk."""
     from vfmtok.generator.gpt import create_gpt
-    from vfmtok.tokenizer.api import build_tiny_tokenizer, load_tokenizer
+    from helpers import build_tiny_tokenizer
+    from vfmtok.tokenizer.api import load_tokenizer
 
     root = tmp_path_factory.mktemp("pair")
     names = ["tench", "golf ball", "parachute"]
@@ -66,7 +67,7 @@ def cli_world(tmp_path_factory):
     from PIL import Image
 
     from vfmtok.cli import main
-    from vfmtok.tokenizer.api import build_tiny_tokenizer
+    from helpers import build_tiny_tokenizer
 
     root = tmp_path_factory.mktemp("world")
     rng = np.random.default_rng(0)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from vfmtok.cli import main
 from vfmtok.data.imagefolder import load_rgb
-from vfmtok.tokenizer.api import build_tiny_tokenizer
+from helpers import build_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vfmtok.cli import COMMANDS, build_parser, main
-from vfmtok.utils import args as A
+from vfmtok.cli import args as A
 from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError
 
@@ -87,7 +87,7 @@ def test_out_of_range_numbers_are_one_line_exit_2(argv, name, tmp_path, capsys):
 
 
 def test_generator_config_validation_refuses_negative_steps_from_set():
-    from vfmtok.train.generator import add_arguments, resolve_config
+    from vfmtok.cli.train_generator import add_arguments, resolve_config
 
     p = argparse.ArgumentParser()
     add_arguments(p)
@@ -100,8 +100,8 @@ def test_generator_config_validation_refuses_negative_steps_from_set():
 
 def test_both_trainers_layer_preset_yaml_set_then_flags(tmp_path):
     from vfmtok.tokenizer.config import get_preset
-    from vfmtok.train import generator as G
-    from vfmtok.train import tokenizer as T
+    from vfmtok.cli import train_generator as G
+    from vfmtok.cli import train_tokenizer as T
 
     y = tmp_path / "t.yaml"
     y.write_text("train:\n  steps: 7\n  lr: 2e-3\n  batch_size: 3\n  log_every: 4\n")

@@ -11,7 +11,7 @@ import vfmtok.eval.commands as C
 from vfmtok.cli import main
 from vfmtok.eval import inception as I
 from vfmtok.eval.imagesets import open_image_set
-from vfmtok.generator.checkpoint import GeneratorIO
+from vfmtok.generator.pretrained import GeneratorIO
 from vfmtok.utils.io import file_sha256
 
 

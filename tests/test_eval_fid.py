@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from vfmtok.eval import inception as I
-from vfmtok.eval.fid import (FeatureStats, frechet_distance, frechet_distance_reference, load_cached_stats,
+from helpers import frechet_distance_reference
+from vfmtok.eval.fid import (FeatureStats, frechet_distance, load_cached_stats,
                              save_cached_stats)
 from vfmtok.eval.imagesets import open_image_set
 from vfmtok.utils.errors import VFMTokError

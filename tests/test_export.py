@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from vfmtok.cli import main
-from vfmtok.export import export_pair, record_measured
+from vfmtok.export import export_pair
 from vfmtok.generator.gpt import GPT
 from vfmtok.generator.sample import generate_images
-from vfmtok.tokenizer.api import build_tiny_tokenizer, load_tokenizer
+from helpers import build_tiny_tokenizer, record_measured
+from vfmtok.tokenizer.api import load_tokenizer
 from vfmtok.utils.errors import VFMTokError
 
 
@@ -37,7 +38,7 @@ def test_export_is_portable_and_stores_fp16(tiny_pair, tmp_path):
 def test_sample_uses_the_bundled_model_by_default(tiny_pair, tmp_path, monkeypatch, capsys):
     pair = tiny_pair
     bundle = tmp_path / "models" / "imagenette64"
-    monkeypatch.setattr("vfmtok.export.bundled_model_dir", lambda: bundle)
+    monkeypatch.setattr("vfmtok.generator.bundled.bundled_model_dir", lambda: bundle)
     rc = main(["sample", "--class", "golf ball", "--out", str(tmp_path / "s"), "--device", "cpu"])
     assert rc == 2 and "make small-model" in capsys.readouterr().err
     assert main(["export", "--gpt", str(pair / "gpt"), "--out", str(bundle)]) == 0

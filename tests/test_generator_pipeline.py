@@ -93,7 +93,7 @@ def test_sampling_decodes_generated_ids(run_dir):
 
 
 def test_sample_command_writes_pngs_and_adm_npz(run_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("vfmtok.generator.sample_cmd.load_gpt_tokenizer", lambda gpt, path, device: FakeTokenizer())
+    monkeypatch.setattr("vfmtok.generator.sampling.load_gpt_tokenizer", lambda gpt, path, device: FakeTokenizer())
     out = tmp_path / "s"
     assert main(["sample", "--gpt", str(run_dir), "--class", "golf ball", "--class", "0", "--per-class", "2",
                  "--cfg-scale", "1.5", "--top-k", "10", "--out", str(out), "--device", "cpu"]) == 0
@@ -140,7 +140,7 @@ def test_resume_continues_exactly(codes, tmp_path):
 def test_config_layers_yaml_flags_set_and_run_config_reuse(run_dir, tmp_path):
     import argparse
 
-    from vfmtok.train.generator import add_arguments, resolve_config
+    from vfmtok.cli.train_generator import add_arguments, resolve_config
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -171,7 +171,8 @@ def test_training_refuses_mismatches(codes, tmp_path, capsys):
 
 
 def test_real_tiny_tokenizer_end_to_end(tiny_tokenizer_dir, images, tmp_path):
-    from vfmtok.tokenizer.api import build_tiny_tokenizer, load_tokenizer
+    from helpers import build_tiny_tokenizer
+    from vfmtok.tokenizer.api import load_tokenizer
 
     codes = tmp_path / "codes"
     assert main(["extract-codes", "--tokenizer", str(tiny_tokenizer_dir), "--data", str(images), "--out", str(codes),

@@ -8,7 +8,7 @@ import torch
 from vfmtok.generator.gpt import GPT, GPT_PRESETS, GPTConfig, apply_rope, count_params, create_gpt, preset_config, rope_table
 from vfmtok.train.common import save_checkpoint
 from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.io import save_pretrained
+from vfmtok.utils.pretrained import save_pretrained
 
 # Reference section 2.1: layers / heads / dim / FFN hidden / params (M, vocab 16384, 1000 classes).
 PAPER = {
@@ -139,6 +139,29 @@ def test_save_load_round_trip(tmp_path):
         assert not m2.training and m2.config == m.config
         assert m2.class_names == m.class_names and m2.tokenizer_info == m.tokenizer_info
         assert torch.equal(m2(labels, ids)[0], ref)
+
+
+@pytest.mark.parametrize("arch", ["gpt", "rar"])
+def test_loading_builds_on_meta_draws_no_random_numbers_and_computes_rope(tmp_path, arch):
+    from vfmtok.generator.checkpoint import load_generator
+    from vfmtok.generator.rar import create_rar
+
+    m = tiny() if arch == "gpt" else create_rar("RAR-nano", vocab_size=50, num_tokens=12, token_grid=(3, 4),
+                                                              num_classes=5).eval()
+    m.save_pretrained(tmp_path / "ck", dtype=torch.float16)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    m2 = load_generator(tmp_path / "ck")
+    assert torch.equal(torch.get_rng_state(), before)  # no random init was drawn and thrown away
+    tensors = list(m2.parameters()) + list(m2.buffers()) + ([m2.rope] if arch == "gpt" else [])
+    assert all(t.device.type == "cpu" for t in tensors)  # nothing left on the meta device
+    assert {p.dtype for p in m2.parameters()} == {torch.float32}  # fp16 file, fp32 model (as a copy-load gives)
+    if arch == "gpt":
+        torch.testing.assert_close(m2.rope, rope_table(m2.config), rtol=0, atol=0)  # computed, not loaded
+    labels, ids = torch.tensor([1, 2]), torch.randint(0, 50, (2, 11))
+    half = {k: v.half().float() for k, v in m.state_dict().items()}
+    m.load_state_dict(half)
+    torch.testing.assert_close(m2(labels, ids)[0], m(labels, ids)[0], rtol=0, atol=0)
 
 
 def test_unreadable_or_wrong_checkpoints_give_clear_errors(tmp_path):

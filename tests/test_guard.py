@@ -10,7 +10,7 @@ import pytest
 
 from vfmtok.cli import main
 from vfmtok.generator.sample import parse_labels
-from vfmtok.utils import guard
+from vfmtok.cli import guard
 from vfmtok.utils.classnames import display_name
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.runlock import LOCK_NAME, RunLock, read_lock
@@ -108,7 +108,7 @@ def test_output_inside_the_package_is_refused(capsys):
 
 
 def test_export_without_out_writes_a_new_folder_in_cwd(tmp_path, monkeypatch):
-    import vfmtok.export as ex
+    import vfmtok.cli.export as ex
 
     seen = {}
     monkeypatch.setattr(ex, "export_pair", lambda gpt, out, *a: seen.setdefault("out", out))
@@ -121,7 +121,8 @@ def test_export_without_out_writes_a_new_folder_in_cwd(tmp_path, monkeypatch):
 def test_export_refuses_to_replace_a_folder_that_is_not_an_export(tmp_path):
     from vfmtok.export import export_pair
     from vfmtok.generator.gpt import create_gpt
-    from vfmtok.tokenizer.api import build_tiny_tokenizer, load_tokenizer
+    from helpers import build_tiny_tokenizer
+    from vfmtok.tokenizer.api import load_tokenizer
 
     tok = load_tokenizer(build_tiny_tokenizer(tmp_path / "tok"))
     gpt = create_gpt("GPT-nano", vocab_size=tok.codebook_size, num_tokens=tok.num_tokens, token_grid=tok.token_grid,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -102,3 +103,59 @@ def test_model_card_and_push(tmp_path, monkeypatch):
 
     assert push_to_hub(folder, "me/g", private=True) == "https://hub/commit/1"
     assert calls == [("create", "me/g", True), ("upload", "me/g", ["README.md", "config.json", "model.safetensors"])]
+
+
+def test_local_folder_first_hf_hub_forces_the_hub_and_typos_name_both_readings(hub, tmp_path, monkeypatch, tiny_tokenizer_dir):
+    gpt, _ = hub
+    monkeypatch.chdir(tmp_path)
+    local = tmp_path / "me" / "pair" / "generator"  # a local folder spelled like the Hub id
+    shutil.copytree(tiny_tokenizer_dir, local)
+    assert VFMTokenizer.from_pretrained("me/pair/generator").checkpoint_path == local.relative_to(tmp_path)
+    g = GPT.from_pretrained("hf-hub:me/pair/generator")  # the prefix skips the local folder
+    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), gpt.state_dict().values()))
+    with pytest.raises(VFMTokError) as e:
+        VFMTokenizer.from_pretrained("runs/tok")
+    msg = str(e.value)
+    assert "\n" not in msg and "no folder runs/tok here, and no Hub repo runs/tok" in msg
+    with pytest.raises(VFMTokError, match="checkpoint not found: plain-typo"):
+        VFMTokenizer.from_pretrained("plain-typo")
+
+
+def test_hub_downloads_only_the_files_the_model_reads(hub, tmp_path, monkeypatch):
+    """A repo holding a pair and a big unrelated model: loading the pair's GPT fetches its files and its tokenizer's."""
+    import huggingface_hub
+
+    remote = tmp_path / "remote"
+    for rel in ("generator/config.json", "generator/model.safetensors", "tokenizer/config.json",
+                "tokenizer/model.safetensors", "GPT-3B/model.safetensors", "GPT-3B/config.json"):
+        (remote / rel).parent.mkdir(parents=True, exist_ok=True)
+    gdir = hub[1] / "gpt"
+    cached = hub[1] / "hub" / "models--me--pair" / "snapshots" / COMMIT
+    for rel in ("generator/config.json", "generator/model.safetensors", "tokenizer/config.json", "tokenizer/model.safetensors"):
+        shutil.copy(cached / rel, remote / rel)
+    meta = __import__("json").loads((remote / "generator" / "config.json").read_text())
+    meta["config"]["tokenizer"] = {**(meta["config"].get("tokenizer") or {}), "checkpoint_path": "../tokenizer"}
+    (remote / "generator" / "config.json").write_text(__import__("json").dumps(meta))
+    for rel in ("GPT-3B/model.safetensors", "GPT-3B/config.json"):
+        shutil.copy(gdir / Path(rel).name, remote / rel)
+    asked = []
+
+    def fake_snapshot(repo, revision=None, cache_dir=None, local_files_only=False, allow_patterns=None):
+        import fnmatch
+
+        asked.append(sorted(allow_patterns))
+        snap = tmp_path / "snap"
+        for f in remote.rglob("*"):
+            rel = f.relative_to(remote).as_posix()
+            if f.is_file() and any(fnmatch.fnmatch(rel, p) for p in allow_patterns):
+                (snap / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(f, snap / rel)
+        return str(snap)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    g = GPT.from_pretrained("me/pair/generator")
+    assert g.recorded_tokenizer().is_dir()  # the sibling tokenizer came along
+    got = sorted(f.relative_to(tmp_path / "snap").as_posix() for f in (tmp_path / "snap").rglob("*") if f.is_file())
+    assert got == ["generator/config.json", "generator/model.safetensors", "tokenizer/config.json",
+                   "tokenizer/model.safetensors"]  # never the GPT-3B beside them
+    assert all(not any(p.startswith("GPT-3B") for p in a) for a in asked)

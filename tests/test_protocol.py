@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from vfmtok.cli import main
 from vfmtok.eval.protocol import ResizedTokenizer, get_protocol, make_labels, pil_resize
-from vfmtok.generator.checkpoint import GeneratorIO
+from vfmtok.generator.pretrained import GeneratorIO
 from vfmtok.generator.gpt import create_gpt
 from vfmtok.tokenizer.api import VFMTokenizer
 from vfmtok.utils.errors import VFMTokError

@@ -227,7 +227,7 @@ def test_end_to_end_codes_train_sample_decode(images, tmp_path, monkeypatch, cap
     imgs = generate_images(rar, FakeTokenizer(), labels, cfg_scale=3.0, cfg_power=1.0, seed=1)
     ids = generate(rar, labels, cfg_scale=3.0, cfg_power=1.0, generator=torch.Generator().manual_seed(1))
     assert np.array_equal(imgs, to_uint8(FakeTokenizer().decode(ids)))
-    monkeypatch.setattr("vfmtok.generator.sample_cmd.load_gpt_tokenizer", lambda gpt, path, device: FakeTokenizer())
+    monkeypatch.setattr("vfmtok.generator.sampling.load_gpt_tokenizer", lambda gpt, path, device: FakeTokenizer())
     out = tmp_path / "s"
     assert main(["sample", "--gpt", str(run), "--per-class", "1", "--cfg-scale", "2", "--cfg-power", "2.75",
                  "--out", str(out), "--device", "cpu"]) == 0
@@ -318,7 +318,7 @@ def test_import_official_rar_state(tmp_path, capsys):
 def test_train_config_picks_architecture_and_rar_recipe():
     import argparse
 
-    from vfmtok.train.generator import add_arguments, resolve_config
+    from vfmtok.cli.train_generator import add_arguments, resolve_config
 
     def resolve(*argv):
         p = argparse.ArgumentParser()

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from vfmtok.tokenizer.api import VFMTokenizer, build_tiny_tokenizer
+from helpers import build_tiny_tokenizer
+from vfmtok.tokenizer.api import VFMTokenizer
 from vfmtok.tokenizer.build import build_tokenizer
 from vfmtok.tokenizer.config import get_preset
 from vfmtok.tokenizer.losses import TokenizerLoss

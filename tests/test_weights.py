@@ -47,7 +47,7 @@ def test_lookup_reads_the_vfmtok_cache_folder(clean_env, monkeypatch, tmp_path):
 def test_fetch_help_names_the_default():
     import argparse
 
-    from vfmtok.utils import fetch_cmd
+    from vfmtok.cli import fetch_weights as fetch_cmd
 
     p = argparse.ArgumentParser()
     fetch_cmd.add_arguments(p)

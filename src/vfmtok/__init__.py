@@ -1,8 +1,7 @@
 """vfmtok: visual tokenizers on frozen vision foundation models + autoregressive generation."""
 
-__version__ = "0.1.0"
-
 from vfmtok.utils.errors import VFMTokError  # noqa: F401
+from vfmtok.utils.version import __version__  # noqa: F401
 
 
 def __getattr__(name: str):

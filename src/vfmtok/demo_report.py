@@ -123,10 +123,8 @@ def _trend_rows(trends: dict) -> list[dict]:
 
 def _shown(path: Path) -> str:
     """A package file by its place in the package, a path below the working directory relative to it."""
-    from vfmtok.utils.guard import package_dir
-
     full = Path(path).resolve()
-    for base, prefix in ((package_dir(), "vfmtok/"), (Path.cwd().resolve(), "")):
+    for base, prefix in ((Path(__file__).resolve().parent, "vfmtok/"), (Path.cwd().resolve(), "")):
         if full.is_relative_to(base):
             return prefix + str(full.relative_to(base))
     return str(path)

@@ -115,7 +115,7 @@ def _scratch_pictures(pair, data: Path, out: Path, device: str) -> dict[str, np.
 
 def _full(cfg: DemoConfig, out: Path, data: Path, device: str) -> Path:
     from vfmtok.demo_report import write_report
-    from vfmtok.generator.sample_cmd import sample
+    from vfmtok.generator.sampling import SamplingConfig, sample_to_folder
 
     timings: dict[str, float] = {}
     t0 = time.time()
@@ -125,8 +125,8 @@ def _full(cfg: DemoConfig, out: Path, data: Path, device: str) -> Path:
 
     _stage("sample every class without classifier-free guidance")
     t = time.time()
-    sample(pair.generator_dir, pair.tokenizer_dir, per_class=cfg.samples_per_class(), out=out / "samples",
-           cfg_scale=1.0, seed=0, device=device)
+    sample_to_folder(out / "samples", pair.generator_dir, pair.tokenizer_dir, per_class=cfg.samples_per_class(),
+                     config=SamplingConfig(cfg_scale=1.0, seed=0), device=device)
     timings["sample"] = time.time() - t
 
     _stage("evaluate: reconstruction (PSNR/SSIM/LPIPS/rFID, codebook usage), generation (gFID, precision/recall), "

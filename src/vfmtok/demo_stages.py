@@ -33,7 +33,7 @@ def train_small_tokenizer(data: Path, run_dir: Path, steps: int, device: str = "
     from vfmtok.tokenizer.api import VFMTokenizer
     from vfmtok.tokenizer.config import get_preset
     from vfmtok.train.tokenizer import train_tokenizer
-    from vfmtok.utils.io import resolve_checkpoint
+    from vfmtok.utils.pretrained import resolve_checkpoint
 
     cfg = get_preset(TOKENIZER_PRESET)
     cfg.train.data = str(data)
@@ -67,7 +67,7 @@ def train_small_generator(tok, codes: Path, num_classes: int, run_dir: Path, ste
     """Train (or resume) GPT-tiny / RAR-tiny on `codes`; returns its checkpoint folder."""
     from vfmtok.train import generator_arch
     from vfmtok.train.generator import GeneratorTrainConfig, train_generator
-    from vfmtok.utils.io import resolve_checkpoint
+    from vfmtok.utils.pretrained import resolve_checkpoint
 
     facts = dict(vocab_size=tok.codebook_size, num_tokens=tok.num_tokens, token_grid=tuple(tok.token_grid),
                  num_classes=num_classes)
@@ -112,17 +112,17 @@ def evaluate_pair(tok_dir: Path, data: Path, out: Path, device: str, smoke: bool
     from vfmtok.eval.class_consistency import class_consistency, fit_class_probe, real_val_top1
     from vfmtok.eval.commands import eval_generator, eval_tokenizer
     from vfmtok.eval.imagesets import load_npz_images
-    from vfmtok.eval.options import options
+    from vfmtok.eval.config import GeneratorEvalConfig, TokenizerEvalConfig
     from vfmtok.utils.io import write_json
 
     import numpy as np
 
     n_eval = 16 if smoke else 100
     samples = out / "samples" / "samples.npz"
-    eval_tokenizer(options("eval-tokenizer", checkpoint=tok_dir, data=str(data), split="val", num_images=n_eval,
-                           out=out / "eval_tokenizer.json", device=device))
-    eval_generator(options("eval-generator", samples=str(samples), ref=str(data),
-                           ref_split="val", out=out / "eval_generator.json", device=device))
+    eval_tokenizer(TokenizerEvalConfig(tokenizer=tok_dir, data=str(data), split="val", num_images=n_eval,
+                                       out=out / "eval_tokenizer.json", device=device))
+    eval_generator(GeneratorEvalConfig(samples=str(samples), ref=str(data), ref_split="val",
+                                       out=out / "eval_generator.json", device=device))
     # Does each sample look like its class? A linear probe on frozen VGG16, fit on the real train images.
     images = load_npz_images(samples)
     with np.load(samples, allow_pickle=False) as z:

@@ -55,17 +55,17 @@ def heldout_psnr(tok, data: str, split: str = "val", batch_size: int = 50, devic
 def tour_bundled_model(model: Path | None, data: Path | str, out: Path, per_class: int = 4,
                        device: str = "cpu", seed: int = 0) -> Tour:
     """Sample every class (into out/samples), reconstruct held-out `data` val images, tokenize three of them."""
-    from vfmtok.export import bundled_model_dir
+    from vfmtok.generator.bundled import bundled_model_dir
     from vfmtok.figures import one_per_class, reconstruction_rows, sampling_regions, upscale
-    from vfmtok.generator.sample_cmd import sample
+    from vfmtok.generator.sampling import SamplingConfig, sample_to_folder
     from vfmtok.tokenizer.api import load_tokenizer
 
     model = Path(model) if model else bundled_model_dir()
     require((model / "generator").is_dir() and (model / "tokenizer").is_dir(),
             f"{model} is not an exported model folder (generator/ and tokenizer/); see `vfmtok export`")
     t = time.time()
-    written = sample(model / "generator", model / "tokenizer", per_class=per_class, out=out / "samples", seed=seed,
-                     device=device)
+    written = sample_to_folder(out / "samples", model / "generator", model / "tokenizer", per_class=per_class,
+                               config=SamplingConfig(seed=seed), device=device)
     seconds = time.time() - t
     with np.load(written["npz"], allow_pickle=False) as z:
         imgs, labels = z["arr_0"], z["labels"].astype(np.int64)

@@ -7,34 +7,17 @@ the folder can move. The frozen encoder is never part of it (it comes from `vfmt
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
-from vfmtok.utils import args as A
+from vfmtok.generator.bundled import DEFAULT_MODEL_NAME, bundled_model_dir, default_generator  # noqa: F401
 from vfmtok.utils.atomic import atomic_path
-from vfmtok.utils.errors import VFMTokError, require
-from vfmtok.utils.hub import CARD_NAME, metrics_table
-from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, read_json, write_json, write_text
+from vfmtok.utils.errors import VFMTokError
+from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, read_json, write_json
 
-DEFAULT_MODEL_NAME = "imagenette64"
 DEFAULT_EXPORT_NAME = "vfmtok-model"
 DTYPES = {"fp16": torch.float16, "fp32": torch.float32}
-
-
-def bundled_model_dir() -> Path:
-    """Where the package keeps its bundled small model."""
-    return Path(__file__).resolve().parent / "assets" / "models" / DEFAULT_MODEL_NAME
-
-
-def default_generator() -> Path:
-    """The bundled GPT checkpoint, or a one-line error saying how to make it."""
-    gen = bundled_model_dir() / "generator"
-    if not (gen / WEIGHTS_NAME).is_file():
-        raise VFMTokError(f"no --gpt given and the bundled model is missing ({gen}); "
-                          "build it with `make small-model` or pass --gpt")
-    return gen
 
 
 def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Path | None = None,
@@ -63,6 +46,15 @@ def export_pair(gpt_path: str | Path, out: str | Path, tokenizer_path: str | Pat
     return out
 
 
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it lies below it (no machine-specific prefix in model.json)."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
 def _origin(gpt_dir: Path, tok_dir: Path) -> dict:
     """The training checkpoints a pair came from. A half taken from an exported pair keeps that export's record of
     it; the other half is named by its own path (a re-export may pair an exported GPT with a new tokenizer)."""
@@ -89,50 +81,3 @@ def _card(role: str, gpt, info: dict) -> dict:
     return {"what": what + (f" Trained by: `{recipe}`." if recipe else ""),
             "data": f"{len(names)} classes: {', '.join(names)}" if names else None,
             "metrics": info.get("measured")}
-
-
-def record_measured(model: str | Path, measured: dict[str, float], by: str) -> None:
-    """Store numbers measured on an exported pair in its model.json and in both model cards' Metrics sections."""
-    model = Path(model)
-    require((model / "model.json").is_file(), f"{model} is not an exported model (no model.json)")
-    info = read_json(model / "model.json")
-    info.update(measured=dict(measured), measured_by=by)
-    write_json(model / "model.json", info)
-    table = metrics_table(measured)
-    for sub in (info.get("tokenizer", "tokenizer"), info.get("generator", "generator")):
-        card = model / sub / CARD_NAME
-        head = card.read_text().split("## Metrics")[0] if card.is_file() else "# " + sub + "\n\n"
-        write_text(card, head + "## Metrics\n\n" + "\n".join(table) + f"\n\nMeasured by: `{by}`\n")
-
-
-def _shown(path: Path) -> str:
-    """A path relative to the working directory when it lies below it (no machine-specific prefix in model.json)."""
-    p = Path(path).resolve()
-    try:
-        return str(p.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(p)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of `vfmtok export`."""
-    A.add(p, "gpt", required=True)
-    A.add(p, "tokenizer", help=A.GPT_TOKENIZER_HELP)
-    A.add(p, "out", required=False, default=None, help=f"output folder, replaced if it holds an earlier export (default: a new ./{DEFAULT_EXPORT_NAME})")
-    p.add_argument("--dtype", default="fp16", choices=list(DTYPES), help="storage dtype of the weights")
-    p.add_argument("--recipe", default=None, help="the command that trained the pair, for model.json and the model cards")
-    for name in ("temperature", "top_k", "top_p"):
-        A.add(p, name, help="recommended sampling stored in the GPT's config.json (what `vfmtok sample` uses by default)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of `vfmtok export`."""
-    if args.out is None:  # never the bundled model: replacing it silently changed what `vfmtok sample` draws
-        args.out = Path(DEFAULT_EXPORT_NAME)
-        if args.out.exists():
-            raise VFMTokError(f"./{DEFAULT_EXPORT_NAME} already exists; pass --out to choose the folder")
-    sampling = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p}
-    out = export_pair(args.gpt, args.out, args.tokenizer, args.dtype, {"recipe": args.recipe} if args.recipe else None,
-                      sampling)
-    print(f"wrote {out} (sample with: vfmtok sample --gpt {out / 'generator'} --class 0)")
-    return 0

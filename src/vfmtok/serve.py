@@ -8,7 +8,6 @@ page (HTTP 400/404/413); an unexpected failure gets a one-line message (500) whi
 
 from __future__ import annotations
 
-import argparse
 import html
 import logging
 import threading
@@ -24,8 +23,6 @@ import torch
 from PIL import Image
 
 from vfmtok.figures import sampling_regions, upscale
-from vfmtok.utils import args as A
-from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError, require
 from vfmtok.utils.images import make_grid, to_uint8
 from vfmtok.utils.report import img_tag
@@ -254,32 +251,3 @@ def make_server(app: ServeApp, host: str = "127.0.0.1", port: int = 8000) -> Thr
         return ThreadingHTTPServer((host, port), make_handler(app))
     except OSError as e:
         raise VFMTokError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of `vfmtok serve`."""
-    p.add_argument("--model", default=None, help="exported model folder (default: the bundled model)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    A.add(p, "device")
-    p.add_argument("--max-upload-mb", type=float, default=4.0, help="largest accepted upload")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Load the model, bind, print the address, serve until Ctrl-C."""
-    from vfmtok.export import bundled_model_dir
-
-    require(0 <= args.port <= 65535, f"--port must be 0..65535, got {args.port}")
-    require(args.max_upload_mb > 0, "--max-upload-mb must be positive")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    app = ServeApp(args.model or bundled_model_dir(), resolve_device(args.device), int(args.max_upload_mb * 2**20))
-    server = make_server(app, args.host, args.port)
-    host, port = server.server_address[:2]
-    print(f"vfmtok serve: http://{host}:{port}/  (model {app.model_dir}; Ctrl-C stops)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0

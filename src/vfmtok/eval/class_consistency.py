@@ -8,6 +8,7 @@ validation images (the ceiling a perfect generator could reach). The fitted prob
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -17,10 +18,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vfmtok.eval.commands import generate, load_generator, load_tokenizer
 from vfmtok.eval.fid import keyed_cache_path, source_fingerprint
 from vfmtok.eval.image_metrics import uint8_to_signed
-from vfmtok.eval.imagesets import ImageSet, iter_batches, open_image_set
+from vfmtok.eval.imagesets import ImageSet, iter_batches, load_npz_images, open_image_set
 from vfmtok.eval.probe import LinearProbe, fit_linear_probe
+from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, print_result
+from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError, require
 from vfmtok.utils.io import cache_root, save_npz
 
@@ -183,3 +187,88 @@ def class_consistency(cp: ClassProbe, samples: np.ndarray, labels: np.ndarray, b
             f"sample labels must lie in 0..{len(cp.class_names) - 1}")
     return top1(cp.predict(samples, batch_size, desc="class probe: samples"), labels, len(cp.class_names))
 
+
+@dataclass
+class ClassConsistencyConfig:
+    """Score `samples` (.npz with labels) or `per_class` samples of each class drawn from `gpt` with a linear probe fit
+    on real `data`; the one home of the class-consistency defaults."""
+
+    gpt: str | Path | None = None
+    tokenizer: str | Path | None = None  # default: the one recorded in the GPT's config
+    samples: str | Path | None = None
+    data: str = "imagenette"
+    train_split: str = "train"
+    val_split: str = "val"
+    train_per_class: int = 300
+    val_per_class: int = 100
+    per_class: int = 50
+    cfg_scale: float = 1.0
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    input_size: int = DEFAULT_INPUT_SIZE
+    encoder_weights: str = "imagenet"  # "random": smoke tests only
+    seed: int = 0
+    batch_size: int = 32
+    device: str = "auto"
+    no_cache: bool = False
+    out: str | Path | None = None
+
+
+def _samples(config: ClassConsistencyConfig) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+    """(images, labels, data description, checkpoints) from --samples or by sampling --gpt."""
+    if config.samples is not None:
+        images = load_npz_images(config.samples)
+        with np.load(config.samples, allow_pickle=False) as z:
+            require("labels" in z.files, f"{config.samples} has no 'labels' array (which class each sample was drawn for)")
+            labels = z["labels"].astype(np.int64)
+        require(len(labels) == len(images), f"{config.samples}: {len(labels)} labels for {len(images)} images")
+        return images, labels, {"source": str(config.samples)}, {}
+    gpt = load_generator(config.gpt, config.device)
+    recorded = gpt.recorded_tokenizer()
+    require(config.tokenizer is not None or recorded, "--gpt needs --tokenizer (none is recorded in the GPT's config)")
+    tok = load_tokenizer(config.tokenizer or recorded, config.device)
+    t, k, p = gpt.sampling_args(config.temperature, config.top_k, config.top_p)
+    config = dataclasses.replace(config, temperature=t, top_k=k, top_p=p)
+    n_cls = int(gpt.config.num_classes)
+    labels = torch.arange(n_cls).repeat_interleave(config.per_class)
+    images = generate(gpt, tok, labels, cfg_scale=config.cfg_scale, temperature=config.temperature, top_k=config.top_k,
+                      top_p=config.top_p, seed=config.seed, batch_size=config.batch_size)
+    ckpt = {"generator": checkpoint_record(config.gpt), "tokenizer": checkpoint_record(tok.checkpoint_path)}
+    desc = {"source": "generated", "images_per_class": config.per_class, "cfg_scale": config.cfg_scale,
+            "temperature": config.temperature, "top_k": config.top_k, "top_p": config.top_p}
+    return images, labels.numpy(), desc, ckpt
+
+
+def evaluate_class_consistency(config: ClassConsistencyConfig) -> dict:
+    """Fit (or read) the classifier, score the samples and real validation images; print the table, write the record
+    (with `out`) and return it."""
+    require((config.gpt is None) != (config.samples is None), "give either --gpt or --samples")
+    for name in ("per_class", "train_per_class", "val_per_class", "batch_size", "input_size"):
+        require(getattr(config, name) > 0, f"--{name.replace('_', '-')} must be positive")
+    config = dataclasses.replace(config, device=str(resolve_device(config.device)))
+    images, labels, sample_desc, ckpt = _samples(config)
+    res = int(images.shape[1])
+    cp = fit_class_probe(config.data, res, config.train_split, config.train_per_class, config.seed, input_size=config.input_size,
+                         pretrained=config.encoder_weights == "imagenet",
+                         batch_size=config.batch_size, device=config.device, use_cache=not config.no_cache)
+    gen = class_consistency(cp, images, labels, config.batch_size)
+    real = real_val_top1(cp, config.data, config.val_split, config.val_per_class, config.seed + 1, config.batch_size)
+    metrics = {"class_consistency": gen["top1"], "real_val_top1": real["top1"],
+               "per_class": {cp.class_names[c]: a for c, a in gen["per_class"].items()},
+               "real_val_per_class": {cp.class_names[c]: a for c, a in real["per_class"].items()},
+               "num_samples": gen["num_images"], "num_real_val": real["num_images"],
+               "probe_train_top1": cp.meta.get("top1_train"), "probe_num_train": cp.meta.get("num_train")}
+    notes = [f"classifier: linear probe (L-BFGS, standardised features) on frozen {cp.encoder_name} "
+             f"({'ImageNet' if cp.pretrained else 'random'} weights), pooled relu3_3/relu4_3/relu5_3, input {cp.input_size}px, "
+             f"fit on {cp.meta.get('num_train')} real {config.train_split} images at {res}px",
+             f"chance level {1 / len(cp.class_names):.1%}"]
+    record = make_record("class-consistency", metrics=metrics, num_images=gen["num_images"], resolution=res,
+                         seed=config.seed, checkpoints=ckpt, data={"samples": sample_desc, "classifier": cp.meta},
+                         notes=notes, device=str(config.device),
+                         args={"command": "class-consistency", **dataclasses.asdict(config)})
+    rows = [["generated samples", gen["num_images"], f"{gen['top1']:.1%}"],
+            [f"real {config.val_split} images", real["num_images"], f"{real['top1']:.1%}"]]
+    table = markdown_table(["images", "count", "classifier top-1"], rows)
+    print_result(table, notes, config.out, record)
+    return record

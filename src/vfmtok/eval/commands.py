@@ -2,48 +2,44 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import math
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from vfmtok.eval.config import GeneratorEvalConfig, TokenizerEvalConfig
 from vfmtok.eval.fid import EncoderFeatures
 from vfmtok.eval.image_metrics import (PSNR_DESCRIPTION, SSIM_DESCRIPTION, SSIM_PAPER_NOTE, CodeUsage, psnr, ssim,
                                        uint8_to_signed, uint8_to_unit)
 from vfmtok.eval.imagesets import ImageSet, iter_batches, open_image_set, subset_indices
 from vfmtok.eval.inception import InceptionExtractor, get_extractor
-from vfmtok.eval.options import add_arguments, options, prepare  # noqa: F401 (the CLI and the demo use them here)
 from vfmtok.eval.prdc import precision_recall
 from vfmtok.eval.protocol import for_protocol, get_protocol, make_labels, pil_resize, protocol_record, resized_set
 from vfmtok.eval.reference import FeatureSink, Reference, fd_or_none, load_reference, reference_stats
 from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, print_result
 from vfmtok.generator.pairing import gpt_tokenizer_path
+from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError, require
 from vfmtok.utils.hub import parse_hub_id
 from vfmtok.utils.images import to_uint8
 from vfmtok.utils.io import file_sha256, save_npz
 from vfmtok.utils.weights import find_weight
 
-GENERATE_CHUNK_BATCHES = 8  # labels handed to the generator per call (in batches); features are taken per call
+GENERATE_CHUNK_BATCHES = 8
+EvalConfig = TypeVar("EvalConfig", TokenizerEvalConfig, GeneratorEvalConfig)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Dispatch on args.command."""
-    (eval_tokenizer if args.command == "eval-tokenizer" else eval_generator)(args)
-    return 0
+def _prepared(config: EvalConfig) -> EvalConfig:
+    """Checks every evaluation shares; --device 'auto' resolved to the device that runs."""
+    require(config.batch_size > 0, f"--batch-size must be positive, got {config.batch_size}")
+    return dataclasses.replace(config, device=str(resolve_device(config.device)))  # labels handed to the generator per call (in batches); features are taken per call
 
 
 # ------------------------------------------------------------------------------------------------- loaders
-def tokenizer_path(args: argparse.Namespace) -> Path:
-    """The tokenizer given positionally or with --tokenizer (exactly one)."""
-    given = [p for p in (args.checkpoint, args.tokenizer) if p is not None]
-    require(len(given) == 1, "give the tokenizer checkpoint once: positionally or with --tokenizer")
-    return Path(given[0])
-
-
 def load_tokenizer(path: Path, device: str):
     """The tokenizer loader (`vfmtok.tokenizer.api.load_tokenizer`), with a one-line error for a missing checkpoint."""
     path = Path(path)
@@ -100,25 +96,25 @@ def make_second(name: str, device: str):
 
 
 # ------------------------------------------------------------------------------------------------- eval-tokenizer
-def _reconstruct(tok, images: ImageSet, idx: np.ndarray, res: int, args, rec: FeatureSink, lpips_net):
+def _reconstruct(tok, images: ImageSet, idx: np.ndarray, res: int, config: TokenizerEvalConfig, rec: FeatureSink, lpips_net):
     """Encode + decode every chosen image, adding the reconstructions' features to `rec`; returns the code usage and
     the per-image PSNR / SSIM / LPIPS batches, all scored at `res` on uint8-quantised images."""
     usage = CodeUsage(tok.codebook_size)
     scores: dict[str, list] = {"PSNR": [], "SSIM": [], "LPIPS": []}
-    total = math.ceil(len(idx) / args.batch_size)
-    for u8, _ in tqdm(iter_batches(images, idx, args.batch_size), total=total, desc="reconstruct", disable=None):
-        x = uint8_to_signed(u8).to(args.device)
+    total = math.ceil(len(idx) / config.batch_size)
+    for u8, _ in tqdm(iter_batches(images, idx, config.batch_size), total=total, desc="reconstruct", disable=None):
+        x = uint8_to_signed(u8).to(config.device)
         with torch.inference_mode():
             ids = tok.encode(x)
             rec_u8 = to_uint8(tok.decode(ids))
         usage.update(ids)
         if res != tok.image_size:  # official: both uint8 images PIL-resized before scoring
             u8, rec_u8 = pil_resize(u8, res), pil_resize(rec_u8, res)
-            x = uint8_to_signed(u8).to(args.device)
+            x = uint8_to_signed(u8).to(config.device)
         ref01, rec01 = uint8_to_unit(u8), uint8_to_unit(rec_u8)
         scores["PSNR"].append(psnr(ref01, rec01))
         scores["SSIM"].append(ssim(ref01, rec01))
-        rec_signed = uint8_to_signed(rec_u8).to(args.device)
+        rec_signed = uint8_to_signed(rec_u8).to(config.device)
         if lpips_net is not None:
             with torch.inference_mode():
                 scores["LPIPS"].append(lpips_net(x, rec_signed).float().cpu())
@@ -126,24 +122,25 @@ def _reconstruct(tok, images: ImageSet, idx: np.ndarray, res: int, args, rec: Fe
     return usage, scores
 
 
-def eval_tokenizer(args: argparse.Namespace) -> dict:
+def eval_tokenizer(config: TokenizerEvalConfig) -> dict:
     """Reconstruct a validation set: rFID (vs the same images), rIS, PSNR, SSIM, LPIPS, codebook usage/perplexity."""
-    prepare(args)
-    tok = load_tokenizer(tokenizer_path(args), args.device)
-    protocol = get_protocol(getattr(args, "protocol", "vfmtok"))
-    images = open_image_set(args.data, int(tok.image_size), split=args.split)
+    config = _prepared(config)
+    require(config.tokenizer is not None, "give the tokenizer checkpoint")
+    tok = load_tokenizer(Path(config.tokenizer), config.device)
+    protocol = get_protocol(config.protocol)
+    images = open_image_set(config.data, int(tok.image_size), split=config.split)
     res = protocol.size or int(tok.image_size)  # the resolution every metric sees
     scored = images if res == tok.image_size else resized_set(images, res)
-    idx = subset_indices(len(images), args.num_images, args.seed)
-    require(len(idx) >= 2, f"need at least 2 images for FID statistics, {args.data} gives {len(idx)}")
-    ext = get_extractor(args.device)
-    second, second_note = make_second(args.second_encoder, args.device)
-    lpips_net, lpips_note = (None, "LPIPS skipped (--no-lpips)") if args.no_lpips else make_lpips(args.device)
-    torch.manual_seed(args.seed)
+    idx = subset_indices(len(images), config.num_images, config.seed)
+    require(len(idx) >= 2, f"need at least 2 images for FID statistics, {config.data} gives {len(idx)}")
+    ext = get_extractor(config.device)
+    second, second_note = make_second(config.second_encoder, config.device)
+    lpips_net, lpips_note = (None, "LPIPS skipped (--no-lpips)") if config.no_lpips else make_lpips(config.device)
+    torch.manual_seed(config.seed)
 
-    real_inc, real_2nd, cached = reference_stats(scored, idx, ext, second, args.batch_size, not args.no_cache, "real images")
+    real_inc, real_2nd, cached = reference_stats(scored, idx, ext, second, config.batch_size, not config.no_cache, "real images")
     rec = FeatureSink(ext, second)
-    usage, scores = _reconstruct(tok, images, idx, res, args, rec, lpips_net)
+    usage, scores = _reconstruct(tok, images, idx, res, config, rec, lpips_net)
 
     meta = {"kind": "reconstructions", "num_images": len(idx), "resolution": res}
     rec_stats = rec.stats(ext.info, meta)
@@ -156,8 +153,8 @@ def eval_tokenizer(args: argparse.Namespace) -> dict:
         "LPIPS": float(torch.cat(scores["LPIPS"]).mean()) if scores["LPIPS"] else None,
         **usage.summary(),
     }
-    if args.second_encoder.lower() != "none":
-        metrics[f"FD_{args.second_encoder}"] = fd_or_none(real_2nd, rec.second_stats(meta))
+    if config.second_encoder.lower() != "none":
+        metrics[f"FD_{config.second_encoder}"] = fd_or_none(real_2nd, rec.second_stats(meta))
     notes = [PSNR_DESCRIPTION, f"{SSIM_DESCRIPTION} ({SSIM_PAPER_NOTE})",
              "rFID: TF-Inception pool3 of the reconstructions vs the same real images (uint8, TF1 bilinear resize to 299)",
              f"images quantised to uint8 before every metric; evaluated at {res}px"]
@@ -167,74 +164,77 @@ def eval_tokenizer(args: argparse.Namespace) -> dict:
     if cached:
         notes.append("real-image statistics read from the cache (--no-cache recomputes)")
     record = make_record(
-        "eval-tokenizer", metrics=metrics, num_images=len(idx), resolution=res, seed=args.seed,
+        "eval-tokenizer", metrics=metrics, num_images=len(idx), resolution=res, seed=config.seed,
         checkpoints={"tokenizer": checkpoint_record(tok.checkpoint_path)},
         data={**images.description, "num_available": len(images)},
         feature_networks=[ext.info] + ([second.info] if second else []) + ([_lpips_info()] if lpips_net else []),
-        notes=notes, device=str(args.device), args=args, protocol=protocol_record(protocol),
+        notes=notes, device=str(config.device), args={"command": "eval-tokenizer", **dataclasses.asdict(config)},
+        protocol=protocol_record(protocol),
         tokenizer={"codebook_size": int(tok.codebook_size), "num_tokens": int(tok.num_tokens),
                    "image_size": int(tok.image_size)})
     header = ["tokenizer", "codebook", "tokens", "images", "res", "rFID↓", "rIS↑", "PSNR↑", "SSIM↑", "LPIPS↓",
               "usage", "perplexity"]
     row = [Path(tok.checkpoint_path).name, tok.codebook_size, tok.num_tokens, len(idx), res, metrics["rFID"], metrics["rIS"],
            metrics["PSNR"], metrics["SSIM"], metrics["LPIPS"], f"{metrics['codebook_usage']:.1%}", metrics["perplexity"]]
-    if f"FD_{args.second_encoder}" in metrics:
-        header.append(f"FD-{args.second_encoder}↓")
-        row.append(metrics[f"FD_{args.second_encoder}"])
-    print_result(markdown_table(header, [row]), notes, args.out, record)
+    if f"FD_{config.second_encoder}" in metrics:
+        header.append(f"FD-{config.second_encoder}↓")
+        row.append(metrics[f"FD_{config.second_encoder}"])
+    print_result(markdown_table(header, [row]), notes, config.out, record)
     return record
 
 
 # ------------------------------------------------------------------------------------------------- eval-generator
-def _sample_batches(args, gpt, tok, cfg: float, labels: torch.Tensor):
+def _sample_batches(config: GeneratorEvalConfig, gpt, tok, cfg: float, labels: torch.Tensor):
     """Generated uint8 batches for one CFG scale (seed advances per chunk, identical across scales)."""
-    step = args.batch_size * GENERATE_CHUNK_BATCHES
-    power = getattr(args, "cfg_power", None)
+    step = config.batch_size * GENERATE_CHUNK_BATCHES
+    power = config.cfg_power
     schedule = {} if power is None else {"cfg_power": power}  # RAR's CFG schedule only when asked for
-    if getattr(args, "compile", False):
+    if config.compile:
         schedule["compile"] = True  # torch.compile of the decode step (compiled once, reused for every chunk)
     for chunk, s in enumerate(range(0, len(labels), step)):
-        arr = generate(gpt, tok, labels[s:s + step], cfg_scale=cfg, temperature=args.temperature,
-                       top_k=args.top_k, top_p=args.top_p, seed=args.seed + chunk, batch_size=args.batch_size,
+        arr = generate(gpt, tok, labels[s:s + step], cfg_scale=cfg, temperature=config.temperature,
+                       top_k=config.top_k, top_p=config.top_p, seed=config.seed + chunk, batch_size=config.batch_size,
                        **schedule)
         yield torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def _generator_inputs(args, protocol, label_kind: str):
-    """What eval-generator scores: (runs, checkpoints, data description, resolution); a run is a dict with its CFG
+def _generator_inputs(config: GeneratorEvalConfig, protocol, label_kind: str):
+    """What eval-generator scores: (config with the model's sampling filled in, runs, checkpoints, data description,
+    resolution); a run is a dict with its CFG
     scale (None for a samples file), its count, labels and a factory of uint8 batches."""
     runs: list[dict] = []  # each: cfg, iterator factory, count
     checkpoints: dict = {}
-    if args.samples is not None:
-        samples = open_image_set(args.samples, args.image_size, split=None)
-        idx = subset_indices(len(samples), args.num_images, args.seed)
+    if config.samples is not None:
+        samples = open_image_set(config.samples, config.image_size, split=None)
+        idx = subset_indices(len(samples), config.num_images, config.seed)
         res = int(samples.resolution)
         runs.append({"cfg": None, "n": len(idx),
-                     "batches": lambda: (u8 for u8, _ in iter_batches(samples, idx, args.batch_size))})
+                     "batches": lambda: (u8 for u8, _ in iter_batches(samples, idx, config.batch_size))})
         data_desc = {**samples.description, "num_available": len(samples)}
     else:
-        gpt = load_generator(args.gpt, args.device)
-        args.temperature, args.top_k, args.top_p = gpt.sampling_args(args.temperature, args.top_k, args.top_p)
-        tok = for_protocol(load_tokenizer(gpt_tokenizer_path(gpt, args.tokenizer), args.device), protocol)
+        gpt = load_generator(config.gpt, config.device)
+        t, k, p = gpt.sampling_args(config.temperature, config.top_k, config.top_p)
+        config = dataclasses.replace(config, temperature=t, top_k=k, top_p=p)
+        tok = for_protocol(load_tokenizer(gpt_tokenizer_path(gpt, config.tokenizer), config.device), protocol)
         num_classes = int(gpt.config.num_classes)
-        per_class = args.images_per_class if args.num_images is None else args.num_images // num_classes
-        require(per_class >= 1, f"--num-images {args.num_images} is less than one image per class ({num_classes} classes)")
-        n = per_class * num_classes if label_kind == "balanced" or args.num_images is None else args.num_images
-        labels = make_labels(num_classes, n, label_kind, args.seed)
+        per_class = config.images_per_class if config.num_images is None else config.num_images // num_classes
+        require(per_class >= 1, f"--num-images {config.num_images} is less than one image per class ({num_classes} classes)")
+        n = per_class * num_classes if label_kind == "balanced" or config.num_images is None else config.num_images
+        labels = make_labels(num_classes, n, label_kind, config.seed)
         res = int(tok.image_size)
-        require(args.image_size in (None, res), f"--image-size {args.image_size} differs from the tokenizer's {res}")
-        checkpoints = {"generator": checkpoint_record(args.gpt), "tokenizer": checkpoint_record(tok.checkpoint_path)}
+        require(config.image_size in (None, res), f"--image-size {config.image_size} differs from the tokenizer's {res}")
+        checkpoints = {"generator": checkpoint_record(config.gpt), "tokenizer": checkpoint_record(tok.checkpoint_path)}
         data_desc = {"source": "generated", "images_per_class": per_class, "num_classes": num_classes}
-        for cfg in args.cfg_scales:
+        for cfg in config.cfg_scales:
             runs.append({"cfg": cfg, "n": len(labels), "labels": labels,
-                         "batches": (lambda c=cfg: _sample_batches(args, gpt, tok, c, labels))})
-    return runs, checkpoints, data_desc, res
+                         "batches": (lambda c=cfg: _sample_batches(config, gpt, tok, c, labels))})
+    return config, runs, checkpoints, data_desc, res
 
 
-def _score_run(args, r: dict, ext: InceptionExtractor, second: EncoderFeatures | None, ref: Reference) -> dict:
+def _score_run(config: GeneratorEvalConfig, r: dict, ext: InceptionExtractor, second: EncoderFeatures | None, ref: Reference) -> dict:
     """gFID / IS / P/R (+ FD on a second encoder) of one run's images; keeps them with --save-samples."""
     sink = FeatureSink(ext, second)
-    kept = [] if (args.save_samples is not None and r["cfg"] is not None) else None
+    kept = [] if (config.save_samples is not None and r["cfg"] is not None) else None
     bar = tqdm(total=r["n"], desc="samples" if r["cfg"] is None else f"cfg {r['cfg']}", disable=None)
     for u8 in r["batches"]():
         sink.add(u8)
@@ -247,55 +247,56 @@ def _score_run(args, r: dict, ext: InceptionExtractor, second: EncoderFeatures |
     is_ = sink.inception_score()
     m = {"cfg_scale": r["cfg"], "num_images": stats.num_images, "gFID": ref.stats.distance(stats),
          "IS": is_[0] if is_ else None, "IS_std": is_[1] if is_ else None}
-    if args.second_encoder.lower() != "none":
-        m[f"FD_{args.second_encoder}"] = fd_or_none(ref.second, sink.second_stats({}))
+    if config.second_encoder.lower() != "none":
+        m[f"FD_{config.second_encoder}"] = fd_or_none(ref.second, sink.second_stats({}))
     if ref.pr_features is not None and len(ref.pr_features) > 3 and stats.num_images > 3:
-        m.update(precision_recall(ref.pr_features, stats.features, k=3, device=args.device))
+        m.update(precision_recall(ref.pr_features, stats.features, k=3, device=config.device))
     else:
         m.update(precision=None, recall=None)
     if kept is not None:
-        _save_samples(args.save_samples, r["cfg"], len(args.cfg_scales) > 1, np.concatenate(kept), r["labels"])
+        _save_samples(config.save_samples, r["cfg"], len(config.cfg_scales) > 1, np.concatenate(kept), r["labels"])
     return m
 
 
-def eval_generator(args: argparse.Namespace) -> dict:
+def eval_generator(config: GeneratorEvalConfig) -> dict:
     """gFID / IS / precision / recall (+ FD on a second encoder) of samples against a reference, per CFG scale."""
-    prepare(args)
-    require((args.samples is None) != (args.gpt is None), "give either --samples or --gpt (with --tokenizer), not both")
-    protocol = get_protocol(getattr(args, "protocol", "vfmtok"))
-    label_kind = getattr(args, "labels", None) or protocol.labels
-    runs, checkpoints, data_desc, res = _generator_inputs(args, protocol, label_kind)
-    ext = get_extractor(args.device)  # built after the inputs are checked: a bad path fails fast
-    second, second_note = make_second(args.second_encoder, args.device)
-    ref = load_reference(args, res, ext, second)
+    config = _prepared(config)
+    require((config.samples is None) != (config.gpt is None), "give either --samples or --gpt (with --tokenizer), not both")
+    protocol = get_protocol(config.protocol)
+    label_kind = config.labels or protocol.labels
+    config, runs, checkpoints, data_desc, res = _generator_inputs(config, protocol, label_kind)
+    ext = get_extractor(config.device)  # built after the inputs are checked: a bad path fails fast
+    second, second_note = make_second(config.second_encoder, config.device)
+    ref = load_reference(config, res, ext, second)
     notes = list(ref.notes)
-    if args.save_ref_stats is not None:
-        ref.stats.save(args.save_ref_stats)
-        notes.append(f"reference statistics written to {args.save_ref_stats}")
+    if config.save_ref_stats is not None:
+        ref.stats.save(config.save_ref_stats)
+        notes.append(f"reference statistics written to {config.save_ref_stats}")
 
     results, rows = [], []
-    second_col = args.second_encoder.lower() != "none"
+    second_col = config.second_encoder.lower() != "none"
     for r in runs:
-        m = _score_run(args, r, ext, second, ref)
+        m = _score_run(config, r, ext, second, ref)
         results.append(m)
         rows.append([r["cfg"] if r["cfg"] is not None else "n/a", m["num_images"], m["gFID"], m["IS"],
-                     m["precision"], m["recall"]] + ([m[f"FD_{args.second_encoder}"]] if second_col else []))
+                     m["precision"], m["recall"]] + ([m[f"FD_{config.second_encoder}"]] if second_col else []))
 
     notes.append("gFID: TF-Inception pool3 (uint8, TF1 bilinear resize to 299) vs the reference; P/R: k=3 on the same features")
     if ext.is_unavailable:
         notes.append(f"IS unavailable: {ext.is_unavailable}")
     if second_note:
         notes.append(second_note)
-    sampling = None if args.samples is not None else {
-        "cfg_scales": list(args.cfg_scales), "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+    sampling = None if config.samples is not None else {
+        "cfg_scales": list(config.cfg_scales), "temperature": config.temperature, "top_k": config.top_k, "top_p": config.top_p,
         "labels": label_kind, "images_per_class": data_desc["images_per_class"] if label_kind == "balanced" else None}
     record = make_record(
-        "eval-generator", metrics={"runs": results}, num_images=results[0]["num_images"], resolution=res, seed=args.seed,
+        "eval-generator", metrics={"runs": results}, num_images=results[0]["num_images"], resolution=res, seed=config.seed,
         checkpoints=checkpoints, data={"samples": data_desc, "reference": ref.description}, cfg=sampling,
-        feature_networks=[ext.info] + ([second.info] if second else []), notes=notes, device=str(args.device), args=args,
-        protocol=protocol_record(protocol, None if args.samples is not None else label_kind))
-    header = ["cfg", "images", "gFID↓", "IS↑", "precision↑", "recall↑"] + ([f"FD-{args.second_encoder}↓"] if second_col else [])
-    print_result(markdown_table(header, rows), notes, args.out, record)
+        feature_networks=[ext.info] + ([second.info] if second else []), notes=notes, device=str(config.device),
+        args={"command": "eval-generator", **dataclasses.asdict(config)},
+        protocol=protocol_record(protocol, None if config.samples is not None else label_kind))
+    header = ["cfg", "images", "gFID↓", "IS↑", "precision↑", "recall↑"] + ([f"FD-{config.second_encoder}↓"] if second_col else [])
+    print_result(markdown_table(header, rows), notes, config.out, record)
     return record
 
 

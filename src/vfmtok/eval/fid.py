@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy.linalg
 import torch
 
 from vfmtok.utils.errors import VFMTokError, require
@@ -73,21 +72,6 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     cross = trace_sqrt_product(sigma1, sigma2, features1, features2)
     fd = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * cross
     return float(max(fd, 0.0))  # tiny negative values are round-off of a zero distance
-
-
-def frechet_distance_reference(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                               eps: float = 1e-6) -> float:
-    """The pytorch-fid / ADM formula (scipy sqrtm, eps*I offset if non-finite, imag parts < 1e-3 dropped); for cross-checks."""
-    diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(sigma1.dot(sigma2))
-    if not np.isfinite(covmean).all():
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise VFMTokError(f"sqrtm has an imaginary component of {np.max(np.abs(covmean.imag)):.3g}")
-        covmean = covmean.real
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
 @dataclass

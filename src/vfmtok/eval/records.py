@@ -33,13 +33,14 @@ def make_record(kind: str, *, metrics: dict, num_images: int, resolution: int, s
                 device: str | None = None, argv: Sequence[str] | None = None, args: Any = None, **extra: Any) -> dict:
     """Build the result dict: command line, checkpoints + hashes, data, sizes, seed, CFG, networks, time, versions.
 
-    `argv` defaults to sys.argv; `args` (the parsed namespace) is stored too, so every effective option,
+    `argv` defaults to sys.argv; `args` (the config, a dict or an object) is stored too, so every effective option,
     defaults included, is on record even when the command was started from Python.
     """
-    from vfmtok import __version__
+    from vfmtok.utils.version import __version__
 
     argv = list(sys.argv if argv is None else argv)
-    arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_")} if args is not None else None
+    items = (args if isinstance(args, dict) else vars(args)).items() if args is not None else None
+    arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in items if not k.startswith("_")} if items is not None else None
     return {
         "kind": kind,
         "command": shlex.join(argv),

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vfmtok.eval.config import GeneratorEvalConfig
 from vfmtok.eval.fid import EncoderFeatures, FeatureStats, load_cached_stats, save_cached_stats, source_fingerprint
 from vfmtok.eval.image_metrics import uint8_to_signed
 from vfmtok.eval.imagesets import ImageSet, iter_batches, open_image_set, subset_indices
@@ -105,37 +106,37 @@ class Reference:
     notes: list[str] = field(default_factory=list)
 
 
-def _stats_file_reference(args, ref: str, ext: InceptionExtractor, has_images: bool) -> Reference:
+def _stats_file_reference(config: GeneratorEvalConfig, ref: str, ext: InceptionExtractor, has_images: bool) -> Reference:
     """A reference from a statistics .npz (ours, or an ADM batch whose arr_0 images give precision/recall)."""
     stats = FeatureStats.load(ref, expect_net={**ext.info, "dim": 2048})
     desc = {"source": ref, "format": "stats-npz", "num_images": stats.num_images}
     notes = [stats.meta["note"]] if "note" in stats.meta else []
-    if args.second_encoder.lower() != "none":
-        notes.append(f"FD-{args.second_encoder} unavailable: the reference is a statistics file")
+    if config.second_encoder.lower() != "none":
+        notes.append(f"FD-{config.second_encoder} unavailable: the reference is a statistics file")
     pr = stats.features
     if pr is None and has_images:  # ADM reference batch: P/R on its arr_0 images, at their own size (as ADM does)
         arr_set = open_image_set(ref, None)
-        arr_stats, _, _ = reference_stats(arr_set, np.arange(len(arr_set)), ext, None, args.batch_size,
-                                          not args.no_cache, "reference arr_0")
+        arr_stats, _, _ = reference_stats(arr_set, np.arange(len(arr_set)), ext, None, config.batch_size,
+                                          not config.no_cache, "reference arr_0")
         pr, desc["pr_images"] = arr_stats.features, len(arr_set)
     if pr is None:
         notes.append("precision/recall unavailable: the reference statistics file holds no features or images")
     return Reference(stats, pr, None, desc, notes)
 
 
-def load_reference(args, res: int, ext: InceptionExtractor, second: EncoderFeatures | None) -> Reference:
+def load_reference(config: GeneratorEvalConfig, res: int, ext: InceptionExtractor, second: EncoderFeatures | None) -> Reference:
     """The reference of `eval-generator`: a statistics .npz (ours, or an ADM batch) or real images at `res`."""
-    ref = str(args.ref)
+    ref = str(config.ref)
     if ref.lower().endswith(".npz"):
         require(Path(ref).is_file(), f"reference file not found: {ref}")
         with np.load(ref, allow_pickle=False) as z:
             has_stats, has_images = "mu" in z.files and "sigma" in z.files, "arr_0" in z.files
         require(has_stats or has_images, f"{ref} holds neither mu/sigma statistics nor arr_0 images")
         if has_stats:
-            return _stats_file_reference(args, ref, ext, has_images)
-    images = open_image_set(ref, res, split=args.ref_split)
-    idx = subset_indices(len(images), args.ref_num_images, args.seed)
+            return _stats_file_reference(config, ref, ext, has_images)
+    images = open_image_set(ref, res, split=config.ref_split)
+    idx = subset_indices(len(images), config.ref_num_images, config.seed)
     require(len(idx) >= 2, f"need at least 2 reference images, {ref} gives {len(idx)}")
-    inc, sec, cached = reference_stats(images, idx, ext, second, args.batch_size, not args.no_cache, "reference")
+    inc, sec, cached = reference_stats(images, idx, ext, second, config.batch_size, not config.no_cache, "reference")
     notes = ["reference statistics read from the cache (--no-cache recomputes)"] if cached else []
     return Reference(inc, inc.features, sec, {**images.description, "num_images": len(idx), "num_available": len(images)}, notes)

@@ -2,7 +2,7 @@
 
 One module serves training (full causal pass), KV-cache decoding (`setup_caches` + `input_pos`) and CFG
 (the null class is the extra row of the class table). Structure after nanoGPT / LlamaGen / gpt-fast,
-written from the design reference (docs/vfmtok-reference.md section 2.1).
+written from the VFMTok paper (arXiv 2507.08441) and the LlamaGen GPT it builds on.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vfmtok.utils.errors import VFMTokError, require
-from vfmtok.generator.checkpoint import GeneratorIO
+from vfmtok.utils.errors import require
+from vfmtok.utils.registry import Registry
+from vfmtok.generator.pretrained import GeneratorIO
 
 
 def find_multiple(n: int, k: int) -> int:
@@ -47,10 +48,6 @@ class GPTConfig:
     init_std: float = 0.02
 
     @property
-    def block_size(self) -> int:
-        return self.num_tokens
-
-    @property
     def head_dim(self) -> int:
         return self.dim // self.n_head
 
@@ -70,7 +67,7 @@ class GPTConfig:
 
 
 # name -> architecture fields; the data fields (vocab, tokens, grid, classes) come from the tokenizer/codes.
-GPT_PRESETS: dict[str, dict[str, Any]] = {
+GPT_PRESETS: Registry[dict[str, Any]] = Registry("GPT preset", {
     "GPT-nano": dict(n_layer=2, n_head=2, dim=64, multiple_of=32),  # tests
     "GPT-tiny": dict(n_layer=4, n_head=4, dim=256, multiple_of=64),  # CPU demos
     "GPT-B": dict(n_layer=12, n_head=12, dim=768),
@@ -79,14 +76,12 @@ GPT_PRESETS: dict[str, dict[str, Any]] = {
     "GPT-XXL": dict(n_layer=48, n_head=24, dim=1536),
     "GPT-2B": dict(n_layer=48, n_head=32, dim=1920),
     "GPT-3B": dict(n_layer=24, n_head=32, dim=3200),
-}
+})
 
 
 def preset_config(name: str, **overrides: Any) -> GPTConfig:
     """GPTConfig of a named preset with field overrides."""
-    if name not in GPT_PRESETS:
-        raise VFMTokError(f"unknown GPT preset '{name}'; choose from {', '.join(GPT_PRESETS)}")
-    cfg = GPTConfig(**{**GPT_PRESETS[name], **overrides})
+    cfg = GPTConfig(**{**GPT_PRESETS.pick(name), **overrides})
     cfg.validate()
     return cfg
 
@@ -107,18 +102,19 @@ def count_params(cfg: GPTConfig, non_embedding: bool = False) -> int:
 def rope_table(cfg: GPTConfig) -> torch.Tensor:
     """Rotations (cos, sin), fp32 of shape (1 + num_tokens, head_dim // 2, 2); row 0 (class token) is all zeros."""
     half = cfg.head_dim // 2  # rotary pairs per head
+    f64 = dict(dtype=torch.float64, device="cpu")  # real values even while a model is built on the meta device
     if cfg.rope == "1d":
-        freqs = cfg.rope_base ** (-torch.arange(0, half, dtype=torch.float64) * 2 / cfg.head_dim)
-        angles = torch.outer(torch.arange(cfg.num_tokens, dtype=torch.float64), freqs)
+        freqs = cfg.rope_base ** (-torch.arange(0, half, **f64) * 2 / cfg.head_dim)
+        angles = torch.outer(torch.arange(cfg.num_tokens, **f64), freqs)
     else:  # first half of the pairs rotate with the row, second half with the column
-        freqs = cfg.rope_base ** (-torch.arange(0, half, 2, dtype=torch.float64)[: half // 2] / half)
+        freqs = cfg.rope_base ** (-torch.arange(0, half, 2, **f64)[: half // 2] / half)
         h, w = cfg.token_grid
-        rows = torch.outer(torch.arange(h, dtype=torch.float64), freqs)[:, None].expand(h, w, -1)
-        cols = torch.outer(torch.arange(w, dtype=torch.float64), freqs)[None].expand(h, w, -1)
+        rows = torch.outer(torch.arange(h, **f64), freqs)[:, None].expand(h, w, -1)
+        cols = torch.outer(torch.arange(w, **f64), freqs)[None].expand(h, w, -1)
         angles = torch.cat([rows, cols], dim=-1).reshape(h * w, half)
     # Zero (not identity) rotation for the class token keeps LlamaGen checkpoints portable:
     # its q and k vanish, so it is attended with logit 0 and contributes only its value.
-    zero = torch.zeros(1, half, 2, dtype=torch.float64)
+    zero = torch.zeros(1, half, 2, **f64)
     return torch.cat([zero, torch.stack([angles.cos(), angles.sin()], dim=-1)]).float()
 
 
@@ -254,7 +250,9 @@ class GPT(GeneratorIO, nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.head = nn.Linear(config.dim, config.vocab_size, bias=False)
-        self.register_buffer("rope", rope_table(config), persistent=False)
+        # Computed, never loaded, and kept fp32 whatever the weights' dtype: a plain tensor, not a buffer, so that
+        # `.to(torch.bfloat16)` cannot coarsen it and a model built on the meta device still gets real values.
+        self._rope = rope_table(config)
         self.register_buffer("causal_mask", None, persistent=False)
         # Filled by from_pretrained / the trainer; saved in config.json beside GPTConfig.
         self.class_names: list[str] | None = None
@@ -276,12 +274,13 @@ class GPT(GeneratorIO, nn.Module):
         """LlamaGen's rule (autoregressive/models/generate.py): classifier-free guidance only when cfg_scale > 1.0."""
         return cfg_scale > 1.0
 
-    def _apply(self, fn, recurse=True):
-        # Casts such as `.to(torch.bfloat16)` move the rotation table but must not coarsen it: it stays fp32.
-        rope = self.rope
-        super()._apply(fn, recurse)
-        self.rope = rope.to(self.rope.device)
-        return self
+    @property
+    def rope(self) -> torch.Tensor:
+        """The fp32 rotation table (1 + num_tokens, head_dim // 2, 2) on the weights' device (moved on first use)."""
+        device = self.head.weight.device
+        if self._rope.device != device:
+            self._rope = self._rope.to(device)
+        return self._rope
 
     def setup_caches(self, max_batch: int, max_seq: int, dtype: torch.dtype | None = None) -> None:
         """Preallocate per-layer KV caches (seq rounded up to a multiple of 8) and the causal mask; reused when big enough."""

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 
 from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.io import resolve_checkpoint
+from vfmtok.utils.pretrained import resolve_checkpoint
 
 
 def tokenizer_facts(tok: Any) -> dict[str, Any]:

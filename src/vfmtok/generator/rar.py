@@ -17,9 +17,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vfmtok.generator.checkpoint import GeneratorIO
+from vfmtok.generator.pretrained import GeneratorIO
 from vfmtok.generator.gpt import KVCache, causal_attention, find_multiple, install_caches
-from vfmtok.utils.errors import VFMTokError, require
+from vfmtok.utils.errors import require
+from vfmtok.utils.registry import Registry
 
 
 @dataclass
@@ -58,7 +59,7 @@ class RARConfig:
 
 
 # name -> architecture fields; data fields (vocab, tokens, grid, classes) come from the tokenizer/codes.
-RAR_PRESETS: dict[str, dict[str, Any]] = {
+RAR_PRESETS: Registry[dict[str, Any]] = Registry("RAR preset", {
     "RAR-nano": dict(dim=64, n_layer=2, n_head=2, mlp_dim=256, pos_slack=2, step_slack=2),  # tests
     "RAR-tiny": dict(dim=256, n_layer=4, n_head=4, mlp_dim=1024, pos_slack=2, step_slack=2),  # CPU runs
     "RAR-B": dict(dim=768, n_layer=24, n_head=16, mlp_dim=3072),
@@ -66,14 +67,12 @@ RAR_PRESETS: dict[str, dict[str, Any]] = {
     "RAR-XL": dict(dim=1280, n_layer=32, n_head=16, mlp_dim=5120),  # 1d-tokenizer's RAR-XL (the published 955M)
     "RAR-XL-4096": dict(dim=1280, n_layer=32, n_head=16, mlp_dim=4096),  # VFMTok-RAR configs/.../rar_xl.yaml
     "RAR-XXL": dict(dim=1408, n_layer=40, n_head=16, mlp_dim=6144),
-}
+})
 
 
 def rar_preset_config(name: str, **overrides: Any) -> RARConfig:
     """RARConfig of a named preset with field overrides."""
-    if name not in RAR_PRESETS:
-        raise VFMTokError(f"unknown RAR preset '{name}'; choose from {', '.join(RAR_PRESETS)}")
-    cfg = RARConfig(**{**RAR_PRESETS[name], **overrides})
+    cfg = RARConfig(**{**RAR_PRESETS.pick(name), **overrides})
     cfg.validate()
     return cfg
 

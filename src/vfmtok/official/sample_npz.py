@@ -9,79 +9,113 @@ merges them into OUT (atomic) and removes the parts.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
-from vfmtok.eval.protocol import LABEL_KINDS, PROTOCOLS, for_protocol, get_protocol, make_labels, protocol_record
-from vfmtok.utils import args as A
+import torch.distributed as dist
+
+from vfmtok.eval.protocol import for_protocol, get_protocol, make_labels, protocol_record
+from vfmtok.generator.sampling import SamplingConfig, sample_images
+from vfmtok.utils.distributed import cleanup_distributed, setup_distributed
 from vfmtok.utils.errors import require
-from vfmtok.utils.io import save_npz, write_json
+from vfmtok.utils.io import file_sha256, save_npz, write_json
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of `vfmtok sample-npz`."""
-    p.add_argument("--gpt", required=True, help="GPT or RAR checkpoint folder, run folder or Hub id")
-    p.add_argument("--tokenizer", default=None, help="tokenizer (default: the one recorded in the GPT's config)")
-    p.add_argument("--num-images", type=int, default=50000)
-    p.add_argument("--protocol", default="official", choices=list(PROTOCOLS))
-    p.add_argument("--labels", default=None, choices=list(LABEL_KINDS), help="default: the protocol's (official: random)")
-    p.add_argument("--cfg-scale", type=float, default=1.0,
-                   help="guidance scale; a GPT guides when > 1.0 (LlamaGen), a RAR when != 0 (official RAR)")
-    p.add_argument("--cfg-interval", type=int, default=-1, help=A.CFG_INTERVAL_HELP)
-    p.add_argument("--cfg-power", type=A.non_negative_float, default=None, help=A.CFG_POWER_HELP)
-    A.add_all(p, "temperature", "top_k", "top_p")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32, help="per rank and step")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"], help="GPT weights on CUDA")
-    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (as the official --compile)")
-    p.add_argument("--out", type=Path, required=True, help="output .npz")
+@dataclass
+class NpzSamplingConfig:
+    """What `sample_npz` draws: `num_images` from `gpt` (+ `tokenizer`, default the recorded one) into `out` (.npz)."""
+
+    gpt: str | Path
+    out: Path
+    tokenizer: str | Path | None = None
+    num_images: int = 50000
+    protocol: str = "official"
+    labels: str | None = None  # "balanced" / "random"; default: the protocol's (official: random)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # seed + b draws global batch b
+    device: str = "auto"
+    precision: str = "bf16"  # GPT weights on CUDA
+
+    def record(self) -> dict[str, Any]:
+        """Every setting, flat and JSON-ready (the .json beside the .npz)."""
+        flat = {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "sampling"},
+                **dataclasses.asdict(self.sampling)}
+        return {k: str(v) if isinstance(v, Path) else v for k, v in flat.items()}
 
 
-def _settings_key(args: argparse.Namespace, labels: torch.Tensor) -> str:
+def _settings_key(config: NpzSamplingConfig, labels: torch.Tensor) -> str:
     keys = ("gpt", "tokenizer", "protocol", "cfg_scale", "cfg_interval", "cfg_power", "temperature", "top_k", "top_p", "seed",
             "batch_size", "precision")
-    blob = json.dumps({k: str(getattr(args, k)) for k in keys}, sort_keys=True).encode() + labels.numpy().tobytes()
+    flat = config.record()
+    blob = json.dumps({k: str(flat[k]) for k in keys}, sort_keys=True).encode() + labels.numpy().tobytes()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _load_models(args: argparse.Namespace, device: torch.device, protocol):
+def _load_models(config: NpzSamplingConfig, device: torch.device, protocol) -> tuple[Any, Any, NpzSamplingConfig]:
     from vfmtok.generator.checkpoint import load_generator
     from vfmtok.generator.pairing import load_gpt_tokenizer
 
-    gpt = load_generator(args.gpt, device=device)  # a GPT or a RAR, by its config.json
-    args.temperature, args.top_k, args.top_p = gpt.sampling_args(args.temperature, args.top_k, args.top_p)
-    if device.type == "cuda" and args.precision != "fp32":
-        gpt = gpt.to(torch.bfloat16 if args.precision == "bf16" else torch.float16)
-    return gpt, for_protocol(load_gpt_tokenizer(gpt, args.tokenizer, device), protocol)
+    gpt = load_generator(config.gpt, device=device)  # a GPT or a RAR, by its config.json
+    config = dataclasses.replace(config, sampling=config.sampling.for_model(gpt))
+    if device.type == "cuda" and config.precision != "fp32":
+        gpt = gpt.to(torch.bfloat16 if config.precision == "bf16" else torch.float16)
+    return gpt, for_protocol(load_gpt_tokenizer(gpt, config.tokenizer, device), protocol), config
 
 
-def _rank_part(args, gpt, tok, labels: torch.Tensor, rank: int, world: int, key: str) -> Path:
+def _rank_part(config: NpzSamplingConfig, gpt, tok, labels: torch.Tensor, rank: int, world: int, key: str) -> Path:
     """Draw this rank's batches into OUT.partR.npz (kept when it already holds them)."""
-    from vfmtok.generator.sample import generate_images
-
-    part = args.out.with_name(f"{args.out.name}.part{rank}.npz")
-    batches = list(range(rank, -(-len(labels) // args.batch_size), world))
+    out, bs = Path(config.out), config.sampling.batch_size
+    part = out.with_name(f"{out.name}.part{rank}.npz")
+    batches = list(range(rank, -(-len(labels) // bs), world))
     if part.is_file():
         with np.load(part, allow_pickle=False) as z:
             if str(z["key"]) == key and z["batches"].tolist() == batches:
                 return part
     chunks = []
     for b in tqdm(batches, desc=f"rank {rank}", unit="batch", disable=None):
-        lab = labels[b * args.batch_size:(b + 1) * args.batch_size]
-        chunks.append(generate_images(gpt, tok, lab, args.cfg_scale, args.cfg_interval, args.temperature, args.top_k,
-                                      args.top_p, seed=args.seed + b, batch_size=args.batch_size,
-                                      compile=args.compile, cfg_power=getattr(args, "cfg_power", None)))
+        lab = labels[b * bs:(b + 1) * bs]
+        chunks.append(sample_images(gpt, tok, lab, dataclasses.replace(config.sampling, seed=config.sampling.seed + b)))
     arr = np.concatenate(chunks) if chunks else np.zeros((0, tok.image_size, tok.image_size, 3), np.uint8)
     save_npz(part, arr_0=arr, batches=np.asarray(batches, np.int64), key=np.asarray(key))
     return part
+
+
+def sample_npz(config: NpzSamplingConfig) -> dict[str, Any]:
+    """Draw the samples on this rank (every rank of a torchrun job calls it); rank 0 merges them into `config.out` and
+    writes the record beside it (.json), which it returns (None on the other ranks)."""
+    out = Path(config.out)
+    require(config.num_images >= 1 and config.sampling.batch_size >= 1, "--num-images and --batch-size must be >= 1")
+    require(str(out).endswith(".npz"), f"--out must end in .npz, got {out}")
+    protocol = get_protocol(config.protocol)
+    info = setup_distributed(config.device)
+    record = None
+    try:
+        gpt, tok, config = _load_models(config, info.device, protocol)
+        kind = config.labels or protocol.labels
+        labels = make_labels(int(gpt.config.num_classes), config.num_images, kind, config.sampling.seed)
+        key = _settings_key(config, labels)
+        _rank_part(config, gpt, tok, labels, info.rank, info.world_size, key)
+        if info.world_size > 1:
+            dist.barrier()
+        if info.is_main:
+            images = merge_parts(out, info.world_size, labels, config.sampling.batch_size)
+            record = {"protocol": protocol_record(protocol, kind), "num_images": len(images),
+                      "resolution": int(images.shape[1]), "world_size": info.world_size,
+                      "gpt": str(config.gpt), "tokenizer_hash": getattr(tok, "checkpoint_hash", None),
+                      "npz_sha256": file_sha256(out), "arguments": config.record()}
+            write_json(out.with_suffix(".json"), record)
+        if info.world_size > 1:
+            dist.barrier()
+    finally:
+        cleanup_distributed()
+    return record
 
 
 def merge_parts(out: Path, world: int, labels: torch.Tensor, batch_size: int) -> np.ndarray:
@@ -103,37 +137,3 @@ def merge_parts(out: Path, world: int, labels: torch.Tensor, batch_size: int) ->
     for p in parts:
         p.unlink()
     return images
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of `vfmtok sample-npz`."""
-    from vfmtok.train.common import cleanup_distributed, setup_distributed
-    from vfmtok.utils.io import file_sha256
-
-    require(args.num_images >= 1 and args.batch_size >= 1, "--num-images and --batch-size must be >= 1")
-    require(str(args.out).endswith(".npz"), f"--out must end in .npz, got {args.out}")
-    protocol = get_protocol(args.protocol)
-    info = setup_distributed(args.device)
-    try:
-        gpt, tok = _load_models(args, info.device, protocol)
-        kind = args.labels or protocol.labels
-        labels = make_labels(int(gpt.config.num_classes), args.num_images, kind, args.seed)
-        key = _settings_key(args, labels)
-        _rank_part(args, gpt, tok, labels, info.rank, info.world_size, key)
-        if info.world_size > 1:
-            dist.barrier()
-        if info.is_main:
-            images = merge_parts(args.out, info.world_size, labels, args.batch_size)
-            write_json(args.out.with_suffix(".json"), {
-                "protocol": protocol_record(protocol, kind), "num_images": len(images),
-                "resolution": int(images.shape[1]), "world_size": info.world_size,
-                "gpt": str(args.gpt), "tokenizer_hash": getattr(tok, "checkpoint_hash", None),
-                "npz_sha256": file_sha256(args.out),
-                "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-                              if not k.startswith("_")}})
-            print(f"wrote {args.out} ({len(images)} images at {images.shape[1]} px, {info.world_size} rank(s))")
-        if info.world_size > 1:
-            dist.barrier()
-    finally:
-        cleanup_distributed()
-    return 0

@@ -11,10 +11,11 @@ import torch
 
 from vfmtok.tokenizer.base import TokenizerBase
 from vfmtok.tokenizer.build import build_tokenizer
-from vfmtok.tokenizer.config import TokenizerConfig, get_preset
+from vfmtok.tokenizer.config import TokenizerConfig
 from vfmtok.utils.config import from_dict, to_dict
 from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.io import WEIGHTS_NAME, atomic_path, cast_floats, file_sha256, load_pretrained, resolve_checkpoint, save_pretrained
+from vfmtok.utils.io import WEIGHTS_NAME, atomic_path, file_sha256
+from vfmtok.utils.pretrained import cast_floats, load_pretrained, resolve_checkpoint, save_pretrained
 
 MODEL_TYPES = ("vfmtok", "vqgan")
 
@@ -143,17 +144,3 @@ class VFMTokenizer:
 def load_tokenizer(path: str | os.PathLike, device: str | torch.device = "cpu") -> VFMTokenizer:
     """Shorthand for VFMTokenizer.from_pretrained."""
     return VFMTokenizer.from_pretrained(path, device)
-
-
-def build_tiny_tokenizer(folder: str | os.PathLike, arch: str = "vfmtok", seed: int = 0,
-                         class_names: list[str] | None = None) -> Path:
-    """Save an untrained tiny tokenizer (random weights, random-init VGG16 encoder) for tests; returns the folder."""
-    cfg = get_preset("tiny").model
-    cfg.arch = arch
-    cfg.encoder_pretrained = False
-    torch.manual_seed(seed)
-    model = build_tokenizer(cfg)
-    if class_names is None:
-        class_names = [f"class{i}" for i in range(10)]
-    return VFMTokenizer(model, class_names=class_names).save_pretrained(folder)
-

@@ -76,10 +76,6 @@ class TokenizerBase(nn.Module):
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[-2:] != (s, s):
             raise VFMTokError(f"expected images of shape (B, 3, {s}, {s}) in [-1, 1], got {tuple(images.shape)}")
 
-    def quantize(self, feats: torch.Tensor):
-        """(B, N, width) -> QuantOutput with codes of dim code_dim."""
-        return self.quantizer(self.pre_quant(feats))
-
     def forward(self, images: torch.Tensor, enc_out=None) -> TokenizerOutput:
         """Full training forward: tokens, VQ, pixel reconstruction (+ feature reconstruction)."""
         feats, enc = self.token_features(images, enc_out)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Callable
 
 from vfmtok.utils.config import check_ranges
 from vfmtok.utils.errors import VFMTokError
+from vfmtok.utils.registry import Registry
 
 
 @dataclass
@@ -208,7 +210,7 @@ def _tiny() -> TokenizerRunConfig:
     return TokenizerRunConfig(m, LossConfig(gan_start=10**9, lpips_weight=0.0), train)
 
 
-PRESETS = {
+PRESETS: Registry[Callable[[], TokenizerRunConfig]] = Registry("tokenizer preset", {
     "vfmtok-paper": _paper,
     "vfmtok-cpu-64": lambda: _cpu(64, 64),
     "vfmtok-cpu-64-t256": lambda: _cpu(64, 256),
@@ -216,11 +218,9 @@ PRESETS = {
     "vqgan-cpu-64": lambda: _vqgan_cpu(64, 64),
     "vqgan-cpu-128": lambda: _vqgan_cpu(128, 64),
     "tiny": _tiny,
-}
+})
 
 
 def get_preset(name: str) -> TokenizerRunConfig:
     """A fresh copy of a named preset."""
-    if name not in PRESETS:
-        raise VFMTokError(f"unknown tokenizer preset '{name}'; choose from {', '.join(PRESETS)}")
-    return dataclasses.replace(PRESETS[name]())
+    return dataclasses.replace(PRESETS.pick(name)())

@@ -74,14 +74,5 @@ class PixelDecoder(nn.Module):
         self.up = nn.Sequential(*ups)
         self.out = nn.Sequential(_norm(c), SiLU(), nn.Conv2d(c, 3, 3, padding=1))
 
-    @property
-    def upsample_factor(self) -> int:
-        return 2 ** sum(isinstance(m, nn.Upsample) for m in self.up)
-
-    @property
-    def last_layer(self) -> torch.Tensor:
-        """Weight of the final conv (for adaptive GAN weighting)."""
-        return self.out[-1].weight
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.out(self.up(self.mid(self.conv_in(cpu_channels_last(z))))).contiguous()

@@ -5,14 +5,12 @@ Single process on CPU, DDP under torchrun, FSDP2 (`--fsdp`, each transformer blo
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -22,17 +20,17 @@ from tqdm import tqdm
 
 from vfmtok.data.codes import CodeDataset
 from vfmtok.data.loaders import EpochStream, shard_folder
-from vfmtok.data.shards import ShardDataset, load_index
+from vfmtok.data.shards import ShardDataset
 from vfmtok.generator.pairing import check_codes_match, tokenizer_facts
 from vfmtok.generator.gpt import GPT, GPTConfig
 from vfmtok.generator.rar import RARConfig
 from vfmtok.train import generator_arch as G
 from vfmtok.train import common as C
 from vfmtok.train import sharded as S
-from vfmtok.utils import args as A
 from vfmtok.utils.config import apply_overrides, check_ranges, from_dict, to_dict
 from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.io import resolve_checkpoint, write_json
+from vfmtok.utils.io import write_json
+from vfmtok.utils.pretrained import resolve_checkpoint
 
 
 @dataclass
@@ -91,53 +89,22 @@ class GeneratorTrainConfig:
             raise VFMTokError(f"lr_schedule must be constant or cosine, got '{self.lr_schedule}'")
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of `vfmtok train-generator`."""
-    p.add_argument("--codes", default=None, help="codes folder written by `vfmtok extract-codes`")
-    A.add(p, "data", default=None, help="or: images to tokenize on the fly (needs --tokenizer)")
-    A.add(p, "tokenizer", help="tokenizer checkpoint/run folder for --data")
-    A.add(p, "out", help="run folder (checkpoints, train.log, run_config.json)")
-    p.add_argument("--preset", default=None, help="GPT-nano, GPT-tiny, GPT-B, GPT-L, GPT-XL, GPT-XXL, GPT-2B, GPT-3B, "
-                   "RAR-nano, RAR-tiny, RAR-B, RAR-L, RAR-XL, RAR-XL-4096, RAR-XXL")
-    p.add_argument("--arch", default=None, choices=list(G.ARCHS), help="generator architecture (default: the preset's; "
-                   "rar alone means RAR-B with the reference RAR recipe)")
-    A.add(p, "steps")
-    A.add(p, "batch_size", default=None, help="per-process batch size")
-    A.add(p, "lr")
-    p.add_argument("--warmup-steps", type=A.non_negative_int, default=None)
-    p.add_argument("--ema-decay", type=A.decay, default=None, help="0 disables EMA")
-    p.add_argument("--save-every", type=A.positive_int, default=None)
-    p.add_argument("--log-every", type=A.positive_int, default=None)
-    A.add(p, "num_workers", default=None)
-    A.add(p, "device", default=None, help=f"{A.DEVICE_CHOICES} (default auto)")
-    A.add(p, "precision", default=None, choices=["fp32", "bf16"], help="bf16 autocast on GPU (default)")
-    A.add(p, "seed", default=None)
-    p.add_argument("--fsdp", action="store_true", default=None, help="shard with FSDP2 (torchrun; for big presets)")
-    p.add_argument("--accum-steps", type=A.positive_int, default=None,
-                   help="micro-batches per optimiser step (gradient accumulation)")
-    p.add_argument("--grad-checkpoint", action="store_true", default=None, help="activation checkpointing of every block")
-    p.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile every block (the first steps include compilation; logged apart)")
-    A.add_all(p, "resume", "config", "set")
+def _layer(base: GeneratorTrainConfig, overrides: Sequence[str], config: str | Path | None,
+           flags: Mapping[str, Any]) -> GeneratorTrainConfig:
+    """base -> YAML `config` -> `overrides` -> explicit `flags` (the tokenizer trainer's order too)."""
+    return apply_overrides(base, list(overrides or []), config, dict(flags))
 
 
-_FLAGS = ("codes", "data", "tokenizer", "preset", "steps", "batch_size", "lr", "warmup_steps", "ema_decay",
-          "save_every", "log_every", "num_workers", "device", "precision", "seed", "fsdp", "accum_steps", "grad_checkpoint",
-          "compile")
-
-
-def _layer(base: GeneratorTrainConfig, args: argparse.Namespace) -> GeneratorTrainConfig:
-    """base -> YAML (--config) -> --set -> explicit flags (the tokenizer trainer's order too)."""
-    return apply_overrides(base, args.overrides, args.config, {name: getattr(args, name, None) for name in _FLAGS})
-
-
-def resolve_config(args: argparse.Namespace, data_facts=None) -> GeneratorTrainConfig:
-    """Preset architecture + the data's vocab/tokens/grid/classes, then YAML, --set and flags on top; validated."""
-    first = _layer(GeneratorTrainConfig(), args)  # where the data is and which preset
-    given = getattr(args, "preset", None) is not None or first.preset != GeneratorTrainConfig.preset
-    preset, arch = G.choose_preset(first.preset, getattr(args, "arch", None), given)
+def resolve_config(flags: Mapping[str, Any] | None = None, overrides: Sequence[str] = (), config: str | Path | None = None,
+                   arch: str | None = None, data_facts=None) -> GeneratorTrainConfig:
+    """Preset architecture + the data's vocab/tokens/grid/classes, then YAML, `overrides` and `flags`
+    ({GeneratorTrainConfig field: value}, None = not given) on top; validated."""
+    flags = dict(flags or {})
+    first = _layer(GeneratorTrainConfig(), overrides, config, flags)  # where the data is and which preset
+    given = flags.get("preset") is not None or first.preset != GeneratorTrainConfig.preset
+    preset, arch = G.choose_preset(first.preset, arch, given)
     facts = data_facts(first) if data_facts else {}
-    cfg = _layer(GeneratorTrainConfig(**G.base_fields(preset, arch, facts)), args)
+    cfg = _layer(GeneratorTrainConfig(**G.base_fields(preset, arch, facts)), overrides, config, flags)
     cfg.preset, cfg.arch = G.choose_preset(cfg.preset, arch, True)
     cfg.validate()
     return cfg
@@ -152,8 +119,8 @@ class ShardedEMA:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int | None = None) -> None:
-        """Same rule (and decay warm-up) as train.common.EMA.update."""
-        d = self.decay if step is None or not self.warmup else min(self.decay, (1.0 + step) / (10.0 + step))
+        """The rule of train.common.EMA.update (`ema_decay_at`, warm-up as built), on each rank's shard."""
+        d = C.ema_decay_at(self.decay, step if self.warmup else None)
         for n, p in model.named_parameters():
             self.params[n].lerp_(p.detach(), 1.0 - d)
 
@@ -413,33 +380,3 @@ def _loop(cfg: GeneratorTrainConfig, model, raw: GPT, opt, ema, stream: EpochStr
     bar.close()
     if metrics_f is not None:
         metrics_f.close()
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of `vfmtok train-generator`."""
-    loaded: dict[str, Any] = {}
-
-    def data_facts(cfg: GeneratorTrainConfig) -> dict[str, Any]:
-        # vocab / tokens / grid / classes of the training data (codes index, or tokenizer + image folder).
-        if cfg.codes:
-            ds = CodeDataset(cfg.codes)
-            t, n_cls = ds.tokenizer, ds.num_classes
-        elif cfg.data and cfg.tokenizer:
-            from vfmtok.data.imagefolder import ImageFolderDataset
-            from vfmtok.data.sources import resolve_dataset
-            from vfmtok.tokenizer.api import load_tokenizer
-
-            loaded["tok"] = load_tokenizer(cfg.tokenizer, device=C.setup_distributed(cfg.device).device)
-            t = tokenizer_facts(loaded["tok"])
-            shards = shard_folder(cfg.data, cfg.split)
-            n_cls = len(load_index(shards).classes if shards else ImageFolderDataset(resolve_dataset(cfg.data), 8, split=cfg.split).classes)
-        else:
-            raise VFMTokError("give --codes (from `vfmtok extract-codes`) or --data with --tokenizer")
-        return {"vocab_size": int(t["codebook_size"]), "num_tokens": int(t["num_tokens"]),
-                "token_grid": tuple(t["token_grid"]), "num_classes": n_cls}
-
-    cfg = resolve_config(args, data_facts)
-    folder = train_generator(cfg, Path(args.out), resume=args.resume, tokenizer=loaded.get("tok"))
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"checkpoint: {folder}")
-    return 0

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.distributed as dist
@@ -25,47 +25,19 @@ from vfmtok.tokenizer.config import TokenizerConfig, TokenizerRunConfig, get_pre
 from vfmtok.tokenizer.losses import TokenizerLoss
 from vfmtok.tokenizer.vit_decoder import ViTDecoder
 from vfmtok.train import common as C
-from vfmtok.utils import args as A
 from vfmtok.utils.config import apply_overrides, to_dict
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.images import save_pairs_grid
-from vfmtok.utils.io import (CONFIG_NAME, WEIGHTS_NAME, file_sha256, load_pretrained, load_state_strict, read_json,
-                             resolve_checkpoint, write_json)
+from vfmtok.utils.io import CONFIG_NAME, WEIGHTS_NAME, file_sha256, load_state_strict, read_json, write_json
+from vfmtok.utils.pretrained import load_pretrained, resolve_checkpoint
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of train-tokenizer."""
-    p.add_argument("--preset", default="vfmtok-cpu-64", help="starting config (see vfmtok.tokenizer.config.PRESETS)")
-    A.add_all(p, "config", "set")
-    A.add(p, "data", default=None, help=f"{A.DATA_HELP} (sets train.data)")
-    A.add(p, "steps", help="optimisation steps (sets train.steps)")
-    A.add(p, "batch_size", default=None, help="per-process batch size (sets train.batch_size)")
-    A.add(p, "lr", help="peak learning rate (sets train.lr)")
-    A.add(p, "out", help="run folder (checkpoints, logs, samples)")
-    A.add(p, "resume")
-    p.add_argument("--compile", action="store_true", default=None,
-                   help="torch.compile the tokenizer and its frozen encoder (sets train.compile; first steps compile)")
-    A.add(p, "device", default=None, help=f"{A.DEVICE_CHOICES} (sets train.device, default auto)")
-
-
-# flag (args attribute) -> the config field it sets
-FLAG_FIELDS = {"compile": "train.compile", "data": "train.data", "steps": "train.steps", "batch_size": "train.batch_size", "lr": "train.lr",
-               "device": "train.device"}
-
-
-def resolve_config(args: argparse.Namespace) -> TokenizerRunConfig:
-    """Preset -> YAML (--config) -> --set -> explicit flags, then validated."""
-    flags = {field: getattr(args, name, None) for name, field in FLAG_FIELDS.items()}
-    cfg = apply_overrides(get_preset(args.preset), args.overrides, args.config, flags)
+def resolve_config(preset: str = "vfmtok-cpu-64", overrides: Sequence[str] = (), config: str | Path | None = None,
+                   flags: Mapping[str, Any] | None = None) -> TokenizerRunConfig:
+    """Preset -> YAML `config` -> `overrides` ('a.b=v') -> `flags` ({dotted field: value}, None = not given), validated."""
+    cfg = apply_overrides(get_preset(preset), list(overrides or []), config, dict(flags or {}))
     cfg.train.validate()
     return cfg
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of the CLI command."""
-    cfg = resolve_config(args)
-    train_tokenizer(cfg, Path(args.out), resume=args.resume)
-    return 0
 
 
 def _make_dataset(cfg: TokenizerRunConfig, model: TokenizerBase, run_dir: Path, info: C.DistInfo, log):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import typing
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -138,13 +136,3 @@ def _deep_update(dst: dict, src: dict, where: str) -> None:
         else:
             dst[k] = v
 
-
-@contextmanager
-def temporarily(obj: Any, name: str, value: Any) -> Iterator[None]:
-    """Set attribute `name` of obj (e.g. a module-level switch) to value within the block; restored afterwards."""
-    before = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, before)

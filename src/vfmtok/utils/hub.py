@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import re
 import shlex
 import sys
@@ -12,14 +13,15 @@ from typing import Any
 
 from vfmtok.utils.errors import VFMTokError
 
-# owner/name, optionally /sub/folder inside the repo and @revision; "hf:" forces the Hub reading.
-_HUB_ID = re.compile(r"^(?:hf:)?([A-Za-z0-9][\w.-]*/[\w.-]+)((?:/[\w.-]+)*)(?:@([\w./-]+))?$")
+# owner/name, optionally /sub/folder inside the repo and @revision; "hf-hub:" (timm, open_clip) or "hf:" forces the Hub.
+_HUB_ID = re.compile(r"^(?:hf-hub:|hf:)?([A-Za-z0-9][\w.-]*/[\w.-]+)((?:/[\w.-]+)*)(?:@([\w./-]+))?$")
+HUB_PREFIXES = ("hf-hub:", "hf:")
 REQUIRED = ("config.json", "model.safetensors")
 CARD_NAME = "README.md"
 
 
 def parse_hub_id(text: str) -> tuple[str, str, str | None] | None:
-    """(repo_id, subfolder, revision) of 'owner/name[/sub][@rev]' (or 'hf:...'); None if it is not one."""
+    """(repo_id, subfolder, revision) of 'owner/name[/sub][@rev]' (or 'hf-hub:...'); None if it is not one."""
     m = _HUB_ID.match(text)
     if m is None or text.startswith((".", "/")):
         return None
@@ -36,10 +38,40 @@ def _download_hint(repo: str, sub: str, rev: str | None, files: tuple[str, ...])
     return f"`huggingface-cli download {repo} {names}{revision}` (huggingface_hub >= 1.0: `hf download ...`)"
 
 
-def resolve_hub_checkpoint(text: str) -> Path:
+def forces_hub(text: str) -> bool:
+    """True for 'hf-hub:owner/name' (and 'hf:...'): read from the Hub even if a local folder has that name."""
+    return text.startswith(HUB_PREFIXES)
+
+
+def _in_repo(sub: str, name: str) -> str:
+    return posixpath.normpath(posixpath.join(sub, name)) if sub else name
+
+
+def companions(folder: Path, sub: str) -> list[str]:
+    """Repo paths, besides config.json and model.safetensors, that the checkpoint in `folder` (= repo folder `sub`)
+    reads: a relative encoder file (official import), a relative tokenizer folder (an exported pair's GPT)."""
+    try:
+        config = json.loads((folder / "config.json").read_text()).get("config") or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    out = []
+    enc = (config.get("model") or {}).get("encoder_weights") if isinstance(config.get("model"), dict) else None
+    if isinstance(enc, str) and enc and not posixpath.isabs(enc) and "/" not in enc:
+        out.append(_in_repo(sub, enc))
+    tok = (config.get("tokenizer") or {}).get("checkpoint_path") if isinstance(config.get("tokenizer"), dict) else None
+    if isinstance(tok, str) and tok and not posixpath.isabs(tok):
+        rel = _in_repo(sub, tok)
+        if not rel.startswith(".."):  # inside the repo: its config, weights and card
+            out += [_in_repo(rel, f) for f in (*REQUIRED, CARD_NAME)]
+    return out
+
+
+def resolve_hub_checkpoint(text: str, local_tried: bool = False) -> Path:
     """The local snapshot folder of a Hub checkpoint id, downloaded into (or read from) huggingface_hub's cache.
 
-    $HF_HUB_CACHE and $HF_HUB_OFFLINE are read at call time (huggingface_hub reads them once, at import).
+    Only the files that model reads are fetched (allow_patterns): config.json, model.safetensors, the model card,
+    and what `companions` names (an exported GPT's ../tokenizer). `local_tried`: the error also says no local
+    folder has that name. $HF_HUB_CACHE and $HF_HUB_OFFLINE are read at call time.
     """
     parsed = parse_hub_id(text)
     if parsed is None:
@@ -49,14 +81,23 @@ def resolve_hub_checkpoint(text: str) -> Path:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise VFMTokError("Hub ids need the huggingface_hub package (pip install huggingface_hub)") from None
-    try:  # the whole repo: an exported pair's GPT names its tokenizer as the sibling folder ../tokenizer
-        root = Path(snapshot_download(repo, revision=rev, cache_dir=os.environ.get("HF_HUB_CACHE") or None,
-                                      local_files_only=_offline()))
-    except Exception as e:  # offline cache miss, unknown repo, network: all end in the same advice
-        why = "not in the local Hugging Face cache (HF_HUB_OFFLINE is set)" if _offline() else \
-            f"could not be fetched ({type(e).__name__})"
-        raise VFMTokError(f"checkpoint '{text}': Hub repo {repo} {why}; download it with "
-                          f"{_download_hint(repo, sub, rev, REQUIRED)}") from None
+    where = f"no folder {text} here, and no Hub repo {repo}" if local_tried else f"Hub repo {repo}"
+    wanted = [_in_repo(sub, f) for f in (*REQUIRED, CARD_NAME)]
+    root = None
+    for _ in range(3):  # the model, then what it names (a tokenizer folder), then what that names (its encoder)
+        try:
+            root = Path(snapshot_download(repo, revision=rev, cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+                                          local_files_only=_offline(), allow_patterns=sorted(set(wanted))))
+        except Exception as e:  # offline cache miss, unknown repo, network: all end in the same advice
+            why = "(not in the local Hugging Face cache; HF_HUB_OFFLINE is set)" if _offline() else \
+                f"(could not be fetched: {type(e).__name__})"
+            raise VFMTokError(f"checkpoint '{text}': {where} {why}; download it with "
+                              f"{_download_hint(repo, sub, rev, REQUIRED)}") from None
+        more = [f for p in {posixpath.dirname(w) for w in wanted} if (root / p / "config.json").is_file()
+                for f in companions(root / p, p)]
+        if set(more) <= set(wanted):
+            break
+        wanted += more
     folder = root / sub if sub else root
     missing = tuple(f for f in REQUIRED if not (folder / f).is_file())
     if missing:

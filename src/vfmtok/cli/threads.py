@@ -1,5 +1,5 @@
-"""CPU thread counts that behave when several processes share the cores (`--threads`; default: $VFMTOK_THREADS or
-$OMP_NUM_THREADS when set, else the free cores).
+"""CPU thread counts that behave when several processes share the cores (`--threads N|auto`; default:
+$VFMTOK_THREADS or $OMP_NUM_THREADS when set, else torch's own count; `auto` counts the free cores).
 
 A torch process with one OpenMP thread per core, next to other busy processes, spends most of its time waiting at
 barriers for threads the scheduler has parked; OpenMP waiting that sleeps instead of spinning, and no more threads
@@ -10,29 +10,29 @@ keep it near its share of the machine (benchmarks/under_load.py).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 import contextlib
 import os
 import time
-from collections.abc import Iterator
 
 ENV_THREADS = "VFMTOK_THREADS"  # same meaning as --threads, for scripts and subprocesses
 
 
+AUTO = "auto"
+
+
 def add_argument(p: argparse.ArgumentParser) -> None:
     """The shared --threads option (every command gets it from cli.build_parser)."""
-    p.add_argument("--threads", type=_positive_int, default=None, metavar="N",
-                   help=f"CPU threads for torch (default: ${ENV_THREADS}, else $OMP_NUM_THREADS, else the cores not "
-                   "busy with other processes)")
+    p.add_argument("--threads", type=thread_count, default=None, metavar="N|auto",
+                   help=f"CPU threads for torch; 'auto': the cores not busy with other processes (default: "
+                   f"${ENV_THREADS}, else $OMP_NUM_THREADS, else torch's count)")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got '{text}'") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
+def thread_count(text: str) -> int | str:
+    """An argparse type: 'auto' or a whole number >= 1 (the shared `positive_int`)."""
+    from vfmtok.cli.args import positive_int
+
+    return AUTO if text.strip().lower() == AUTO else positive_int(text)
 
 
 def usable_cores() -> int:
@@ -43,21 +43,21 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _runnable_rivals(me: int, my_nice: int) -> int | None:
+def _runnable_rivals(me: int, my_nice: int, proc: str = "/proc") -> int | None:
     """Runnable threads of other processes at this process's priority or higher (None without /proc)."""
     try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
+        pids = [p for p in os.listdir(proc) if p.isdigit() and int(p) != me]
     except OSError:
         return None
     n = 0
     for pid in pids:
         try:
-            tids = os.listdir(f"/proc/{pid}/task")
+            tids = os.listdir(f"{proc}/{pid}/task")
         except OSError:
             continue
         for tid in tids:
             try:
-                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                with open(f"{proc}/{pid}/task/{tid}/stat") as f:
                     fields = f.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
@@ -106,18 +106,26 @@ def prepare_environment() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def configure(threads: int | None = None) -> int:
-    """Set torch's intra-op thread count (given, else default_threads()); returns it."""
+def configure(threads: int | str | None = None) -> int:
+    """Set torch's intra-op thread count: a number; 'auto' (or $VFMTOK_THREADS=auto): default_threads(), the only
+    path that scans /proc; None: $VFMTOK_THREADS / $OMP_NUM_THREADS when set, else torch's count unchanged."""
     import torch
 
-    n = threads or default_threads()
+    if threads is None and os.environ.get(ENV_THREADS, "").strip().lower() == AUTO:
+        threads = AUTO
+    if threads == AUTO:
+        n = default_threads()
+    elif threads is not None:
+        n = int(threads)
+    else:
+        n = next((c for c in map(_env_count, (ENV_THREADS, "OMP_NUM_THREADS")) if c is not None), torch.get_num_threads())
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
 
 
 @contextlib.contextmanager
-def using(threads: int | None = None) -> Iterator[int]:
+def using(threads: int | str | None = None) -> Iterator[int]:
     """configure() for the block, then the previous count again (in-process callers keep their setting)."""
     import torch
 

@@ -8,8 +8,8 @@ argparse errors, so `--batch-size 0` ends as one line and exit status 2 before a
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable
+import math
 from typing import Any
 
 from vfmtok.utils.device import DEVICE_CHOICES

@@ -1,16 +1,16 @@
-"""Options of the evaluation commands (eval-tokenizer, eval-generator, probe), and the same options for library callers."""
+"""Options of the evaluation commands (eval-tokenizer, eval-generator, probe); their defaults come from eval.config."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from vfmtok.cli import args as A
+from vfmtok.cli.common import defaults_of
+from vfmtok.eval.config import SECOND_ENCODER, GeneratorEvalConfig, TokenizerEvalConfig
 from vfmtok.eval.protocol import LABEL_KINDS, PROTOCOLS
-from vfmtok.utils import args as A
 from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import require
-
-SECOND_ENCODER = "vgg16_imagenet"
 
 
 def add_run_arguments(p: argparse.ArgumentParser, num_images_help: str) -> None:
@@ -69,6 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument("--save-samples", type=Path, default=None, help="also write generated samples as .npz (arr_0)")
         parser.add_argument("--save-ref-stats", type=Path, default=None, help="write the reference statistics .npz")
     add_common_arguments(parser)
+    config = TokenizerEvalConfig if command == "eval-tokenizer" else GeneratorEvalConfig
+    parser.set_defaults(**defaults_of(config, parser))  # the dataclass is the one home of the defaults
 
 
 def prepare(args: argparse.Namespace) -> None:
@@ -77,14 +79,8 @@ def prepare(args: argparse.Namespace) -> None:
     args.device = str(resolve_device(args.device))
 
 
-def options(command: str, **values) -> argparse.Namespace:
-    """The options of `command` ('eval-tokenizer' / 'eval-generator') with their CLI defaults and `values` on top.
-
-    For library callers (the demo): `eval_tokenizer(options("eval-tokenizer", checkpoint=path, num_images=100))`.
-    """
-    p = argparse.ArgumentParser()
-    add_arguments(p, command)
-    ns = {a.dest: a.default for a in p._actions if a.dest != "help"}
-    unknown = sorted(set(values) - set(ns))
-    require(not unknown, f"unknown {command} option(s): {', '.join(unknown)}")
-    return argparse.Namespace(**{**ns, **values, "command": command})
+def tokenizer_path(args: argparse.Namespace) -> Path:
+    """The tokenizer given positionally or with --tokenizer (exactly one)."""
+    given = [p for p in (args.checkpoint, args.tokenizer) if p is not None]
+    require(len(given) == 1, "give the tokenizer checkpoint once: positionally or with --tokenizer")
+    return Path(given[0])

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vfmtok.cli import args as A
 from vfmtok.data.imagefolder import ImageFolderDataset, center_crop_resize, load_rgb, to_tensor
 from vfmtok.data.sources import resolve_dataset
 from vfmtok.tokenizer.api import VFMTokenizer
-from vfmtok.utils import args as A
 from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.images import save_pairs_grid, to_uint8

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from vfmtok.demo_run import DemoConfig, run_demo
-from vfmtok.utils import args as A
+from vfmtok.cli import args as A
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

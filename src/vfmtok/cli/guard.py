@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 import contextlib
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
+import tempfile
 
 from vfmtok.utils.atomic import disk_full
 from vfmtok.utils.errors import VFMTokError

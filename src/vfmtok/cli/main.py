@@ -10,30 +10,30 @@ import argparse
 import importlib
 import sys
 
-from vfmtok.utils import threads
+from vfmtok.cli import threads
 from vfmtok.utils.errors import VFMTokError
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "fetch-weights": ("vfmtok.utils.fetch_cmd", "download the offline-readable VGG16/AlexNet/LPIPS and FID-Inception files"),
-    "prepare-data": ("vfmtok.data.prepare", "write an image folder / zip / LMDB as shuffled tar shards for streaming"),
-    "train-tokenizer": ("vfmtok.train.tokenizer", "train a VFMTok (or baseline VQGAN) tokenizer"),
-    "encode": ("vfmtok.tokenizer.commands", "encode images to token ids (.npz)"),
-    "reconstruct": ("vfmtok.tokenizer.commands", "encode + decode images, write originals | reconstructions"),
-    "extract-codes": ("vfmtok.train.extract", "tokenize a dataset into a memory-mapped code shard"),
-    "train-generator": ("vfmtok.train.generator", "train the class-conditional GPT on codes"),
-    "sample": ("vfmtok.generator.sample_cmd", "sample images from a trained GPT + tokenizer"),
-    "sample-npz": ("vfmtok.official.sample_npz", "N samples into one ADM .npz (official protocol by default; torchrun for several ranks)"),
-    "export": ("vfmtok.export", "bundle a tokenizer + GPT pair into one portable folder (the default model for sample)"),
-    "eval-tokenizer": ("vfmtok.eval.commands", "rFID, PSNR, SSIM, LPIPS, codebook usage of a tokenizer"),
-    "eval-generator": ("vfmtok.eval.commands", "gFID, precision, recall of generated samples"),
-    "probe": ("vfmtok.eval.probe", "linear probing on frozen tokenizer features"),
-    "import-official": ("vfmtok.official.command", "convert the official VFMTok tokenizer / LlamaGen GPT .pt files into checkpoint folders"),
-    "push-to-hub": ("vfmtok.hub_cmd", "upload a checkpoint folder (with its README.md model card) to the Hugging Face Hub"),
-    "class-consistency": ("vfmtok.eval.class_consistency_cmd",
+    "fetch-weights": ("vfmtok.cli.fetch_weights", "download the offline-readable VGG16/AlexNet/LPIPS and FID-Inception files"),
+    "prepare-data": ("vfmtok.cli.prepare_data", "write an image folder / zip / LMDB as shuffled tar shards for streaming"),
+    "train-tokenizer": ("vfmtok.cli.train_tokenizer", "train a VFMTok (or baseline VQGAN) tokenizer"),
+    "encode": ("vfmtok.cli.encode", "encode images to token ids (.npz)"),
+    "reconstruct": ("vfmtok.cli.encode", "encode + decode images, write originals | reconstructions"),
+    "extract-codes": ("vfmtok.cli.extract_codes", "tokenize a dataset into a memory-mapped code shard"),
+    "train-generator": ("vfmtok.cli.train_generator", "train the class-conditional GPT on codes"),
+    "sample": ("vfmtok.cli.sample", "sample images from a trained GPT + tokenizer"),
+    "sample-npz": ("vfmtok.cli.sample_npz", "N samples into one ADM .npz (official protocol by default; torchrun for several ranks)"),
+    "export": ("vfmtok.cli.export", "bundle a tokenizer + GPT pair into one portable folder (the default model for sample)"),
+    "eval-tokenizer": ("vfmtok.cli.evaluate", "rFID, PSNR, SSIM, LPIPS, codebook usage of a tokenizer"),
+    "eval-generator": ("vfmtok.cli.evaluate", "gFID, precision, recall of generated samples"),
+    "probe": ("vfmtok.cli.probe", "linear probing on frozen tokenizer features"),
+    "import-official": ("vfmtok.cli.import_official", "convert the official VFMTok tokenizer / LlamaGen GPT .pt files into checkpoint folders"),
+    "push-to-hub": ("vfmtok.cli.push_to_hub", "upload a checkpoint folder (with its README.md model card) to the Hugging Face Hub"),
+    "class-consistency": ("vfmtok.cli.class_consistency",
                           "top-1 of a real-image classifier (linear probe on frozen VGG16) on generated samples"),
-    "demo": ("vfmtok.demo", "the bundled model at work plus a short training from scratch, one report.html (--full: the whole pipeline)"),
-    "figures": ("vfmtok.figures", "the README's pictures (reconstructions, samples per class, anchor regions) from a model"),
-    "serve": ("vfmtok.serve", "a local web page: sample by class, tokenize an uploaded image"),
+    "demo": ("vfmtok.cli.demo", "the bundled model at work plus a short training from scratch, one report.html (--full: the whole pipeline)"),
+    "figures": ("vfmtok.cli.figures", "the README's pictures (reconstructions, samples per class, anchor regions) from a model"),
+    "serve": ("vfmtok.cli.serve", "a local web page: sample by class, tokenize an uploaded image"),
 }
 
 
@@ -66,8 +66,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors print one line and exit with status 2."""
     rc = _main(argv)
-    common = sys.modules.get("vfmtok.train.common")  # loaded by the commands that may start a process group
-    return common.exit_code(rc) if common is not None else rc  # a torchrun worker ends here (see exit_code)
+    dist = sys.modules.get("vfmtok.utils.distributed")  # loaded by the commands that may start a process group
+    return dist.exit_code(rc) if dist is not None else rc  # a torchrun worker ends here (see exit_code)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -83,7 +83,7 @@ def _main(argv: list[str] | None) -> int:
         if not getattr(args, "command", None):
             parser.print_help()
             return 1
-        from vfmtok.utils.guard import command_guard
+        from vfmtok.cli.guard import command_guard
 
         with threads.using(args.threads), command_guard(args):
             rc = args._module.run(args)

@@ -1,0 +1,7 @@
+"""`python -m vfmtok.cli`."""
+
+import sys
+
+from vfmtok.cli.main import main
+
+sys.exit(main())
