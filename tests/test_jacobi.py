@@ -175,3 +175,27 @@ def test_bad_arguments_are_one_line_errors():
         generate(m, torch.tensor([0]), parallel="jacobi", window=0)
     with pytest.raises(VFMTokError, match="KV cache"):
         generate(m, torch.tensor([0]), parallel="jacobi", use_cache=False)
+
+
+def test_sample_and_eval_commands_take_parallel_jacobi(tiny_pair, tmp_path, capsys):
+    """`vfmtok sample --parallel jacobi --window K` samples and records it; a bad mode is one line and exit 2."""
+    import json
+
+    from vfmtok.cli import main
+    from vfmtok.eval.options import add_arguments
+
+    out = tmp_path / "s"
+    common = ["sample", "--gpt", str(tiny_pair / "gpt"), "--class", "tench", "--per-class", "2", "--device", "cpu"]
+    assert main([*common, "--parallel", "jacobi", "--window", "4", "--out", str(out)]) == 0
+    info = json.loads((out / "sample_info.json").read_text())
+    assert info["parallel"] == "jacobi" and info["window"] == 4
+    capsys.readouterr()
+    assert main([*common, "--parallel", "medusa", "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown parallel decoding 'medusa'" in err and "Traceback" not in err
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_arguments(p, "eval-generator")
+    args = p.parse_args(["--ref", "x", "--parallel", "jacobi", "--window", "8"])
+    assert (args.parallel, args.window) == ("jacobi", 8)

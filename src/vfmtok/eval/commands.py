@@ -193,6 +193,8 @@ def _sample_batches(args, gpt, tok, cfg: float, labels: torch.Tensor):
     schedule = {} if power is None else {"cfg_power": power}  # RAR's CFG schedule only when asked for
     if getattr(args, "compile", False):
         schedule["compile"] = True  # torch.compile of the decode step (compiled once, reused for every chunk)
+    if getattr(args, "parallel", "none") != "none":
+        schedule.update(parallel=args.parallel, window=args.window)
     for chunk, s in enumerate(range(0, len(labels), step)):
         arr = generate(gpt, tok, labels[s:s + step], cfg_scale=cfg, temperature=args.temperature,
                        top_k=args.top_k, top_p=args.top_p, seed=args.seed + chunk, batch_size=args.batch_size,

@@ -43,10 +43,10 @@ def parse_labels(specs: Sequence[str | int], class_names: Sequence[str] | None, 
 def generate_images(gpt: Any, tokenizer: Any, labels: torch.Tensor, cfg_scale: float = 1.0, cfg_interval: int = -1,
                     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                     batch_size: int = 32, compile: bool | str = False,
-                    cfg_power: float | None = None) -> np.ndarray:
+                    cfg_power: float | None = None, parallel: str = "none", window: int = 16) -> np.ndarray:
     """uint8 images (N, H, W, 3) from a GPT or RAR for class labels (N,); the same seed and batch_size give the same images.
 
-    compile is passed to `generate` (torch.compile of the decode step).
+    compile, parallel and window are passed to `generate` (torch.compile of the decode step; Jacobi decoding).
     """
     check_tokenizer(gpt, tokenizer)
     labels = torch.as_tensor(labels, dtype=torch.long).flatten()
@@ -60,7 +60,7 @@ def generate_images(gpt: Any, tokenizer: Any, labels: torch.Tensor, cfg_scale: f
     for start in tqdm(range(0, len(labels), batch_size), desc="sampling", unit="batch", disable=None):
         batch = labels[start: start + batch_size]
         ids = generate(gpt, batch, cfg_scale, cfg_interval, temperature, top_k, top_p, generator=gen,
-                       compile=compile, cfg_power=cfg_power)
+                       compile=compile, cfg_power=cfg_power, parallel=parallel, window=window)
         chunks.append(to_uint8(tokenizer.decode(ids)).numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, tokenizer.image_size, tokenizer.image_size, 3), np.uint8)
 

@@ -35,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     A.add(p, "out", required=False, default="samples")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the decode step (CUDA graphs on GPUs; the tool for GPU speed)")
+    A.add_all(p, "parallel", "window")
 
 
 def sample(gpt_path: str | Path | None = None, tokenizer: str | Path | None = None, classes: Sequence[str | int] = (),
@@ -42,7 +43,7 @@ def sample(gpt_path: str | Path | None = None, tokenizer: str | Path | None = No
            temperature: float | None = None, top_k: int | None = None, top_p: float | None = None, seed: int = 0,
            batch_size: int = 32,
            device: str = "auto", precision: str = "bf16", compile: bool = False,
-           cfg_power: float | None = None) -> dict[str, Any]:
+           cfg_power: float | None = None, parallel: str = "none", window: int = 16) -> dict[str, Any]:
     """Sample `per_class` images of each class (all classes when none given) into `out`; returns the written paths.
     temperature / top_k / top_p left None take the model's recommended sampling (GeneratorIO.sampling_args)."""
     require(per_class >= 1 and batch_size >= 1, f"per_class and batch_size must be >= 1, got {per_class} and {batch_size}")
@@ -58,12 +59,12 @@ def sample(gpt_path: str | Path | None = None, tokenizer: str | Path | None = No
     labels = [c for c in chosen for _ in range(per_class)]
     t0 = time.perf_counter()
     images = generate_images(gpt, tok, torch.tensor(labels), cfg_scale, cfg_interval, temperature, top_k, top_p, seed,
-                             batch_size, compile=compile, cfg_power=cfg_power)
+                             batch_size, compile=compile, cfg_power=cfg_power, parallel=parallel, window=window)
     info = {"gpt": str(gpt_path), "arch": gpt.model_type, "tokenizer": str(tok.checkpoint_path),
             "tokenizer_hash": tok.checkpoint_hash, "cfg_scale": cfg_scale, "cfg_interval": cfg_interval,
             "cfg_power": cfg_power, "temperature": temperature, "top_k": top_k,
             "top_p": top_p, "seed": seed, "batch_size": batch_size, "precision": precision,
-            "device": str(dev), "compile": compile,
+            "device": str(dev), "compile": compile, "parallel": parallel, "window": window,
             "seconds_incl_compile": round(time.perf_counter() - t0, 3), "labels": labels}
     paths = save_samples(out, images, labels, gpt.class_names, ncol=per_class if per_class > 1 else 8, info=info)
     return {**paths, "num_images": len(images)}
@@ -73,6 +74,6 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of `vfmtok sample`."""
     paths = sample(args.gpt, args.tokenizer, args.classes, args.per_class, args.out, args.cfg_scale, args.cfg_interval,
                    args.temperature, args.top_k, args.top_p, args.seed, args.batch_size, args.device, args.precision,
-                   args.compile, args.cfg_power)
+                   args.compile, args.cfg_power, args.parallel, args.window)
     print(f"wrote {paths['num_images']} images: {paths['grid']}, {paths['npz']}, {paths['images']}/")
     return 0

@@ -40,12 +40,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"], help="GPT weights on CUDA")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (as the official --compile)")
+    A.add_all(p, "parallel", "window")
     p.add_argument("--out", type=Path, required=True, help="output .npz")
 
 
 def _settings_key(args: argparse.Namespace, labels: torch.Tensor) -> str:
     keys = ("gpt", "tokenizer", "protocol", "cfg_scale", "cfg_interval", "temperature", "top_k", "top_p", "seed",
-            "batch_size", "precision")
+            "batch_size", "precision", "parallel", "window")
     blob = json.dumps({k: str(getattr(args, k)) for k in keys}, sort_keys=True).encode() + labels.numpy().tobytes()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -76,7 +77,7 @@ def _rank_part(args, gpt, tok, labels: torch.Tensor, rank: int, world: int, key:
         lab = labels[b * args.batch_size:(b + 1) * args.batch_size]
         chunks.append(generate_images(gpt, tok, lab, args.cfg_scale, args.cfg_interval, args.temperature, args.top_k,
                                       args.top_p, seed=args.seed + b, batch_size=args.batch_size,
-                                      compile=args.compile))
+                                      compile=args.compile, parallel=args.parallel, window=args.window))
     arr = np.concatenate(chunks) if chunks else np.zeros((0, tok.image_size, tok.image_size, 3), np.uint8)
     with atomic_path(part) as tmp:
         with open(tmp, "wb") as f:

@@ -1,0 +1,159 @@
+"""Speculative Jacobi decoding vs standard sampling on the bundled pair: sequential passes, wall time, quality.
+
+Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/jacobi_decoding.py [--windows 4 8 16 32] [--seeds 0 1 2]
+Writes benchmarks/results/jacobi_decoding.{json,md}; keeps the quality runs in runs/jacobi_decoding/ (--runs; each
+file is reused on a rerun).
+  (a) speed, one process, arms interleaved: sequential forward passes per image and ids wall time at batch 1 and 32
+      (CPU, 1 thread), standard sampling beside every window K (the tokenizer's decode is the same for all: left out);
+  (b) quality with the model's recommended sampling, for standard sampling and one window (--quality-window, default
+      the K with the fewest passes per image at batch 1): `vfmtok eval-generator` (gFID / precision / recall of
+      --per-class samples per class against Imagenette val) per sampling seed, and `vfmtok class-consistency` on
+      the same samples (classifier fit once, seed 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from reproduce_imagenette import cli  # run as a script: benchmarks/ is on sys.path
+from vfmtok.generator.checkpoint import load_generator
+from vfmtok.generator.generate import generate
+from vfmtok.generator.jacobi import jacobi_generate
+from vfmtok.utils.io import read_json, write_json, write_text
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLED = ROOT / "src" / "vfmtok" / "assets" / "models" / "imagenette64"
+
+
+def timed_ids(gpt, labels: torch.Tensor, window: int | None, seed: int, sampling: dict) -> tuple[float, int]:
+    """(seconds, sequential forward passes) of one batch of ids; window None = standard sampling."""
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    if window is None:
+        generate(gpt, labels, generator=gen, **sampling)
+        passes = gpt.config.num_tokens
+    else:
+        passes = jacobi_generate(gpt, labels, generator=gen, window=window, **sampling)[1].forward_passes
+    return time.perf_counter() - t0, passes
+
+
+def speed(gpt, windows: list[int], sampling: dict, batch: int, batches: int) -> dict:
+    """{arm: passes per image and seconds per image} with every arm run on the same label batches, interleaved."""
+    arms = {"standard": None, **{f"jacobi K={k}": k for k in windows}}
+    secs = {a: [] for a in arms}
+    passes = {a: [] for a in arms}
+    timed_ids(gpt, torch.zeros(batch, dtype=torch.long), None, 0, sampling)  # warm-up: caches, allocator
+    for b in range(batches):
+        labels = (torch.arange(batch) + b * batch) % gpt.config.num_classes
+        for arm, k in arms.items():
+            s, p = timed_ids(gpt, labels, k, b, sampling)
+            secs[arm].append(s)
+            passes[arm].append(p)
+    n = batch * batches
+    return {arm: {"window": arms[arm], "images": n, "passes_per_batch_mean": statistics.mean(passes[arm]),
+                  "passes_per_batch_min": min(passes[arm]), "passes_per_batch_max": max(passes[arm]),
+                  "seconds_per_image": sum(secs[arm]) / n,
+                  "speedup_vs_standard": sum(secs["standard"]) / sum(secs[arm])} for arm in arms}
+
+
+def quality(arm: str, window: int | None, seed: int, args) -> dict:
+    """gFID / P / R and class consistency of --per-class samples per class of one arm and sampling seed."""
+    out = Path(args.runs) / f"{arm}_seed{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    gen, cc, npz = out / "eval_generator.json", out / "class_consistency.json", out / "samples.npz"
+    par = [] if window is None else ["--parallel", "jacobi", "--window", str(window)]
+    if not gen.is_file():
+        cli(["eval-generator", "--gpt", str(BUNDLED / "generator"), "--ref", args.data, "--ref-split", "val",
+             "--images-per-class", str(args.per_class), "--cfg-scales", "1.0", "--second-encoder", "none",
+             "--device", "cpu", "--seed", str(seed), *par, "--save-samples", str(npz), "--out", str(gen)])
+    if not cc.is_file():
+        cli(["class-consistency", "--samples", str(npz), "--data", args.data, "--device", "cpu", "--seed", "0",
+             "--out", str(cc)])
+    g, c = read_json(gen), read_json(cc)
+    run = g["metrics"]["runs"][0]
+    return {"arm": arm, "window": window, "seed": seed, "gFID": run["gFID"], "precision": run["precision"],
+            "recall": run["recall"], "class_consistency": c["metrics"]["class_consistency"],
+            "num_images": run["num_images"], "commands": {"eval_generator": g["command"], "class_consistency": c["command"]}}
+
+
+def summary(rows: list[dict], key: str) -> str:
+    """'mean +- sd (v1, v2, ..)' over seeds."""
+    vals = [r[key] for r in rows]
+    fmt = ".1%" if key == "class_consistency" else ".1f"
+    sd = f" +- {statistics.stdev(vals):{fmt}}" if len(vals) > 1 else ""
+    return f"{statistics.mean(vals):{fmt}}{sd} ({', '.join(f'{v:{fmt}}' for v in vals)})"
+
+
+def write_results(res: dict, folder: Path) -> None:
+    """jacobi_decoding.json and .md."""
+    write_json(folder / "jacobi_decoding.json", res)
+    n = res["num_tokens"]
+    lines = ["# Speculative Jacobi decoding on the bundled pair (imagenette64, GPT-tiny, 64 ids per image)", "",
+             f"Command: `{res['command']}`", "",
+             f"Sampling: {res['sampling']} (the model's recommendation), no CFG. CPU, 1 thread, on a machine shared "
+             "with other jobs: the times are ratios of arms run interleaved in one process, not absolute speeds. "
+             "Wall time is ids only (the tokenizer's decode is the same for every arm). Sequential forward passes "
+             f"include the prefill; standard sampling needs {n} per image.", ""]
+    for batch, arms in res["speed"].items():
+        lines += [f"## Batch {batch}", "", "| decoding | images | sequential passes per batch (min-max) | "
+                  "ms per image | speed vs standard |", "|---|---|---|---|---|"]
+        for arm, m in arms.items():
+            lines.append(f"| {arm} | {m['images']} | {m['passes_per_batch_mean']:.1f} ({m['passes_per_batch_min']}-"
+                         f"{m['passes_per_batch_max']}) | {1000 * m['seconds_per_image']:.1f} | "
+                         f"{m['speedup_vs_standard']:.2f}x |")
+        lines.append("")
+    if res.get("quality"):
+        lines += ["## Quality", "", "| decoding | samples per seed | gFID | precision | recall | class consistency |",
+                  "|---|---|---|---|---|---|"]
+        for arm, rows in res["quality"].items():
+            lines.append(f"| {arm} | {rows[0]['num_images']} | {summary(rows, 'gFID')} | {summary(rows, 'precision')}"
+                         f" | {summary(rows, 'recall')} | {summary(rows, 'class_consistency')} |")
+        lines += ["", "Mean +- sd over sampling seeds (each seed's value in brackets); gFID against all Imagenette val "
+                  "images at 64 px; class consistency = `vfmtok class-consistency --samples` on the same samples."]
+    write_text(folder / "jacobi_decoding.md", "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--windows", type=int, nargs="+", default=[4, 8, 16, 32])
+    ap.add_argument("--speed-batches", type=int, nargs=2, default=[20, 2], metavar=("AT_1", "AT_32"),
+                    help="label batches timed at batch 1 and at batch 32")
+    ap.add_argument("--quality-window", type=int, default=None, help="default: fewest passes per image at batch 1")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampling seeds of the quality runs")
+    ap.add_argument("--per-class", type=int, default=200, help="quality samples per class (10 classes)")
+    ap.add_argument("--data", default="imagenette")
+    ap.add_argument("--no-quality", action="store_true")
+    ap.add_argument("--runs", default=str(ROOT / "runs" / "jacobi_decoding"))
+    ap.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    gpt = load_generator(BUNDLED / "generator", device="cpu").float()
+    t, k, p = gpt.sampling_args()
+    sampling = {"temperature": t, "top_k": k, "top_p": p}
+    res = {"command": " ".join([Path(sys.executable).name] + sys.argv), "num_tokens": gpt.config.num_tokens,
+           "sampling": sampling, "threads": torch.get_num_threads(), "speed": {}}
+    for batch, batches in zip((1, 32), args.speed_batches):
+        res["speed"][batch] = speed(gpt, args.windows, sampling, batch, batches)
+        print(batch, {a: round(m["passes_per_batch_mean"], 1) for a, m in res["speed"][batch].items()}, flush=True)
+    at1 = res["speed"][1]
+    window = args.quality_window or min(args.windows, key=lambda w: (at1[f"jacobi K={w}"]["passes_per_batch_mean"],
+                                                                       at1[f"jacobi K={w}"]["seconds_per_image"]))
+    res["quality_window"] = window
+    write_results(res, Path(args.results))
+    if not args.no_quality:
+        res["quality"] = {"standard": [], f"jacobi K={window}": []}
+        for seed in args.seeds:  # seed by seed, so that a cut-short run still has both arms at the seeds it did
+            for arm, w in (("standard", None), (f"jacobi K={window}", window)):
+                res["quality"][arm].append(quality("standard" if w is None else f"jacobi{w}", w, seed, args))
+                write_results(res, Path(args.results))
+    write_results(res, Path(args.results))
+
+
+if __name__ == "__main__":
+    main()
