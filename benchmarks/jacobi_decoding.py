@@ -1,24 +1,27 @@
 """Speculative Jacobi decoding vs standard sampling on the bundled pair: sequential passes, wall time, quality.
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/jacobi_decoding.py [--windows 4 8 16 32] [--seeds 0 1 2]
-Writes benchmarks/results/jacobi_decoding.{json,md}; keeps the quality runs in runs/jacobi_decoding/ (--runs; each
-file is reused on a rerun).
+Writes benchmarks/results/jacobi_decoding.{json,md}; keeps the speed figures and the quality runs in
+runs/jacobi_decoding/ (--runs; each file is reused on a rerun, so `--no-quality` first and a second call later works).
   (a) speed, one process, arms interleaved: sequential forward passes per image and ids wall time at batch 1 and 32
       (CPU, 1 thread), standard sampling beside every window K (the tokenizer's decode is the same for all: left out);
   (b) quality with the model's recommended sampling, for standard sampling and one window (--quality-window, default
-      the K with the fewest passes per image at batch 1): `vfmtok eval-generator` (gFID / precision / recall of
+      the K fastest at batch 1), --jobs runs at a time (after one tiny run has cached the reference statistics and
+      the classifier): `vfmtok eval-generator` (gFID / precision / recall of
       --per-class samples per class against Imagenette val) per sampling seed, and `vfmtok class-consistency` on
-      the same samples (classifier fit once, seed 0).
+      the first --cc-per-class of them per class (classifier fit once, seed 0).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from reproduce_imagenette import cli  # run as a script: benchmarks/ is on sys.path
@@ -68,18 +71,30 @@ def quality(arm: str, window: int | None, seed: int, args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     gen, cc, npz = out / "eval_generator.json", out / "class_consistency.json", out / "samples.npz"
     par = [] if window is None else ["--parallel", "jacobi", "--window", str(window)]
+    stats = Path(args.runs) / "reference_stats.npz"  # one reference for every run (a subset would follow --seed)
+    if stats.is_file():
+        ref = ["--ref", str(stats)]
+    else:
+        ref = ["--ref", args.data, "--ref-split", "val", "--save-ref-stats", str(stats)]
+        ref += [] if args.ref_images is None else ["--ref-num-images", str(args.ref_images)]
     if not gen.is_file():
-        cli(["eval-generator", "--gpt", str(BUNDLED / "generator"), "--ref", args.data, "--ref-split", "val",
-             "--images-per-class", str(args.per_class), "--cfg-scales", "1.0", "--second-encoder", "none",
-             "--device", "cpu", "--seed", str(seed), *par, "--save-samples", str(npz), "--out", str(gen)])
+        cli(["eval-generator", "--gpt", str(BUNDLED / "generator"), *ref, "--images-per-class", str(args.per_class),
+             "--cfg-scales", "1.0", "--second-encoder", "none", "--device", "cpu", "--seed", str(seed), *par,
+             "--save-samples", str(npz), "--out", str(gen)])
     if not cc.is_file():
-        cli(["class-consistency", "--samples", str(npz), "--data", args.data, "--device", "cpu", "--seed", "0",
+        part = out / f"samples_{args.cc_per_class}_per_class.npz"
+        with np.load(npz, allow_pickle=False) as z:
+            labels = z["labels"]
+            keep = np.concatenate([np.flatnonzero(labels == c)[: args.cc_per_class] for c in np.unique(labels)])
+            np.savez(part, arr_0=z["arr_0"][keep], labels=labels[keep])
+        cli(["class-consistency", "--samples", str(part), "--data", args.data, "--device", "cpu", "--seed", "0",
              "--out", str(cc)])
     g, c = read_json(gen), read_json(cc)
     run = g["metrics"]["runs"][0]
     return {"arm": arm, "window": window, "seed": seed, "gFID": run["gFID"], "precision": run["precision"],
             "recall": run["recall"], "class_consistency": c["metrics"]["class_consistency"],
-            "num_images": run["num_images"], "commands": {"eval_generator": g["command"], "class_consistency": c["command"]}}
+            "num_images": run["num_images"], "cc_images": c["metrics"]["num_samples"],
+            "commands": {"eval_generator": g["command"], "class_consistency": c["command"]}}
 
 
 def summary(rows: list[dict], key: str) -> str:
@@ -109,11 +124,13 @@ def write_results(res: dict, folder: Path) -> None:
                          f"{m['speedup_vs_standard']:.2f}x |")
         lines.append("")
     if res.get("quality"):
-        lines += ["## Quality", "", "| decoding | samples per seed | gFID | precision | recall | class consistency |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["## Quality", "", "| decoding | seeds | samples per seed (gFID / class consistency) | gFID | precision "
+                  "| recall | class consistency |", "|---|---|---|---|---|---|---|"]
         for arm, rows in res["quality"].items():
-            lines.append(f"| {arm} | {rows[0]['num_images']} | {summary(rows, 'gFID')} | {summary(rows, 'precision')}"
-                         f" | {summary(rows, 'recall')} | {summary(rows, 'class_consistency')} |")
+            if rows:
+                lines.append(f"| {arm} | {', '.join(str(r['seed']) for r in rows)} | {rows[0]['num_images']} / "
+                             f"{rows[0]['cc_images']} | {summary(rows, 'gFID')} | {summary(rows, 'precision')} | "
+                             f"{summary(rows, 'recall')} | {summary(rows, 'class_consistency')} |")
         lines += ["", "Mean +- sd over sampling seeds (each seed's value in brackets); gFID against all Imagenette val "
                   "images at 64 px; class consistency = `vfmtok class-consistency --samples` on the same samples."]
     write_text(folder / "jacobi_decoding.md", "\n".join(lines) + "\n")
@@ -124,9 +141,12 @@ def main() -> None:
     ap.add_argument("--windows", type=int, nargs="+", default=[4, 8, 16, 32])
     ap.add_argument("--speed-batches", type=int, nargs=2, default=[20, 2], metavar=("AT_1", "AT_32"),
                     help="label batches timed at batch 1 and at batch 32")
-    ap.add_argument("--quality-window", type=int, default=None, help="default: fewest passes per image at batch 1")
+    ap.add_argument("--quality-window", type=int, default=None, help="default: the fastest at batch 1")
+    ap.add_argument("--ref-images", type=int, default=None, help="val images of the gFID reference (default: all)")
+    ap.add_argument("--jobs", type=int, default=1, help="quality runs at a time")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampling seeds of the quality runs")
-    ap.add_argument("--per-class", type=int, default=200, help="quality samples per class (10 classes)")
+    ap.add_argument("--per-class", type=int, default=200, help="gFID samples per class (10 classes)")
+    ap.add_argument("--cc-per-class", type=int, default=50, help="of which class consistency scores this many per class")
     ap.add_argument("--data", default="imagenette")
     ap.add_argument("--no-quality", action="store_true")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "jacobi_decoding"))
@@ -138,20 +158,28 @@ def main() -> None:
     sampling = {"temperature": t, "top_k": k, "top_p": p}
     res = {"command": " ".join([Path(sys.executable).name] + sys.argv), "num_tokens": gpt.config.num_tokens,
            "sampling": sampling, "threads": torch.get_num_threads(), "speed": {}}
-    for batch, batches in zip((1, 32), args.speed_batches):
-        res["speed"][batch] = speed(gpt, args.windows, sampling, batch, batches)
-        print(batch, {a: round(m["passes_per_batch_mean"], 1) for a, m in res["speed"][batch].items()}, flush=True)
-    at1 = res["speed"][1]
-    window = args.quality_window or min(args.windows, key=lambda w: (at1[f"jacobi K={w}"]["passes_per_batch_mean"],
-                                                                       at1[f"jacobi K={w}"]["seconds_per_image"]))
+    cached = Path(args.runs) / "speed.json"
+    if cached.is_file():
+        res["speed"] = read_json(cached)
+    else:
+        for batch, batches in zip((1, 32), args.speed_batches):
+            res["speed"][str(batch)] = speed(gpt, args.windows, sampling, batch, batches)
+            print(batch, {a: round(m["passes_per_batch_mean"], 1) for a, m in res["speed"][str(batch)].items()}, flush=True)
+        write_json(cached, res["speed"])
+    at1 = res["speed"]["1"]
+    window = args.quality_window or min(args.windows, key=lambda w: at1[f"jacobi K={w}"]["seconds_per_image"])
     res["quality_window"] = window
     write_results(res, Path(args.results))
     if not args.no_quality:
         res["quality"] = {"standard": [], f"jacobi K={window}": []}
-        for seed in args.seeds:  # seed by seed, so that a cut-short run still has both arms at the seeds it did
-            for arm, w in (("standard", None), (f"jacobi K={window}", window)):
-                res["quality"][arm].append(quality("standard" if w is None else f"jacobi{w}", w, seed, args))
-                write_results(res, Path(args.results))
+        tasks = [(arm, w, seed) for seed in args.seeds for arm, w in (("standard", None), (f"jacobi K={window}", window))]
+        warm = argparse.Namespace(**{**vars(args), "per_class": 1, "cc_per_class": 1})
+        quality("cache_warmup", None, 0, warm)  # reference statistics and classifier, computed once for every run
+        with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
+            done = pool.starmap(quality, [("standard" if w is None else f"jacobi{w}", w, seed, args)
+                                          for _, w, seed in tasks])
+        for (arm, _, _), row in zip(tasks, done):
+            res["quality"][arm].append(row)
     write_results(res, Path(args.results))
 
 
