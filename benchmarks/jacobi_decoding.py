@@ -28,7 +28,7 @@ from reproduce_imagenette import cli  # run as a script: benchmarks/ is on sys.p
 from vfmtok.generator.checkpoint import load_generator
 from vfmtok.generator.generate import generate
 from vfmtok.generator.jacobi import jacobi_generate
-from vfmtok.utils.io import read_json, write_json, write_text
+from vfmtok.utils.io import atomic_path, read_json, write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED = ROOT / "src" / "vfmtok" / "assets" / "models" / "imagenette64"
@@ -65,36 +65,101 @@ def speed(gpt, windows: list[int], sampling: dict, batch: int, batches: int) -> 
                   "speedup_vs_standard": sum(secs["standard"]) / sum(secs[arm])} for arm in arms}
 
 
+def wait_for(path: Path, what: str, limit_s: float = 5400) -> None:
+    """Block until another task has written `path` (the shared reference statistics / classifier)."""
+    t0 = time.monotonic()
+    while not path.is_file():
+        if time.monotonic() - t0 > limit_s:
+            raise SystemExit(f"gave up waiting for {what} ({path})")
+        time.sleep(10)
+
+
+def draw_samples(npz: Path, window: int | None, seed: int, args) -> None:
+    """--per-class samples per class of the bundled pair (its recommended sampling) into npz (arr_0, labels)."""
+    from vfmtok.generator.pairing import load_gpt_tokenizer
+    from vfmtok.generator.sample import generate_images
+
+    torch.set_num_threads(1)
+    gpt = load_generator(BUNDLED / "generator", device="cpu")
+    tok = load_gpt_tokenizer(gpt, None, torch.device("cpu"))
+    t, k, p = gpt.sampling_args()
+    labels = torch.arange(gpt.config.num_classes).repeat_interleave(args.per_class)
+    par = {} if window is None else {"parallel": "jacobi", "window": window}
+    images = generate_images(gpt, tok, labels, temperature=t, top_k=k, top_p=p, seed=seed, batch_size=32, **par)
+    with atomic_path(npz) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, arr_0=images, labels=labels.numpy())
+
+
+def reference(args) -> dict:
+    """Inception statistics of the Imagenette val reference (--ref-images of them), computed once into the runs folder."""
+    stats = Path(args.runs) / "reference_stats.npz"
+    if not stats.is_file():
+        ref_n = [] if args.ref_images is None else ["--ref-num-images", str(args.ref_images)]
+        tiny = Path(args.runs) / "reference_run"
+        tiny.mkdir(parents=True, exist_ok=True)
+        cli(["eval-generator", "--gpt", str(BUNDLED / "generator"), "--ref", args.data, "--ref-split", "val", *ref_n,
+             "--images-per-class", "1", "--second-encoder", "none", "--device", "cpu", "--save-ref-stats", str(stats),
+             "--out", str(tiny / "eval_generator.json")])
+    return {}
+
+
+def probe_options(args) -> list[str]:
+    """The classifier's real images per class (train / val), the same for every run."""
+    return ["--train-per-class", str(args.probe_train), "--val-per-class", str(args.probe_val)]
+
+
+def classifier(args) -> dict:
+    """Fit (and cache) the class-consistency classifier once, on a throwaway sample file."""
+    done = Path(args.runs) / "classifier.done"
+    if not done.is_file():
+        tiny = Path(args.runs) / "classifier_run"
+        tiny.mkdir(parents=True, exist_ok=True)
+        npz = tiny / "noise.npz"
+        rng = np.random.default_rng(0)
+        np.savez(npz, arr_0=rng.integers(0, 255, (10, 64, 64, 3), dtype=np.uint8), labels=np.arange(10))
+        cli(["class-consistency", "--samples", str(npz), "--data", args.data, "--device", "cpu", "--seed", "0",
+             *probe_options(args), "--out", str(tiny / "class_consistency.json")])
+        done.write_text("ok\n")
+    return {}
+
+
 def quality(arm: str, window: int | None, seed: int, args) -> dict:
-    """gFID / P / R and class consistency of --per-class samples per class of one arm and sampling seed."""
+    """gFID / P / R of --per-class samples per class of one arm and sampling seed, class consistency of some of them."""
+    if arm == "reference":
+        return reference(args)
+    if arm == "classifier":
+        return classifier(args)
     out = Path(args.runs) / f"{arm}_seed{seed}"
     out.mkdir(parents=True, exist_ok=True)
     gen, cc, npz = out / "eval_generator.json", out / "class_consistency.json", out / "samples.npz"
-    par = [] if window is None else ["--parallel", "jacobi", "--window", str(window)]
     stats = Path(args.runs) / "reference_stats.npz"  # one reference for every run (a subset would follow --seed)
-    if stats.is_file():
-        ref = ["--ref", str(stats)]
-    else:
-        ref = ["--ref", args.data, "--ref-split", "val", "--save-ref-stats", str(stats)]
-        ref += [] if args.ref_images is None else ["--ref-num-images", str(args.ref_images)]
+    if not npz.is_file():
+        draw_samples(npz, window, seed, args)
     if not gen.is_file():
-        cli(["eval-generator", "--gpt", str(BUNDLED / "generator"), *ref, "--images-per-class", str(args.per_class),
-             "--cfg-scales", "1.0", "--second-encoder", "none", "--device", "cpu", "--seed", str(seed), *par,
-             "--save-samples", str(npz), "--out", str(gen)])
+        wait_for(stats, "the reference statistics")
+        cli(["eval-generator", "--samples", str(npz), "--ref", str(stats), "--second-encoder", "none",
+             "--device", "cpu", "--out", str(gen)])
     if not cc.is_file():
+        wait_for(Path(args.runs) / "classifier.done", "the classifier")
         part = out / f"samples_{args.cc_per_class}_per_class.npz"
         with np.load(npz, allow_pickle=False) as z:
             labels = z["labels"]
             keep = np.concatenate([np.flatnonzero(labels == c)[: args.cc_per_class] for c in np.unique(labels)])
             np.savez(part, arr_0=z["arr_0"][keep], labels=labels[keep])
         cli(["class-consistency", "--samples", str(part), "--data", args.data, "--device", "cpu", "--seed", "0",
-             "--out", str(cc)])
+             *probe_options(args), "--out", str(cc)])
     g, c = read_json(gen), read_json(cc)
     run = g["metrics"]["runs"][0]
     return {"arm": arm, "window": window, "seed": seed, "gFID": run["gFID"], "precision": run["precision"],
             "recall": run["recall"], "class_consistency": c["metrics"]["class_consistency"],
             "num_images": run["num_images"], "cc_images": c["metrics"]["num_samples"],
             "commands": {"eval_generator": g["command"], "class_consistency": c["command"]}}
+
+
+def _task(item) -> dict:
+    (arm, window, seed), args = item
+    return quality(arm, window, seed, args)
 
 
 def summary(rows: list[dict], key: str) -> str:
@@ -143,10 +208,12 @@ def main() -> None:
                     help="label batches timed at batch 1 and at batch 32")
     ap.add_argument("--quality-window", type=int, default=None, help="default: the fastest at batch 1")
     ap.add_argument("--ref-images", type=int, default=None, help="val images of the gFID reference (default: all)")
-    ap.add_argument("--jobs", type=int, default=1, help="quality runs at a time")
+    ap.add_argument("--jobs", type=int, default=1, help="quality tasks at a time (reference, classifier, each run)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampling seeds of the quality runs")
     ap.add_argument("--per-class", type=int, default=200, help="gFID samples per class (10 classes)")
     ap.add_argument("--cc-per-class", type=int, default=50, help="of which class consistency scores this many per class")
+    ap.add_argument("--probe-train", type=int, default=300, help="real train images per class for the classifier")
+    ap.add_argument("--probe-val", type=int, default=100, help="real val images per class for its reference top-1")
     ap.add_argument("--data", default="imagenette")
     ap.add_argument("--no-quality", action="store_true")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "jacobi_decoding"))
@@ -172,14 +239,13 @@ def main() -> None:
     write_results(res, Path(args.results))
     if not args.no_quality:
         res["quality"] = {"standard": [], f"jacobi K={window}": []}
-        tasks = [(arm, w, seed) for seed in args.seeds for arm, w in (("standard", None), (f"jacobi K={window}", window))]
-        warm = argparse.Namespace(**{**vars(args), "per_class": 1, "cc_per_class": 1})
-        quality("cache_warmup", None, 0, warm)  # reference statistics and classifier, computed once for every run
+        tasks = [("reference", None, 0), ("classifier", None, 0)]  # shared by the runs, which wait for them
+        tasks += [(arm, w, seed) for seed in args.seeds for arm, w in (("standard", None), (f"jacobi{window}", window))]
         with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
-            done = pool.starmap(quality, [("standard" if w is None else f"jacobi{w}", w, seed, args)
-                                          for _, w, seed in tasks])
-        for (arm, _, _), row in zip(tasks, done):
-            res["quality"][arm].append(row)
+            for (arm, w, seed), row in zip(tasks, pool.imap(_task, [(t, args) for t in tasks])):
+                if row:
+                    res["quality"]["standard" if w is None else f"jacobi K={w}"].append(row)
+                    write_results(res, Path(args.results))
     write_results(res, Path(args.results))
 
 
