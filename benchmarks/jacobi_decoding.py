@@ -165,7 +165,7 @@ def _task(item) -> dict:
 def summary(rows: list[dict], key: str) -> str:
     """'mean +- sd (v1, v2, ..)' over seeds."""
     vals = [r[key] for r in rows]
-    fmt = ".1%" if key == "class_consistency" else ".1f"
+    fmt = {"class_consistency": ".1%", "gFID": ".1f"}.get(key, ".3f")
     sd = f" +- {statistics.stdev(vals):{fmt}}" if len(vals) > 1 else ""
     return f"{statistics.mean(vals):{fmt}}{sd} ({', '.join(f'{v:{fmt}}' for v in vals)})"
 
@@ -179,7 +179,8 @@ def write_results(res: dict, folder: Path) -> None:
              f"Sampling: {res['sampling']} (the model's recommendation), no CFG. CPU, 1 thread, on a machine shared "
              "with other jobs: the times are ratios of arms run interleaved in one process, not absolute speeds. "
              "Wall time is ids only (the tokenizer's decode is the same for every arm). Sequential forward passes "
-             f"include the prefill; standard sampling needs {n} per image.", ""]
+             f"include the prefill; standard sampling needs {n} per image. The speed figures are measured once and "
+             "kept in the runs folder's speed.json (a rerun reuses them).", ""]
     for batch, arms in res["speed"].items():
         lines += [f"## Batch {batch}", "", "| decoding | images | sequential passes per batch (min-max) | "
                   "ms per image | speed vs standard |", "|---|---|---|---|---|"]
@@ -196,8 +197,11 @@ def write_results(res: dict, folder: Path) -> None:
                 lines.append(f"| {arm} | {', '.join(str(r['seed']) for r in rows)} | {rows[0]['num_images']} / "
                              f"{rows[0]['cc_images']} | {summary(rows, 'gFID')} | {summary(rows, 'precision')} | "
                              f"{summary(rows, 'recall')} | {summary(rows, 'class_consistency')} |")
-        lines += ["", "Mean +- sd over sampling seeds (each seed's value in brackets); gFID against all Imagenette val "
-                  "images at 64 px; class consistency = `vfmtok class-consistency --samples` on the same samples."]
+        ref = "all" if res.get("ref_images") is None else f"{res['ref_images']} (a seeded subset of the)"
+        lines += ["", f"Mean +- sd over sampling seeds (each seed's value in brackets); gFID / precision / recall against "
+                  f"{ref} Imagenette val images at 64 px; class consistency = `vfmtok class-consistency --samples` on "
+                  f"the first samples of each class, classifier fit on {res.get('probe_train')} real train images per "
+                  f"class (its top-1 on {res.get('probe_val')} real val images per class: {res.get('probe_real_top1')})."]
     write_text(folder / "jacobi_decoding.md", "\n".join(lines) + "\n")
 
 
@@ -235,7 +239,7 @@ def main() -> None:
         write_json(cached, res["speed"])
     at1 = res["speed"]["1"]
     window = args.quality_window or min(args.windows, key=lambda w: at1[f"jacobi K={w}"]["seconds_per_image"])
-    res["quality_window"] = window
+    res.update(quality_window=window, ref_images=args.ref_images, probe_train=args.probe_train, probe_val=args.probe_val)
     write_results(res, Path(args.results))
     if not args.no_quality:
         res["quality"] = {"standard": [], f"jacobi K={window}": []}
@@ -245,6 +249,7 @@ def main() -> None:
             for (arm, w, seed), row in zip(tasks, pool.imap(_task, [(t, args) for t in tasks])):
                 if row:
                     res["quality"]["standard" if w is None else f"jacobi K={w}"].append(row)
+                    res["probe_real_top1"] = f"{read_json(Path(args.runs) / f'{arm}_seed{seed}' / 'class_consistency.json')['metrics']['real_val_top1']:.1%}"
                     write_results(res, Path(args.results))
     write_results(res, Path(args.results))
 
