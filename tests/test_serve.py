@@ -55,6 +55,11 @@ def test_sample_by_class_name_is_seeded(app):
     assert np.array_equal(np.asarray(grid), np.asarray(again)) and not np.array_equal(np.asarray(grid), np.asarray(other))
 
 
+def test_sample_with_a_jacobi_window(app):
+    status, page = app.sample(_q(window="4"))
+    assert status == 200 and "Jacobi window 4" in page and len(_images(page)) == 1
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("class", "zebra", "unknown class 'zebra'; known names: tench, golf ball, parachute"),
     ("n", "17", "number of images must be between 1 and 16"),
@@ -62,6 +67,7 @@ def test_sample_by_class_name_is_seeded(app):
     ("temperature", "nan", "temperature must be between"),
     ("cfg", "25", "CFG scale must be between 0 and 20"),
     ("power", "x", "CFG power must be a number"),
+    ("window", "-1", "Jacobi window must be between 0 and"),
 ])
 def test_bad_sample_input_gets_a_message(app, field, value, message):
     status, page = app.sample(_q(**{field: value}))

@@ -58,7 +58,7 @@ class ServeApp:
         """The whole page: both forms (keeping the user's values), then an error or the result."""
         temperature, top_k, _ = self.gpt.sampling_args()  # the model's recommended sampling, when it has one
         f = {"class": self.class_names[0], "seed": "0", "n": "4", "temperature": f"{temperature:g}", "top_k": str(top_k),
-             "cfg": "1.0", "power": "", **(form or {})}
+             "cfg": "1.0", "power": "", "window": "0", **(form or {})}
         v = {k: html.escape(str(x), quote=True) for k, x in f.items()}
         options = "".join(f"<option value='{html.escape(c, quote=True)}'>" for c in self.class_names)
         sample_form = (
@@ -71,6 +71,8 @@ class ServeApp:
             f"<label>top-k <input type='number' name='top_k' min='0' value='{v['top_k']}'></label>"
             f"<label>CFG <input name='cfg' size='4' value='{v['cfg']}'></label>"
             f"<label>CFG power <input name='power' size='4' value='{v['power']}' title='RAR schedule; empty: constant'></label>"
+            f"<label title='ids per forward pass, speculative Jacobi decoding (same distribution); 0 = one id per pass'>"
+            f"Jacobi window <input type='number' name='window' min='0' size='3' value='{v['window']}'></label>"
             "<button type='submit' id='go'>sample</button></form>")
         upload_form = (
             "<form id='upload' action='/reconstruct' method='post' enctype='multipart/form-data'><b>Tokenize an image</b><br>"
@@ -85,10 +87,10 @@ class ServeApp:
                 f"<body><h1>vfmtok</h1>{about}{sample_form}{upload_form}{err}<div id='result'>{result}</div></body></html>")
 
     def sample(self, query: dict[str, list[str]]) -> tuple[int, str]:
-        """GET /sample?class=..&seed=..&n=..&temperature=..&top_k=..&cfg=.. -> images and the time taken."""
+        """GET /sample?class=..&seed=..&n=..&temperature=..&top_k=..&cfg=..[&window=K] -> images and the time taken."""
         from vfmtok.generator.sample import generate_images, parse_labels
 
-        form = {k: (query.get(k) or [""])[0] for k in ("class", "seed", "n", "temperature", "top_k", "cfg", "power")}
+        form = {k: (query.get(k) or [""])[0] for k in ("class", "seed", "n", "temperature", "top_k", "cfg", "power", "window")}
         try:
             label = parse_labels([form["class"]], self.class_names, len(self.class_names))[0]
             seed = _number(form["seed"], int, "seed", 0, 2**31 - 1)
@@ -97,18 +99,21 @@ class ServeApp:
             top_k = _number(form["top_k"], int, "top-k", 0, self.tok.codebook_size)
             cfg = _number(form["cfg"], float, "CFG scale", 0.0, 20.0)
             power = _number(form["power"], float, "CFG power", 0.0, 20.0) if form["power"].strip() else None
+            window = _number(form["window"] or "0", int, "Jacobi window", 0, self.gpt.config.num_tokens)
         except VFMTokError as e:
             return 400, self.page(error=str(e), form=form)
         with self.lock:
             t0 = time.perf_counter()
             imgs = generate_images(self.gpt, self.tok, torch.full((n,), label), cfg_scale=cfg, cfg_power=power,
                                    temperature=temperature,
-                                   top_k=top_k, top_p=self.gpt.sampling_args()[2], seed=seed, batch_size=MAX_IMAGES)
+                                   top_k=top_k, top_p=self.gpt.sampling_args()[2], seed=seed, batch_size=MAX_IMAGES,
+                                   parallel="jacobi" if window else "none", window=max(window, 1))
             took = time.perf_counter() - t0
         grid = upscale(make_grid(imgs, ncol=min(n, 4)), 3)
         name = html.escape(self.class_names[label])
         result = (f"<h2>{name}</h2><p id='took'>{n} image{'s' if n > 1 else ''} in {took:.2f} s "
-                  f"(seed {seed}, temperature {temperature:g}, top-k {top_k}, CFG {cfg:g})</p>"
+                  f"(seed {seed}, temperature {temperature:g}, top-k {top_k}, CFG {cfg:g}"
+                  f"{f', Jacobi window {window}' if window else ''})</p>"
                   f"{img_tag(grid, alt='samples of ' + self.class_names[label])}")
         return 200, self.page(result, form=form)
 

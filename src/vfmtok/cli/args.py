@@ -85,6 +85,10 @@ ARGUMENTS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
                                  help="keep the k most likely ids (0 = off; default: the model's recommended k, else 0)")),
     "top_p": (("--top-p",), dict(type=probability, default=None,
                                  help="nucleus sampling mass (1.0 = off; default: the model's recommended one, else 1.0)")),
+    "parallel": (("--parallel",), dict(default="none", metavar="{none,jacobi}",
+                                       help="parallel decoding: 'jacobi' = speculative Jacobi decoding, several ids per "
+                                            "forward pass with the same sampling distribution (docs/jacobi.md)")),
+    "window": (("--window",), dict(type=positive_int, default=16, help="ids per forward pass with --parallel jacobi")),
     "resume": (("--resume",), dict(action="store_true", help="continue from the newest checkpoint in --out")),
     "config": (("--config",), dict(default=None, help="YAML file of config fields (a run's run_config.json works too)")),
     "set": (("--set",), dict(dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument("--compile", action="store_true",
                             help="torch.compile the decode step when sampling with --gpt (CUDA graphs on GPUs)")
         parser.add_argument("--cfg-power", type=A.non_negative_float, default=None, help=A.CFG_POWER_HELP)
-        A.add_all(parser, "temperature", "top_k", "top_p")
+        A.add_all(parser, "temperature", "top_k", "top_p", "parallel", "window")
         parser.add_argument("--image-size", type=A.positive_int, default=None, help="evaluation resolution (default: the samples')")
         parser.add_argument("--protocol", default="vfmtok", choices=list(PROTOCOLS),
                             help="official: decode at the tokenizer's size (336), bicubic resize to 256, random labels")

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="classifier-free guidance scale; a GPT guides when > 1.0 (LlamaGen), a RAR when != 0 (official RAR)")
     p.add_argument("--cfg-interval", type=A.number(int, -1), default=-1, help=A.CFG_INTERVAL_HELP)
     p.add_argument("--cfg-power", type=A.non_negative_float, default=None, help=A.CFG_POWER_HELP)
-    A.add_all(p, "temperature", "top_k", "top_p", "seed", "batch_size", "device")
+    A.add_all(p, "temperature", "top_k", "top_p", "seed", "batch_size", "device", "parallel", "window")
     A.add(p, "precision", default="bf16", help="GPT weight dtype on GPU (CPU always runs fp32)")
     A.add(p, "out", required=False, default="samples")
     p.add_argument("--compile", action="store_true",

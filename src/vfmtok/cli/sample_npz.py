@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"], help="GPT weights on CUDA")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step (as the official --compile)")
+    A.add_all(p, "parallel", "window")
     p.add_argument("--out", type=Path, required=True, help="output .npz")
 
 

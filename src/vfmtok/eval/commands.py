@@ -191,6 +191,8 @@ def _sample_batches(config: GeneratorEvalConfig, gpt, tok, cfg: float, labels: t
     schedule = {} if power is None else {"cfg_power": power}  # RAR's CFG schedule only when asked for
     if config.compile:
         schedule["compile"] = True  # torch.compile of the decode step (compiled once, reused for every chunk)
+    if config.parallel != "none":
+        schedule.update(parallel=config.parallel, window=config.window)
     for chunk, s in enumerate(range(0, len(labels), step)):
         arr = generate(gpt, tok, labels[s:s + step], cfg_scale=cfg, temperature=config.temperature,
                        top_k=config.top_k, top_p=config.top_p, seed=config.seed + chunk, batch_size=config.batch_size,

@@ -47,6 +47,8 @@ class GeneratorEvalConfig:
     top_k: int | None = None
     top_p: float | None = None
     compile: bool = False
+    parallel: str = "none"  # "jacobi": speculative Jacobi decoding, `window` ids per forward pass
+    window: int = 16
     image_size: int | None = None  # evaluation resolution (default: the samples')
     protocol: str = "vfmtok"
     labels: str | None = None  # "balanced" / "random"; default: the protocol's

@@ -35,6 +35,9 @@ def default_sampler(device: torch.device) -> str:
     return "icdf" if device.type == "cpu" else "race"
 
 
+PARALLEL_MODES = ("none", "jacobi")  # "jacobi": speculative Jacobi decoding (vfmtok.generator.jacobi)
+
+
 def top_k_top_p_filter(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """Set logits outside the top-k and outside the smallest top-p probability mass to -inf (0 / 1.0 = off)."""
     if top_k > 0:
@@ -197,7 +200,7 @@ def compiled_decode_token(mode: str | None, device_type: str) -> Callable:
 def generate(model: torch.nn.Module, labels: torch.Tensor, cfg_scale: float = 1.0, cfg_interval: int = -1,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, generator: torch.Generator | None = None,
              use_cache: bool = True, compile: bool | str = False, cfg_power: float | None = None,
-             sampler: str | None = None, pad_to: int = 0) -> torch.Tensor:
+             sampler: str | None = None, pad_to: int = 0, parallel: str = "none", window: int = 16) -> torch.Tensor:
     """Sample (B, num_tokens) ids for class labels (B,) from a GPT or a RAR (raster order).
 
     Guidance (the batch doubled with the null class) when the model's official rule says so (`model.guides`).
@@ -205,7 +208,15 @@ def generate(model: torch.nn.Module, labels: torch.Tensor, cfg_scale: float = 1.
     'max-autotune') compiles the whole decode step (`decode_token`); pad_to > B pads the rows of a compiled run to
     that batch (the compiled one), so a last partial batch reuses the graph. cfg_power (RAR) ramps the scale from 1
     at token 0 towards cfg_scale at token N (`cfg_scale_at`). sampler: 'icdf' or 'race' (default: per device).
+    parallel="jacobi" decodes `window` ids per forward pass with the same distribution (`jacobi.jacobi_generate`).
     """
+    require(parallel in PARALLEL_MODES, f"unknown parallel decoding '{parallel}'; choose from {', '.join(PARALLEL_MODES)}")
+    if parallel == "jacobi":
+        require(use_cache, "Jacobi decoding needs the KV cache (use_cache=True)")
+        from vfmtok.generator.jacobi import jacobi_generate  # it imports this module's helpers
+
+        return jacobi_generate(model, labels, cfg_scale, cfg_interval, temperature, top_k, top_p, generator,
+                               compile, cfg_power, window)[0]
     cfg = model.config
     require(labels.dim() == 1 and labels.numel() > 0, "labels must be a non-empty 1-D tensor of class ids")
     require(temperature >= 0 and 0 < top_p <= 1 and top_k >= 0, "need temperature >= 0, 0 < top_p <= 1, top_k >= 0")

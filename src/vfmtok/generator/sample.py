@@ -60,10 +60,12 @@ def check_labels(gpt: Any, labels: Any) -> torch.Tensor:
 @torch.no_grad()
 def image_batches(gpt: Any, tokenizer: Any, labels: Any, cfg_scale: float = 1.0, cfg_interval: int = -1,
                   temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0, batch_size: int = 32,
-                  compile: bool | str = False, cfg_power: float | None = None) -> Iterator[torch.Tensor]:
+                  compile: bool | str = False, cfg_power: float | None = None, parallel: str = "none",
+                  window: int = 16) -> Iterator[torch.Tensor]:
     """uint8 image batches (b, H, W, 3) (CPU tensors) from a GPT or RAR for class labels (N,), one per batch_size labels.
 
-    compile is passed to `generate` (torch.compile of the whole decode step; the last batch is padded to batch_size).
+    compile is passed to `generate` (torch.compile of the whole decode step; the last batch is padded to batch_size),
+    and so are parallel and window (speculative Jacobi decoding).
     """
     check_tokenizer(gpt, tokenizer)
     labels = check_labels(gpt, labels)
@@ -71,17 +73,19 @@ def image_batches(gpt: Any, tokenizer: Any, labels: Any, cfg_scale: float = 1.0,
     for start in tqdm(range(0, len(labels), batch_size), desc="sampling", unit="batch", disable=None):
         batch = labels[start: start + batch_size]
         ids = generate(gpt, batch, cfg_scale, cfg_interval, temperature, top_k, top_p, generator=gen,
-                       compile=compile, cfg_power=cfg_power, pad_to=batch_size)  # one compiled graph for all
+                       compile=compile, cfg_power=cfg_power, pad_to=batch_size, parallel=parallel,
+                       window=window)  # pad_to: one compiled graph for every batch
         yield to_uint8(tokenizer.decode(ids))
 
 
 def generate_images(gpt: Any, tokenizer: Any, labels: Any, cfg_scale: float = 1.0, cfg_interval: int = -1,
                     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
                     batch_size: int = 32, compile: bool | str = False,
-                    cfg_power: float | None = None) -> np.ndarray:
+                    cfg_power: float | None = None, parallel: str = "none", window: int = 16) -> np.ndarray:
     """uint8 images (N, H, W, 3) (`image_batches` on the host); the same seed and batch_size give the same images."""
     chunks = [b.cpu().numpy() for b in image_batches(gpt, tokenizer, labels, cfg_scale, cfg_interval, temperature, top_k,
-                                                     top_p, seed, batch_size, compile, cfg_power)]
+                                                     top_p, seed, batch_size, compile, cfg_power,
+                                                     parallel, window)]
     return np.concatenate(chunks) if chunks else np.zeros((0, tokenizer.image_size, tokenizer.image_size, 3), np.uint8)
 
 

@@ -34,6 +34,8 @@ class SamplingConfig:
     seed: int = 0
     batch_size: int = 32
     compile: bool | str = False  # torch.compile of the decode step
+    parallel: str = "none"  # "jacobi": speculative Jacobi decoding (same distribution, fewer sequential passes)
+    window: int = 16  # ids per forward pass with parallel="jacobi"
 
     def for_model(self, gpt: Any) -> "SamplingConfig":
         """This config with temperature / top_k / top_p filled from the model's recommendation."""
@@ -47,7 +49,8 @@ def sample_images(gpt: Any, tokenizer: Any, labels: torch.Tensor | Sequence[int]
     c = config.for_model(gpt)
     return generate_images(gpt, tokenizer, torch.as_tensor(labels), cfg_scale=c.cfg_scale, cfg_interval=c.cfg_interval,
                            temperature=c.temperature, top_k=c.top_k, top_p=c.top_p, seed=c.seed,
-                           batch_size=c.batch_size, compile=c.compile, cfg_power=c.cfg_power)
+                           batch_size=c.batch_size, compile=c.compile, cfg_power=c.cfg_power,
+                           parallel=c.parallel, window=c.window)
 
 
 def sample_to_folder(out: str | Path = "samples", gpt_path: str | Path | None = None, tokenizer: str | Path | None = None,
@@ -73,7 +76,7 @@ def sample_to_folder(out: str | Path = "samples", gpt_path: str | Path | None = 
             "tokenizer_hash": tok.checkpoint_hash, "cfg_scale": c.cfg_scale, "cfg_interval": c.cfg_interval,
             "cfg_power": c.cfg_power, "temperature": c.temperature, "top_k": c.top_k,
             "top_p": c.top_p, "seed": c.seed, "batch_size": c.batch_size, "precision": precision,
-            "device": str(dev), "compile": c.compile,
+            "device": str(dev), "compile": c.compile, "parallel": c.parallel, "window": c.window,
             "seconds_incl_compile": round(time.perf_counter() - t0, 3), "labels": labels}
     paths = save_samples(out, images, labels, gpt.class_names, ncol=per_class if per_class > 1 else 8, info=info)
     return {**paths, "num_images": len(images)}

@@ -52,7 +52,7 @@ class NpzSamplingConfig:
 
 def _settings_key(config: NpzSamplingConfig, labels: torch.Tensor) -> str:
     keys = ("gpt", "tokenizer", "protocol", "cfg_scale", "cfg_interval", "cfg_power", "temperature", "top_k", "top_p", "seed",
-            "batch_size", "precision")
+            "batch_size", "precision", "parallel", "window")
     flat = config.record()
     blob = json.dumps({k: str(flat[k]) for k in keys}, sort_keys=True).encode() + labels.numpy().tobytes()
     return hashlib.sha256(blob).hexdigest()[:16]
