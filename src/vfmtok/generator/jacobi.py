@@ -21,8 +21,8 @@ from typing import Callable
 
 import torch
 
-from vfmtok.generator.generate import (cfg_applies, cfg_scale_at, draw, draw_noise, guided_logits,
-                                      top_k_top_p_filter)
+from vfmtok.generator.sampler import (cfg_applies, cfg_scale_at, draw, draw_noise, guided_logits,
+                                     top_k_top_p_filter)
 from vfmtok.utils.errors import require
 
 DRAFT_INITS = ("uniform", "last")
