@@ -15,9 +15,10 @@ GAN start (the GAN terms are compared at the loss level around the start, offici
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
@@ -29,7 +30,6 @@ from vfmtok.encoders.vit import level_block_indices
 from vfmtok.official.tokenizer_import import dinov2_to_timm, map_tokenizer_state
 from vfmtok.tokenizer.build import build_tokenizer
 from vfmtok.tokenizer.config import get_preset
-from vfmtok.train import common as C
 from vfmtok.train.tokenizer import tokenizer_optimizer
 
 PREFIX_ROWS = 5  # CLS + 4 registers at the head of the official target `latent`
@@ -129,13 +129,26 @@ def _trainable_ours(model: nn.Module, d: dict[str, torch.Tensor]) -> dict[str, t
 APART = ("attn.k.bias",)
 
 
+@contextlib.contextmanager
+def fp32_casts_keep_fp64(on: bool) -> Iterator[None]:
+    """In the fp64 run, make Tensor.float() leave fp64 tensors alone: both codes up-cast to fp32 in places (for
+    bf16/fp16 safety), which would mix dtypes or round the fp64 comparison back to fp32."""
+    saved = torch.Tensor.float
+    if on:
+        torch.Tensor.float = lambda self, *a, **k: self if self.dtype == torch.float64 else saved(self, *a, **k)
+    try:
+        yield
+    finally:
+        torch.Tensor.float = saved
+
+
 def step_compare(root: Path, timing: bool = True, warmup: int = 1, reps: int = 2,
                  dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """Loss, gradients (clipped) and weights after one Adam step, official vs ours; then step times (fp32 only)."""
     A = Arms(root, dtype=dtype)
     cfg = A.cfg.model
     w0 = _trainable_ours(A.ours, H.params(A.ours))
-    with A.bank.installed():
+    with A.bank.installed(), fp32_casts_keep_fp64(dtype == torch.float64):
         off = A.official_step()
         ours = A.ours_step()
     w_off = _mapped({k: v.detach() for k, v in A.official.state_dict().items()}, cfg)
@@ -173,11 +186,12 @@ def step_compare(root: Path, timing: bool = True, warmup: int = 1, reps: int = 2
 
 def tokenizer_step(root: Path, timing: bool = True, warmup: int = 1, reps: int = 2) -> dict[str, Any]:
     """step_compare in fp32 (with the step times) and fp64 (formula differences apart from fp32 rounding)."""
-    res: dict[str, Any] = {"float32": step_compare(root, timing, warmup, reps)}
+    res: dict[str, Any] = {}
     try:
         res["float64"] = step_compare(root, False, dtype=torch.float64)
-    except RuntimeError as e:  # recorded, not hidden: an fp32-only op in either model
-        res["float64"] = {"error": str(e).splitlines()[0]}
+    except Exception as e:  # recorded, not hidden: an fp32-only op in either model
+        res["float64"] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0]}"}
+    res["float32"] = step_compare(root, timing, warmup, reps)
     res["md"] = _md(res)
     return res
 
