@@ -201,9 +201,8 @@ def disc_adam_start(lr: float, betas: tuple[float, float], start: int, after: tu
 
 
 MISSING = [
-    "The loss terms above are compared on given tensors; the full step through both models (gradients, weights after "
-    "the step, step time) is --tokenizer-step (official_tokenizer_step.py), with the official feature target cut to its "
-    "576 patch rows.",
+    "The GAN terms through the full models: the model step (--tokenizer-step, below) runs at step 0, before the GAN "
+    "start; those terms are compared on given tensors above.",
     "LPIPS and the DINO discriminator are shared stand-ins (their official constructors download weights).",
 ]
 

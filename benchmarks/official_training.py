@@ -10,6 +10,8 @@ loaded through this project's import key map), the same batch, class-dropout dra
 orders; compared are the loss, the clipped gradients, the weights after the optimizer step, the update itself and
 the EMA, in fp32 and in fp64 (fp64 separates formula differences from fp32 rounding). Then step times at a larger
 shape, interleaved in one process with 1 thread. Writes benchmarks/results/official_training.{json,md}.
+--tokenizer-step adds one step through the full official tokenizer and this project's paper preset loaded from it
+(official_tokenizer_step.py); --keep-previous keeps the sections of the results file that a run does not compute.
 """
 
 from __future__ import annotations
