@@ -72,7 +72,15 @@ def write(res: dict[str, Any], out: Path) -> None:
         md += _generator_md("GPT vs LlamaGen autoregressive/train/train_c2i.py", res["gpt"])
     if "rar" in res:
         md += _generator_md("RAR vs 1d-tokenizer scripts/train_rar.py (train_one_epoch_generator)", res["rar"])
+    kept = res.get("kept_from_previous_run")
+    if kept:
+        md += [f"Sections {', '.join(kept['sections'])} are kept from the run of {kept['date']}: `{kept['command']}`.", ""]
     if "tokenizer" in res:
-        md += ["## Tokenizer vs VFMTok2 tokenizer/utils/vqgan_train.py", ""] + res["tokenizer"].get("md", [])
+        tok = res["tokenizer"]
+        md += ["## Tokenizer vs VFMTok2 tokenizer/utils/vqgan_train.py", ""] + tok.get("md", [])
+        if "model_step" in tok:
+            md += tok["model_step"]["md"]
+        if "model_probe" in tok:
+            md += ["Official model probe (`--tokenizer-model`): `" + json.dumps(tok["model_probe"]) + "`.", ""]
     md += ["## Notes", ""] + [f"- {k}: {v}" for k, v in NOTES.items()] + [""]
     out.with_suffix(".md").write_text("\n".join(md))

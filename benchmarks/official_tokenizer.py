@@ -85,6 +85,14 @@ def _leaves(x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: (v.clone().requires_grad_(True) if k != "images" and k != "target" else v.clone()) for k, v in x.items()}
 
 
+def paired_loss(loss_cfg: Any, perceptual: nn.Module, disc: nn.Module) -> TokenizerLoss:
+    """TokenizerLoss with the given (paper) weights around the shared stand-in networks (built without them, as
+    their constructors would download weights)."""
+    ours = TokenizerLoss(dataclasses.replace(loss_cfg, lpips_weight=0.0, disc="patchgan", gan_weight=0.0), 336)
+    ours.cfg, ours.lpips, ours.disc = loss_cfg, perceptual, disc
+    return ours
+
+
 def loss_compare(root: Path, steps: tuple[int, ...] = (19998, 19999, 20000), **loss_fields: Any) -> dict[str, Any]:
     """Generator and discriminator losses of VQLoss.forward vs TokenizerLoss on the same inputs, around the GAN start."""
     torch.manual_seed(0)
@@ -92,8 +100,7 @@ def loss_compare(root: Path, steps: tuple[int, ...] = (19998, 19999, 20000), **l
     O = load_official(root, perceptual, disc)
     cfg = get_preset("vfmtok-paper")
     cfg.loss = dataclasses.replace(cfg.loss, **loss_fields)
-    ours = TokenizerLoss(dataclasses.replace(cfg.loss, lpips_weight=0.0, disc="patchgan", gan_weight=0.0), 336)
-    ours.cfg, ours.lpips, ours.disc = cfg.loss, perceptual, disc  # the paper weights, the shared networks
+    ours = paired_loss(cfg.loss, perceptual, disc)
     out: dict[str, Any] = {"paper_loss_config": {k: getattr(cfg.loss, k) for k in (
         "pixel_loss", "pixel_weight", "lpips_weight", "feature_weight", "codebook_weight", "gan_weight", "gan_start")}}
     for step in steps:
@@ -194,10 +201,8 @@ def disc_adam_start(lr: float, betas: tuple[float, float], start: int, after: tu
 
 
 MISSING = [
-    "The model-level step (gradients through VQModel, the weights after a full step, the tokenizer step time): the "
-    "official model runs on CPU with --tokenizer-model (see that probe), but its VQLoss cannot take its outputs "
-    "(feature target 581 rows with CLS + registers, prediction 576), and loading this project's model from it with "
-    "the same 4-block DINOv2 and shared decoder dropout masks is not built yet (docs/official-training.md).",
+    "The GAN terms through the full models: the model step (--tokenizer-step, below) runs at step 0, before the GAN "
+    "start; those terms are compared on given tensors above.",
     "LPIPS and the DINO discriminator are shared stand-ins (their official constructors download weights).",
 ]
 

@@ -10,6 +10,8 @@ loaded through this project's import key map), the same batch, class-dropout dra
 orders; compared are the loss, the clipped gradients, the weights after the optimizer step, the update itself and
 the EMA, in fp32 and in fp64 (fp64 separates formula differences from fp32 rounding). Then step times at a larger
 shape, interleaved in one process with 1 thread. Writes benchmarks/results/official_training.{json,md}.
+--tokenizer-step adds one step through the full official tokenizer and this project's paper preset loaded from it
+(official_tokenizer_step.py); --keep-previous keeps the sections of the results file that a run does not compute.
 """
 
 from __future__ import annotations
@@ -39,6 +41,21 @@ def _command(argv: list[str]) -> str:
     return "python benchmarks/official_training.py " + " ".join(out)
 
 
+def _keep(res: dict, prev: dict) -> None:
+    """Sections of a previous results file this run did not compute, kept with the command that measured them."""
+    kept = [k for k in ("gpt", "rar", "tokenizer") if k in prev and k not in res]
+    kept += [f"tokenizer.{k}" for k in ("model_probe", "model_step")
+             if k in prev.get("tokenizer", {}) and "tokenizer" in res and k not in res["tokenizer"]]
+    for k in kept:
+        if k.startswith("tokenizer."):
+            res["tokenizer"][k[10:]] = prev["tokenizer"][k[10:]]
+        else:
+            res[k] = prev[k]
+    if kept:
+        res["kept_from_previous_run"] = {"sections": kept, "command": prev.get("kept_from_previous_run", {}).get(
+            "command", prev.get("command")), "date": prev.get("kept_from_previous_run", {}).get("date", prev.get("date"))}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--llamagen", type=Path, help="FoundationVision/LlamaGen checkout (GPT step)")
@@ -51,11 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-timing", action="store_true")
     p.add_argument("--tokenizer-model", action="store_true",
                    help="also build and run the official tokenizer model on CPU (needs --extra-path)")
+    p.add_argument("--tokenizer-step", action="store_true",
+                   help="also one full tokenizer step through both models, and its step time (needs --extra-path)")
+    p.add_argument("--step-reps", type=int, default=2, help="timed tokenizer model steps of each arm (median)")
+    p.add_argument("--keep-previous", action="store_true",
+                   help="keep the sections of the existing results file that this run does not compute")
     p.add_argument("--extra-path", type=Path, help="folder with einops, omegaconf, kornia, cv2 (pip install --target)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")  # the schedule advanced to a mid-run step
     out = a.out.resolve()
+    prev = json.loads(out.with_suffix(".json").read_text()) if a.keep_previous and out.with_suffix(".json").exists() else {}
     a.workdir.mkdir(parents=True, exist_ok=True)
     os.chdir(a.workdir)
     res: dict = {"command": _command(argv if argv is not None else sys.argv[1:]),
@@ -74,17 +97,21 @@ def main(argv: list[str] | None = None) -> int:
     if a.vfmtok2 is not None:
         import official_tokenizer as OT
 
+        if a.extra_path:
+            sys.path.append(str(a.extra_path.resolve()))
         res["tokenizer"] = OT.tokenizer_compare(a.vfmtok2.resolve(), timing=not a.no_timing, warmup=a.warmup,
                                                 reps=a.reps)
         if a.tokenizer_model:
             import official_tokenizer_model as OTM
 
-            if a.extra_path:
-                sys.path.append(str(a.extra_path.resolve()))
             vq = OT.load_official(a.vfmtok2.resolve(), OT.StandInPerceptual(), torch.nn.Identity())["vq_loss"]
             res["tokenizer"]["model_probe"] = OTM.probe(a.vfmtok2.resolve(), vq)
-            res["tokenizer"]["md"] += ["Official model probe (`--tokenizer-model`): `"
-                                       + json.dumps(res["tokenizer"]["model_probe"]) + "`.", ""]
+        if a.tokenizer_step:
+            import official_tokenizer_step as OTS
+
+            res["tokenizer"]["model_step"] = OTS.tokenizer_step(a.vfmtok2.resolve(), timing=not a.no_timing,
+                                                                warmup=1, reps=a.step_reps)
+    _keep(res, prev)
     OR.write(res, out)
     print(f"wrote {out}.json and {out}.md")
     return 0
