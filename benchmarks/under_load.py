@@ -4,7 +4,7 @@ Each measurement is a fresh process running `--steps` training steps of the demo
 encoder's features computed once, as the demo's feature cache does), alone and next to 1 and 3 CPU-bound processes
 (busy Python loops). "before": one torch thread per core, OpenMP's default waiting (what the CLI did);
 "passive": one thread per core but OMP_WAIT_POLICY=PASSIVE (the wait policy alone);
-"after": `vfmtok.utils.threads` (the free cores, OMP_WAIT_POLICY=PASSIVE), what `vfmtok` commands do now.
+"after": `vfmtok.cli.threads` (the free cores, OMP_WAIT_POLICY=PASSIVE), what `vfmtok --threads auto` does.
 Writes benchmarks/results/under_load.{json,md}.
 
     python benchmarks/under_load.py --steps 8 --loads 0 1 3
