@@ -6,6 +6,7 @@ import os
 import platform
 import shlex
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +26,15 @@ def checkpoint_record(folder: str | os.PathLike | None) -> dict | None:
     folder = Path(folder)
     weights = folder / WEIGHTS_NAME if folder.is_dir() else folder
     return {"path": str(folder), "sha256": file_sha256(weights) if weights.is_file() else None}
+
+
+@dataclass
+class EvalResult:
+    """What an evaluation returns: the record (JSON-able), its Markdown table and the notes printed under it."""
+
+    record: dict
+    table: str
+    notes: list[str] = field(default_factory=list)
 
 
 def make_record(kind: str, *, metrics: dict, num_images: int, resolution: int, seed: int,
