@@ -63,13 +63,16 @@ def test_eval_generator_and_class_consistency_take_configs(tiny_pair, tmp_path, 
     np.savez(tmp_path / "real.npz", arr_0=real, labels=np.asarray(images.labels[:4]))
     config = GeneratorEvalConfig(samples=tmp_path / "real.npz", ref=str(tmp_path / "real.npz"), second_encoder="none",
                                  device="cpu", out=tmp_path / "g.json")
-    record = eval_generator(config)
+    result = eval_generator(config)
+    record = result.record
+    assert result.files[0] == tmp_path / "g.json" and result.table.startswith("| cfg | images | gFID")
     assert record["metrics"]["runs"][0]["gFID"] < 1e-6 and record["arguments"]["command"] == "eval-generator"
     assert config.device == "cpu" and json.loads((tmp_path / "g.json").read_text())["seed"] == 0
     cc = evaluate_class_consistency(ClassConsistencyConfig(
         samples=tmp_path / "real.npz", data="sample", encoder_weights="random", input_size=32, train_per_class=2,
         val_per_class=1, device="cpu"))
-    assert cc["metrics"]["num_samples"] == 4 and 0.0 <= cc["metrics"]["class_consistency"] <= 1.0
+    assert cc.files is None and f"{cc.record['metrics']['class_consistency']:.1%}" in cc.table
+    assert cc.record["metrics"]["num_samples"] == 4 and 0.0 <= cc.record["metrics"]["class_consistency"] <= 1.0
     I._build.cache_clear()
 
 

@@ -25,7 +25,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Fit the probes, print the table (and write the record with --out)."""
-    config = config_from(args, ProbeConfig, tokenizer=tokenizer_path(args))
-    result = evaluate_probe(config)
-    print_result(result.table, result.notes, config.out, result.record)
+    print_result(evaluate_probe(config_from(args, ProbeConfig, tokenizer=tokenizer_path(args))))
     return 0

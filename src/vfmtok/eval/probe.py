@@ -20,7 +20,7 @@ from tqdm import tqdm
 from vfmtok.eval.commands import load_tokenizer
 from vfmtok.eval.image_metrics import uint8_to_signed
 from vfmtok.eval.imagesets import ImageSet, iter_batches, open_image_set, subset_indices
-from vfmtok.eval.records import EvalResult, checkpoint_record, make_record, markdown_table
+from vfmtok.eval.records import EvalResult, checkpoint_record, finish_result, make_record, markdown_table
 from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError, require
 
@@ -105,7 +105,7 @@ class ProbeConfig:
     seed: int = 0
     batch_size: int = 32
     device: str = "auto"
-    out: str | Path | None = None  # results JSON the caller writes (see records.print_result)
+    out: str | Path | None = None  # results JSON (+ .md table beside it)
 
 
 def _open_split(data: str, res: int, split: str) -> ImageSet:
@@ -154,4 +154,4 @@ def evaluate_probe(config: ProbeConfig) -> EvalResult:
         device=str(config.device), args={"command": "probe", **dataclasses.asdict(config)},
         weight_decay=config.weight_decay, max_iter=config.max_iter)
     table = markdown_table(["tokenizer", "feature", "dim", "train", "val", "classes", "top-1 val↑", "top-1 train"], rows)
-    return EvalResult(record, table, notes)
+    return finish_result(record, table, notes, config.out)
