@@ -188,3 +188,32 @@ def test_extract_dataset_counts_views(tiny_tokenizer_dir, tmp_path):
                                       split="val", limit_per_class=1, device="cpu"))
     assert r["num_images"] == 10 and r["views"] == 2 and r["out"] == tmp_path / "c"
     assert len(CodeDataset(r["out"])) == 10
+
+
+@pytest.mark.parametrize("arch", ["vfmtok", "vqgan"])
+def test_tokenizer_loads_on_meta_like_a_copy_load_and_draws_no_random_numbers(tmp_path, arch):
+    from helpers import build_tiny_tokenizer
+
+    from vfmtok.tokenizer.api import VFMTokenizer
+    from vfmtok.tokenizer.build import build_tokenizer
+    from vfmtok.utils.pretrained import load_pretrained
+
+    folder = build_tiny_tokenizer(tmp_path / "tok", arch=arch, seed=3)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    tok = VFMTokenizer.from_pretrained(folder)
+    assert torch.equal(torch.get_rng_state(), before)  # no random init drawn and thrown away
+    tensors = list(tok.model.parameters()) + list(tok.model.buffers())
+    assert tensors and all(t.device.type == "cpu" for t in tensors)  # nothing left on the meta device
+    # the old way: a full (random) build, then a copy of the checkpoint's tensors into it
+    state, _, _ = load_pretrained(folder, ("vfmtok", "vqgan"), required=("model",))
+    old = build_tokenizer(tok.config)
+    old.load_trainable_state_dict(state)
+    old = VFMTokenizer(old, folder)
+    assert {k: v.dtype for k, v in old.model.state_dict().items()} == {k: v.dtype for k, v in tok.model.state_dict().items()}
+    images = torch.rand(3, 3, tok.image_size, tok.image_size) * 2 - 1
+    ids = tok.encode(images)
+    assert torch.equal(ids, old.encode(images)) and ids.unique().numel() > 1
+    assert torch.equal(tok.decode(ids), old.decode(ids))
+    if arch == "vfmtok":
+        assert torch.equal(tok.model.region.reference_points, old.model.region.reference_points)
