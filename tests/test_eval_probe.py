@@ -38,7 +38,7 @@ def test_probe_command(tmp_path, monkeypatch, with_cls):
     ck = tmp_path / "tok"
     ck.mkdir()
     (ck / "model.safetensors").write_bytes(b"w")
-    monkeypatch.setattr("vfmtok.cli.probe.load_tokenizer", lambda path, device: FakeTokenizer(path, with_cls=with_cls))
+    monkeypatch.setattr("vfmtok.eval.probe.load_tokenizer", lambda path, device: FakeTokenizer(path, with_cls=with_cls))
     out = tmp_path / "probe.json"
     assert main(["probe", str(ck), "--data", "sample", "--num-images", "60", "--max-iter", "30", "--out", str(out)]) == 0
     rec = json.loads(out.read_text())
@@ -62,7 +62,7 @@ def test_probe_command(tmp_path, monkeypatch, with_cls):
 def test_probe_needs_splits_and_labels(tmp_path, monkeypatch, capsys):
     ck = tmp_path / "tok"
     ck.mkdir()
-    monkeypatch.setattr("vfmtok.cli.probe.load_tokenizer", lambda path, device: FakeTokenizer(path))
+    monkeypatch.setattr("vfmtok.eval.probe.load_tokenizer", lambda path, device: FakeTokenizer(path))
     flat = tmp_path / "flat"
     (flat / "a").mkdir(parents=True)
     from PIL import Image

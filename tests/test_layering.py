@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("encoders", "data"),
     ("tokenizer", "generator"),
     ("eval", "train", "official"),
-    ("demo_run", "demo_stages", "demo_tour", "demo_report", "serve", "figures", "export", "vfmtok"),  # apps; "vfmtok" is the package's __init__
+    ("demo_run", "demo_stages", "demo_tour", "demo_report", "serve", "figures", "export", "encode", "vfmtok"),  # apps; "vfmtok" is the package's __init__
     ("cli",),
 ]
 # Sideways imports inside one layer, each with its reason; anything else sideways is refused.

@@ -113,16 +113,17 @@ def evaluate_pair(tok_dir: Path, data: Path, out: Path, device: str, smoke: bool
     from vfmtok.eval.commands import eval_generator, eval_tokenizer
     from vfmtok.eval.imagesets import load_npz_images
     from vfmtok.eval.config import GeneratorEvalConfig, TokenizerEvalConfig
+    from vfmtok.eval.records import print_result
     from vfmtok.utils.io import write_json
 
     import numpy as np
 
     n_eval = 16 if smoke else 100
     samples = out / "samples" / "samples.npz"
-    eval_tokenizer(TokenizerEvalConfig(tokenizer=tok_dir, data=str(data), split="val", num_images=n_eval,
-                                       out=out / "eval_tokenizer.json", device=device))
-    eval_generator(GeneratorEvalConfig(samples=str(samples), ref=str(data), ref_split="val",
-                                       out=out / "eval_generator.json", device=device))
+    print_result(eval_tokenizer(TokenizerEvalConfig(tokenizer=tok_dir, data=str(data), split="val", num_images=n_eval,
+                                       out=out / "eval_tokenizer.json", device=device)))
+    print_result(eval_generator(GeneratorEvalConfig(samples=str(samples), ref=str(data), ref_split="val",
+                                       out=out / "eval_generator.json", device=device)))
     # Does each sample look like its class? A linear probe on frozen VGG16, fit on the real train images.
     images = load_npz_images(samples)
     with np.load(samples, allow_pickle=False) as z:

@@ -6,12 +6,15 @@ samples per class (no CFG), and the anchor queries' sampling regions over valida
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from vfmtok.utils.images import make_grid, to_uint8
+from vfmtok.utils.errors import require
+from vfmtok.utils.images import make_grid, save_png, to_uint8
 from vfmtok.utils.visualize import draw_sampling_locations
 
 
@@ -75,3 +78,49 @@ def one_per_class(data: str, size: int, split: str = "val", per_class: int = 1, 
             picks.append(i)
     xs = [ds[i] for i in picks]
     return torch.stack([x for x, _ in xs]), [y for _, y in xs]
+
+
+@dataclass
+class FiguresConfig:
+    """What `write_figures` draws from: an exported model folder (None: the bundled one) and validation images."""
+
+    model: str | Path | None = None
+    data: str = "imagenette"  # where validation images come from ('sample' works offline)
+    split: str = "val"
+    per_class: int = 4  # samples per class in samples.png
+    anchor_tokenizer: str | Path | None = None  # for anchor_regions.png when the model's tokenizer has no anchors
+    seed: int = 0
+    out: str | Path = "docs"
+
+
+def write_figures(config: FiguresConfig) -> list[Path]:
+    """Write reconstructions.png, samples.png and (when a tokenizer has anchor queries) anchor_regions.png."""
+    from vfmtok.generator.bundled import bundled_model_dir
+    from vfmtok.generator.gpt import GPT
+    from vfmtok.generator.sample import generate_images
+    from vfmtok.tokenizer.api import load_tokenizer
+
+    require(config.per_class >= 1, "--per-class must be >= 1")
+    model = Path(config.model) if config.model else bundled_model_dir()
+    require((model / "generator").is_dir() and (model / "tokenizer").is_dir(),
+            f"{model} is not an exported model folder (generator/ and tokenizer/); see `vfmtok export`")
+    torch.manual_seed(config.seed)
+    tok = load_tokenizer(model / "tokenizer")
+    gpt = GPT.from_pretrained(model / "generator")
+    anchors = load_tokenizer(config.anchor_tokenizer) if config.anchor_tokenizer else tok  # before any file is written
+    require(anchors.image_size == tok.image_size, "--anchor-tokenizer must work at the model's image size")
+    out = Path(config.out)
+    x, _ = one_per_class(config.data, tok.image_size, config.split)
+    written = [save_png(out / "reconstructions.png", reconstruction_rows(tok, x, scale=2))]
+    n_cls = gpt.config.num_classes
+    labels = torch.arange(n_cls).repeat_interleave(config.per_class)
+    temperature, top_k, top_p = gpt.sampling_args()  # what `vfmtok sample` draws with by default
+    imgs = generate_images(gpt, tok, labels, cfg_scale=1.0, temperature=temperature, top_k=top_k, top_p=top_p,
+                           seed=config.seed)
+    rows = [upscale(make_grid(imgs[labels.numpy() == c], ncol=config.per_class), 2) for c in range(n_cls)]
+    names = gpt.class_names or [str(c) for c in range(n_cls)]
+    written.append(save_png(out / "samples.png", labelled_rows(rows, names)))
+    pics = [sampling_regions(anchors, x[i]) for i in (0, 4, 8) if i < len(x)]
+    if pics[0] is not None:
+        written.append(save_png(out / "anchor_regions.png", make_grid(np.stack(pics), ncol=len(pics), pad=4)))
+    return [Path(p) for p in written]

@@ -8,6 +8,7 @@ from pathlib import Path
 from vfmtok.cli import args as A
 from vfmtok.cli.common import config_from, defaults_of
 from vfmtok.eval.class_consistency import DEFAULT_INPUT_SIZE, ClassConsistencyConfig, evaluate_class_consistency
+from vfmtok.eval.records import print_result
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,5 +38,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `vfmtok class-consistency`."""
-    evaluate_class_consistency(config_from(args, ClassConsistencyConfig))
+    print_result(evaluate_class_consistency(config_from(args, ClassConsistencyConfig)))
     return 0

@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-import numpy as np
-import torch
-from tqdm import tqdm
 
 from vfmtok.cli import args as A
-from vfmtok.data.imagefolder import ImageFolderDataset, center_crop_resize, load_rgb, to_tensor
-from vfmtok.data.sources import resolve_dataset
-from vfmtok.tokenizer.api import VFMTokenizer
-from vfmtok.utils.device import resolve_device
-from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.images import save_pairs_grid, to_uint8
-from vfmtok.utils.io import save_npz
+from vfmtok.cli.common import config_from
+from vfmtok.encode import EncodeConfig, encode_images, reconstruct_images
 
 
 def add_arguments(p: argparse.ArgumentParser, command: str) -> None:
@@ -31,43 +21,13 @@ def add_arguments(p: argparse.ArgumentParser, command: str) -> None:
     A.add(p, "out", help="encode: .npz of ids; reconstruct: .png grid (original | reconstruction)")
 
 
-def _load_images(args: argparse.Namespace, size: int) -> tuple[torch.Tensor, np.ndarray, list[str]]:
-    if args.images:
-        tensors = []
-        for f in args.images:
-            if not Path(f).is_file():
-                raise VFMTokError(f"image not found: {f}")
-            img = load_rgb(f)
-            if args.no_resize and img.size != (size, size):
-                raise VFMTokError(f"{f} is {img.size[0]}x{img.size[1]}, this tokenizer takes {size}x{size} images")
-            tensors.append(to_tensor(center_crop_resize(img, size)))
-        return torch.stack(tensors), np.full(len(tensors), -1), list(args.images)
-    if not args.data:
-        raise VFMTokError("give image files or --data")
-    ds = ImageFolderDataset(resolve_dataset(args.data), size, split=args.split)
-    n = len(ds) if args.limit is None else min(args.limit, len(ds))
-    items = [ds[i] for i in tqdm(range(n), desc="load", disable=None)]
-    return torch.stack([x for x, _ in items]), np.array([y for _, y in items]), [m for m, _ in ds.items[:n]]
-
-
 def run(args: argparse.Namespace) -> int:
     """Encode to ids (.npz) or write a reconstruction grid (.png)."""
-    tok = VFMTokenizer.from_pretrained(args.tokenizer, device=resolve_device(args.device))
-    images, labels, names = _load_images(args, tok.image_size)
-    ids = torch.cat([tok.encode(images[i:i + args.batch_size])
-                     for i in tqdm(range(0, len(images), args.batch_size), desc="encode", disable=None)]).cpu()
-    out = Path(args.out)
+    config = config_from(args, EncodeConfig)
     if args.command == "encode":
-        save_npz(out if out.suffix == ".npz" else out.with_suffix(".npz"), ids=ids.numpy(), labels=labels,
-                 files=np.array(names), token_grid=np.array(tok.token_grid), codebook_size=tok.codebook_size,
-                 tokenizer_hash=tok.checkpoint_hash)
-        print(f"{out}: {tuple(ids.shape)} ids from {len(names)} images")
+        r = encode_images(config)
+        print(f"{args.out}: {tuple(r['ids'].shape)} ids from {r['num_images']} images")
     else:
-        recon = torch.cat([tok.decode(ids[i:i + args.batch_size]) for i in range(0, len(ids), args.batch_size)])
-        save_pairs_grid(out, images, recon)
-        from vfmtok.eval.image_metrics import psnr, uint8_to_unit
-
-        # Scored as eval-tokenizer scores it: both quantised to uint8, PSNR per image on [0,1], then averaged.
-        mean_psnr = float(psnr(uint8_to_unit(to_uint8(images)), uint8_to_unit(to_uint8(recon))).mean())
-        print(f"{out}: {len(images)} pairs, mean PSNR {mean_psnr:.2f} dB")
+        r = reconstruct_images(config)
+        print(f"{args.out}: {r['num_images']} pairs, mean PSNR {r['mean_psnr']:.2f} dB")
     return 0

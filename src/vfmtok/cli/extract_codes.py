@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 
 from vfmtok.cli import args as A
-from vfmtok.data.imagefolder import ImageFolderDataset
-from vfmtok.data.sources import resolve_dataset
-from vfmtok.train.extract import extract_codes
-from vfmtok.utils.device import resolve_device
+from vfmtok.cli.common import config_from
+from vfmtok.train.extract import ExtractConfig, extract_dataset
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,14 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `vfmtok extract-codes`."""
-    from vfmtok.tokenizer.api import load_tokenizer
-
-    tok = load_tokenizer(args.tokenizer, device=resolve_device(args.device))
-    path = resolve_dataset(args.data)
-    ds = ImageFolderDataset(path, tok.image_size, split=args.split, limit_per_class=args.limit_per_class)
-    crop_range = args.crop_range if args.crop_range is not None else (1.1 if args.ten_crop else 1.0)
-    source = {"data": str(args.data), "path": str(path), "split": args.split, "limit_per_class": args.limit_per_class}
-    out = extract_codes(tok, ds, args.out, args.ten_crop, crop_range, args.batch_size, args.num_workers,
-                        args.shard_size, source, args.precision, args.topk)
-    print(f"wrote codes for {len(ds)} images x {(10 if args.ten_crop else 2) * args.topk} views to {out}")
+    r = extract_dataset(config_from(args, ExtractConfig))
+    print(f"wrote codes for {r['num_images']} images x {r['views']} views to {r['out']}")
     return 0

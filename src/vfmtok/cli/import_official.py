@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vfmtok.official.command import import_gpt, import_rar, import_tokenizer
-from vfmtok.utils.atomic import atomic_path
-from vfmtok.utils.errors import VFMTokError
-from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, write_json
+from vfmtok.cli.common import config_from
+from vfmtok.official.command import ImportConfig, import_official
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,43 +25,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output checkpoint folder")
 
 
-def _import_into(args: argparse.Namespace, tmp: Path) -> None:
-    """Every requested import, written under `tmp` (the tokenizer first: the generator's config names its hash)."""
-    gen_path = args.gpt or args.rar
-    both = args.tokenizer is not None and gen_path is not None
-    info = None
-    if args.tokenizer is not None:
-        tdir = tmp / "tokenizer" if both else tmp
-        facts = import_tokenizer(args.tokenizer, args.dinov2, tdir, args.which)
-        print(f"tokenizer: {facts['params']:,} parameters from {facts['source']} ({facts['weights']}), "
-              f"encoder {facts['encoder']}")
-        if both:
-            info = {"checkpoint_path": "../tokenizer", "checkpoint_hash": file_sha256(tdir / WEIGHTS_NAME)}
-    gdir = tmp / "generator" if both else tmp
-    if args.gpt is not None:
-        facts = import_gpt(args.gpt, gdir, args.which, args.num_tokens, info, args.n_head)
-        print(f"gpt: {facts['preset']}, {facts['params']:,} parameters from {facts['source']} ({facts['weights']}); "
-              f"null class {facts['null_class']}")
-    if args.rar is not None:
-        facts = import_rar(args.rar, gdir, args.which, args.num_tokens, info, args.n_head)
-        print(f"rar: {facts['shape']}, {facts['params']:,} parameters from {facts['source']} ({facts['weights']})")
-    if both:  # the layout of `vfmtok export`
-        write_json(tmp / "model.json", {"generator": "generator", "tokenizer": "tokenizer",
-                                        "imported_from": {"generator": gen_path.name, "tokenizer": args.tokenizer.name}})
-
-
 def run(args: argparse.Namespace) -> int:
     """Entry point of `vfmtok import-official`."""
-    if args.tokenizer is None and args.gpt is None and args.rar is None:
-        raise VFMTokError("pass --tokenizer (with --dinov2) and/or a generator (--gpt or --rar)")
-    if args.gpt is not None and args.rar is not None:
-        raise VFMTokError("pass one generator: --gpt (LlamaGen) or --rar, not both")
-    if args.tokenizer is not None and args.dinov2 is None:
-        raise VFMTokError("--tokenizer needs --dinov2 (the official trainer does not save the frozen DINOv2)")
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not ((out / "config.json").is_file() or (out / "model.json").is_file()):
-        raise VFMTokError(f"--out {out} exists and is not a checkpoint folder; refusing to replace it")
-    with atomic_path(out, folder=True) as tmp:  # built complete under a temporary name, then swapped in
-        _import_into(args, tmp)
-    print(f"wrote {out}")
+    facts = import_official(config_from(args, ImportConfig))
+    if "tokenizer" in facts:
+        f = facts["tokenizer"]
+        print(f"tokenizer: {f['params']:,} parameters from {f['source']} ({f['weights']}), encoder {f['encoder']}")
+    if "gpt" in facts:
+        f = facts["gpt"]
+        print(f"gpt: {f['preset']}, {f['params']:,} parameters from {f['source']} ({f['weights']}); "
+              f"null class {f['null_class']}")
+    if "rar" in facts:
+        f = facts["rar"]
+        print(f"rar: {f['shape']}, {f['params']:,} parameters from {f['source']} ({f['weights']})")
+    print(f"wrote {args.out}")
     return 0

@@ -23,7 +23,7 @@ from vfmtok.eval.fid import keyed_cache_path, source_fingerprint
 from vfmtok.eval.image_metrics import uint8_to_signed
 from vfmtok.eval.imagesets import ImageSet, iter_batches, load_npz_images, open_image_set
 from vfmtok.eval.probe import LinearProbe, fit_linear_probe
-from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, print_result
+from vfmtok.eval.records import EvalResult, checkpoint_record, finish_result, make_record, markdown_table
 from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError, require
 from vfmtok.utils.io import cache_root, save_npz
@@ -240,7 +240,7 @@ def _samples(config: ClassConsistencyConfig) -> tuple[np.ndarray, np.ndarray, di
     return images, labels.numpy(), desc, ckpt
 
 
-def evaluate_class_consistency(config: ClassConsistencyConfig) -> dict:
+def evaluate_class_consistency(config: ClassConsistencyConfig) -> EvalResult:
     """Fit (or read) the classifier, score the samples and real validation images; print the table, write the record
     (with `out`) and return it."""
     require((config.gpt is None) != (config.samples is None), "give either --gpt or --samples")
@@ -270,5 +270,4 @@ def evaluate_class_consistency(config: ClassConsistencyConfig) -> dict:
     rows = [["generated samples", gen["num_images"], f"{gen['top1']:.1%}"],
             [f"real {config.val_split} images", real["num_images"], f"{real['top1']:.1%}"]]
     table = markdown_table(["images", "count", "classifier top-1"], rows)
-    print_result(table, notes, config.out, record)
-    return record
+    return finish_result(record, table, notes, config.out)

@@ -20,7 +20,7 @@ from vfmtok.eval.inception import InceptionExtractor, get_extractor
 from vfmtok.eval.prdc import precision_recall
 from vfmtok.eval.protocol import for_protocol, get_protocol, make_labels, pil_resize, protocol_record, resized_set
 from vfmtok.eval.reference import FeatureSink, Reference, fd_or_none, load_reference, reference_stats
-from vfmtok.eval.records import checkpoint_record, make_record, markdown_table, print_result
+from vfmtok.eval.records import EvalResult, checkpoint_record, finish_result, make_record, markdown_table
 from vfmtok.generator.pairing import gpt_tokenizer_path
 from vfmtok.utils.device import resolve_device
 from vfmtok.utils.errors import VFMTokError, require
@@ -122,7 +122,7 @@ def _reconstruct(tok, images: ImageSet, idx: np.ndarray, res: int, config: Token
     return usage, scores
 
 
-def eval_tokenizer(config: TokenizerEvalConfig) -> dict:
+def eval_tokenizer(config: TokenizerEvalConfig) -> EvalResult:
     """Reconstruct a validation set: rFID (vs the same images), rIS, PSNR, SSIM, LPIPS, codebook usage/perplexity."""
     config = _prepared(config)
     require(config.tokenizer is not None, "give the tokenizer checkpoint")
@@ -179,8 +179,7 @@ def eval_tokenizer(config: TokenizerEvalConfig) -> dict:
     if f"FD_{config.second_encoder}" in metrics:
         header.append(f"FD-{config.second_encoder}↓")
         row.append(metrics[f"FD_{config.second_encoder}"])
-    print_result(markdown_table(header, [row]), notes, config.out, record)
-    return record
+    return finish_result(record, markdown_table(header, [row]), notes, config.out)
 
 
 # ------------------------------------------------------------------------------------------------- eval-generator
@@ -260,7 +259,7 @@ def _score_run(config: GeneratorEvalConfig, r: dict, ext: InceptionExtractor, se
     return m
 
 
-def eval_generator(config: GeneratorEvalConfig) -> dict:
+def eval_generator(config: GeneratorEvalConfig) -> EvalResult:
     """gFID / IS / precision / recall (+ FD on a second encoder) of samples against a reference, per CFG scale."""
     config = _prepared(config)
     require((config.samples is None) != (config.gpt is None), "give either --samples or --gpt (with --tokenizer), not both")
@@ -298,8 +297,7 @@ def eval_generator(config: GeneratorEvalConfig) -> dict:
         args={"command": "eval-generator", **dataclasses.asdict(config)},
         protocol=protocol_record(protocol, None if config.samples is not None else label_kind))
     header = ["cfg", "images", "gFID↓", "IS↑", "precision↑", "recall↑"] + ([f"FD-{config.second_encoder}↓"] if second_col else [])
-    print_result(markdown_table(header, rows), notes, config.out, record)
-    return record
+    return finish_result(record, markdown_table(header, rows), notes, config.out)
 
 
 def _save_samples(path: Path, cfg: float, several: bool, arr: np.ndarray, labels: torch.Tensor) -> None:

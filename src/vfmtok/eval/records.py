@@ -6,6 +6,7 @@ import os
 import platform
 import shlex
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +26,16 @@ def checkpoint_record(folder: str | os.PathLike | None) -> dict | None:
     folder = Path(folder)
     weights = folder / WEIGHTS_NAME if folder.is_dir() else folder
     return {"path": str(folder), "sha256": file_sha256(weights) if weights.is_file() else None}
+
+
+@dataclass
+class EvalResult:
+    """What an evaluation returns: the record (JSON-able), its Markdown table and the notes printed under it."""
+
+    record: dict
+    table: str
+    notes: list[str] = field(default_factory=list)
+    files: tuple[Path, Path] | None = None  # the results JSON and its .md table, when the caller gave `out`
 
 
 def make_record(kind: str, *, metrics: dict, num_images: int, resolution: int, seed: int,
@@ -94,11 +105,16 @@ def write_results(out: str | os.PathLike, record: dict, table: str) -> tuple[Pat
     return out, md
 
 
-def print_result(table: str, notes: Sequence[str], out: str | os.PathLike | None, record: dict) -> None:
-    """Print a result table and its notes; with `out`, also write the record (JSON) and the table (.md)."""
-    print(table, end="")
-    for n in notes:
+def finish_result(record: dict, table: str, notes: Sequence[str], out: str | os.PathLike | None) -> EvalResult:
+    """An evaluation's result; with `out`, its record (JSON) and table (.md) are written there first."""
+    files = write_results(out, record, table) if out is not None else None
+    return EvalResult(record, table, list(notes), files)
+
+
+def print_result(result: EvalResult) -> None:
+    """Print a result table, its notes and the files it was written to (the CLI and the demo show results so)."""
+    print(result.table, end="")
+    for n in result.notes:
         print(f"  note: {n}")
-    if out is not None:
-        js, md = write_results(out, record, table)
-        print(f"wrote {js} and {md}")
+    if result.files is not None:
+        print(f"wrote {result.files[0]} and {result.files[1]}")

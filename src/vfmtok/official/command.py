@@ -8,6 +8,7 @@ A tokenizer and a generator: OUT/tokenizer and OUT/generator, the generator's co
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,10 @@ from vfmtok.official.rar_import import import_rar_state, is_official_rar
 from vfmtok.official.reading import load_official, pick_state, saved_args, strip_prefixes
 from vfmtok.official.tokenizer_import import (dinov2_arch, dinov2_to_timm, infer_tokenizer_config,
                                               is_official_tokenizer, map_tokenizer_state)
+from vfmtok.utils.atomic import atomic_path
 from vfmtok.utils.errors import VFMTokError
 from vfmtok.utils.hub import write_model_card
-from vfmtok.utils.io import file_sha256, load_state_strict, read_json, save_safetensors, write_json
+from vfmtok.utils.io import WEIGHTS_NAME, file_sha256, load_state_strict, read_json, save_safetensors, write_json
 
 ENCODER_FILE = "encoder.safetensors"
 # what each --option takes, and the keys that identify it (for one-line errors naming the right option)
@@ -141,3 +143,54 @@ def _save_generator(model, out: Path, facts: dict[str, Any], kind: str) -> None:
     meta["config"]["official_import"] = facts
     write_json(meta_path, meta)
     write_model_card(out, model.model_type, meta["config"], _card(kind, facts))
+
+
+@dataclass
+class ImportConfig:
+    """What `import_official` converts: a tokenizer (with its DINOv2) and/or one generator (GPT or RAR) into `out`."""
+
+    out: Path
+    tokenizer: Path | None = None  # official VFMTok tokenizer .pt
+    dinov2: Path | None = None  # the DINOv2 .pth the tokenizer was trained with
+    gpt: Path | None = None  # official LlamaGen GPT .pt / consolidated.pth
+    rar: Path | None = None  # official RAR .bin / .safetensors
+    which: str = "ema"  # "ema" or "model": the weights inside the .pt
+    num_tokens: int | None = None  # generator sequence length when the file records none
+    n_head: int | None = None  # attention heads when no preset has this depth/width
+
+
+def _import_into(config: ImportConfig, tmp: Path) -> dict[str, dict[str, Any]]:
+    """Every requested import, written under `tmp` (the tokenizer first: the generator's config names its hash)."""
+    gen_path = config.gpt or config.rar
+    both = config.tokenizer is not None and gen_path is not None
+    facts, info = {}, None
+    if config.tokenizer is not None:
+        tdir = tmp / "tokenizer" if both else tmp
+        facts["tokenizer"] = import_tokenizer(config.tokenizer, config.dinov2, tdir, config.which)
+        if both:
+            info = {"checkpoint_path": "../tokenizer", "checkpoint_hash": file_sha256(tdir / WEIGHTS_NAME)}
+    gdir = tmp / "generator" if both else tmp
+    if config.gpt is not None:
+        facts["gpt"] = import_gpt(config.gpt, gdir, config.which, config.num_tokens, info, config.n_head)
+    if config.rar is not None:
+        facts["rar"] = import_rar(config.rar, gdir, config.which, config.num_tokens, info, config.n_head)
+    if both:  # the layout of `vfmtok export`
+        write_json(tmp / "model.json", {"generator": "generator", "tokenizer": "tokenizer",
+                                        "imported_from": {"generator": Path(gen_path).name,
+                                                          "tokenizer": Path(config.tokenizer).name}})
+    return facts
+
+
+def import_official(config: ImportConfig) -> dict[str, dict[str, Any]]:
+    """Convert the official files of `config` into `config.out` (complete or untouched); the facts of each import."""
+    if config.tokenizer is None and config.gpt is None and config.rar is None:
+        raise VFMTokError("pass --tokenizer (with --dinov2) and/or a generator (--gpt or --rar)")
+    if config.gpt is not None and config.rar is not None:
+        raise VFMTokError("pass one generator: --gpt (LlamaGen) or --rar, not both")
+    if config.tokenizer is not None and config.dinov2 is None:
+        raise VFMTokError("--tokenizer needs --dinov2 (the official trainer does not save the frozen DINOv2)")
+    out = Path(config.out)
+    if out.exists() and any(out.iterdir()) and not ((out / "config.json").is_file() or (out / "model.json").is_file()):
+        raise VFMTokError(f"--out {out} exists and is not a checkpoint folder; refusing to replace it")
+    with atomic_path(out, folder=True) as tmp:  # built complete under a temporary name, then swapped in
+        return _import_into(config, tmp)

@@ -47,8 +47,8 @@ class VFMTokenizer:
             # a relative file inside the checkpoint folder (an imported official DINOv2) travels with it
             local = folder / cfg.encoder_weights
             cfg.encoder_weights = str(local)
-        model = build_tokenizer(cfg)
-        model.load_trainable_state_dict(state, source=str(folder))
+        model = build_tokenizer(cfg, meta=True)  # no random init drawn and thrown away: the file has the weights
+        model.load_trainable_state_dict(state, source=str(folder), assign=True)
         tok = cls(model.to(device), folder, config.get("class_names"))
         tok.encoder_file = local
         tok.same_codes_as = [str(h) for h in config.get("same_codes_as", [])]

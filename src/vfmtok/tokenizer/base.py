@@ -139,6 +139,7 @@ class TokenizerBase(nn.Module):
         return drop_frozen_state(self, self.state_dict())
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor], source: str = "checkpoint",
-                                  new_prefixes: tuple[str, ...] = ()) -> None:
-        """Strict load of everything but the frozen encoder and the modules under `new_prefixes` (kept as built)."""
-        load_state_strict(self, state, source, exclude_prefixes=(*frozen_prefixes(self), *new_prefixes))
+                                  new_prefixes: tuple[str, ...] = (), assign: bool = False) -> None:
+        """Strict load of everything but the frozen encoder and the modules under `new_prefixes` (kept as built);
+        assign=True hands the checkpoint's tensors over (to fill a model built on the meta device)."""
+        load_state_strict(self, state, source, exclude_prefixes=(*frozen_prefixes(self), *new_prefixes), assign=assign)

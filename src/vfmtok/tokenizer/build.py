@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+
+import torch
 import torch.nn as nn
 
 from vfmtok.tokenizer.base import TokenizerBase
@@ -9,14 +12,21 @@ from vfmtok.tokenizer.config import TokenizerConfig
 from vfmtok.utils.errors import VFMTokError
 
 
-def build_tokenizer(cfg: TokenizerConfig, encoder: nn.Module | None = None) -> TokenizerBase:
-    """VFMTok or VQGAN according to cfg.arch."""
-    if cfg.arch == "vfmtok":
-        from vfmtok.tokenizer.vfmtok import VFMTok
+def build_tokenizer(cfg: TokenizerConfig, encoder: nn.Module | None = None, meta: bool = False) -> TokenizerBase:
+    """VFMTok or VQGAN according to cfg.arch.
 
-        return VFMTok(cfg, encoder)
+    meta=True (for loading with assign=True): the frozen encoder is built with its own weights, everything else on
+    the meta device, without drawing a random init that the checkpoint would overwrite."""
+    if cfg.arch == "vfmtok":
+        from vfmtok.tokenizer.vfmtok import VFMTok, frozen_encoder
+
+        if encoder is None and meta:
+            encoder = frozen_encoder(cfg)
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            return VFMTok(cfg, encoder)
     if cfg.arch == "vqgan":
         from vfmtok.tokenizer.vqgan import VQGAN
 
-        return VQGAN(cfg)
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            return VQGAN(cfg)
     raise VFMTokError(f"unknown tokenizer arch '{cfg.arch}' (vfmtok, vqgan)")

@@ -48,9 +48,10 @@ def swiglu_hidden(dim: int, mlp_ratio: float = 4.0) -> int:
     return (int(dim * mlp_ratio * 2 / 3) + 7) // 8 * 8
 
 
-def grid_centres(h: int, w: int) -> torch.Tensor:
+def grid_centres(h: int, w: int, device: str | torch.device | None = None) -> torch.Tensor:
     """(h*w, 2) cell centres ((j+0.5)/w, (i+0.5)/h) in row-major order, as (x, y)."""
-    ys, xs = torch.meshgrid((torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w, indexing="ij")
+    ys, xs = torch.meshgrid((torch.arange(h, device=device) + 0.5) / h, (torch.arange(w, device=device) + 0.5) / w,
+                            indexing="ij")
     return torch.stack([xs.flatten(), ys.flatten()], dim=-1)
 
 

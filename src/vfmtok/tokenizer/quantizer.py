@@ -31,8 +31,9 @@ class VectorQuantizer(nn.Module):
         nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
         with torch.no_grad():
             self.embedding.weight.copy_(F.normalize(self.embedding.weight, dim=-1))
-        # Rolling window of recent ids for the usage statistic; not saved in checkpoints.
-        self.register_buffer("_recent", torch.full((usage_window,), -1, dtype=torch.long), persistent=False)
+        # Rolling window of recent ids for the usage statistic; not saved in checkpoints (so real even on meta).
+        self.register_buffer("_recent", torch.full((usage_window,), -1, dtype=torch.long, device="cpu"),
+                             persistent=False)
         self._recent_pos = 0
 
     def codebook(self) -> torch.Tensor:

@@ -56,8 +56,9 @@ class RegionEncoder(nn.Module):
         self.queries = nn.Parameter(torch.randn(1, num_tokens, dim) * dim**-0.5)
         self.query_pos = nn.Parameter(torch.randn(1, num_tokens, dim) * dim**-0.5)
         self.norm_pre = nn.LayerNorm(dim)
-        # Fixed reference points: the anchor grid's cell centres, shared by all levels.
-        ref = grid_centres(side, side)[None, :, None, :].repeat(1, 1, len(level_channels), 1)
+        # Fixed reference points: the anchor grid's cell centres, shared by all levels. Not saved, so computed on the
+        # CPU even while the model is built on the meta device for loading (`.to()` moves them with the weights).
+        ref = grid_centres(side, side, device="cpu")[None, :, None, :].repeat(1, 1, len(level_channels), 1)
         self.register_buffer("reference_points", ref, persistent=False)
         self.layers = nn.ModuleList(
             DeformableLayer(dim, len(level_channels), heads, n_points, ffn, causal) for _ in range(depth)

@@ -14,21 +14,24 @@ from vfmtok.tokenizer.vit_decoder import ViTDecoder
 from vfmtok.utils.errors import VFMTokError
 
 
+def frozen_encoder(cfg: TokenizerConfig) -> nn.Module:
+    """The frozen VFM of `cfg`, with its own weights (a random one seeded by cfg.encoder_seed; no global draw)."""
+    from vfmtok.encoders import create_encoder
+
+    size = cfg.encoder_input_size or cfg.image_size
+    # A random (ablation/test) encoder is not saved, so it must be rebuilt identically on load.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.encoder_seed)
+        return create_encoder(cfg.encoder, pretrained=cfg.encoder_pretrained, image_size=size,
+                              weights_path=cfg.encoder_weights)
+
+
 class VFMTok(TokenizerBase):
     """The paper's tokenizer; the frozen encoder is a submodule but never trained or saved."""
 
     def __init__(self, cfg: TokenizerConfig, encoder: nn.Module | None = None):
         super().__init__(cfg)
-        if encoder is None:
-            from vfmtok.encoders import create_encoder
-
-            size = cfg.encoder_input_size or cfg.image_size
-            # A random (ablation/test) encoder is not saved, so it must be rebuilt identically on load.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cfg.encoder_seed)
-                encoder = create_encoder(cfg.encoder, pretrained=cfg.encoder_pretrained, image_size=size,
-                                         weights_path=cfg.encoder_weights)
-        self.encoder = encoder
+        self.encoder = encoder = frozen_encoder(cfg) if encoder is None else encoder
         shapes = encoder.level_shapes()
         n = len(shapes)
         self.level_ids = sorted({i % n for i in cfg.levels}) if cfg.levels else list(range(n))

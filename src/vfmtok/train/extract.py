@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +81,39 @@ def _extract(writer: CodeWriter, loader, tokenizer: Any, n: int, crops: int, top
                 raise VFMTokError(f"tokenizer returned ids of shape {ids.shape} outside its codebook/num_tokens")
             writer.append(ids.astype(dtype), labels.numpy())
             bar.update(B)
+
+
+@dataclass
+class ExtractConfig:
+    """What `extract_dataset` tokenizes: `data`/`split` through `tokenizer`, into the codes folder `out`."""
+
+    tokenizer: str | Path
+    out: str | Path
+    data: str = "sample"
+    split: str = "train"
+    ten_crop: bool = False  # 10 views per image (5 crops + flips) instead of 2
+    crop_range: float | None = None  # crop from a crop_range*size square (None: 1.1 with ten_crop, else 1.0)
+    limit_per_class: int | None = None
+    batch_size: int = 32
+    num_workers: int = 0
+    topk: int = 1  # also store the 2nd..k-th nearest code ids as extra views
+    shard_size: int = 100_000
+    device: str = "auto"
+    precision: str = "fp32"
+
+
+def extract_dataset(config: ExtractConfig) -> dict[str, Any]:
+    """Load the tokenizer and dataset of `config` and run `extract_codes`; the folder, image and view counts."""
+    from vfmtok.data.sources import resolve_dataset
+    from vfmtok.tokenizer.api import load_tokenizer
+    from vfmtok.utils.device import resolve_device
+
+    tok = load_tokenizer(config.tokenizer, device=resolve_device(config.device))
+    path = resolve_dataset(config.data)
+    ds = ImageFolderDataset(path, tok.image_size, split=config.split, limit_per_class=config.limit_per_class)
+    crop_range = config.crop_range if config.crop_range is not None else (1.1 if config.ten_crop else 1.0)
+    source = {"data": str(config.data), "path": str(path), "split": config.split,
+              "limit_per_class": config.limit_per_class}
+    out = extract_codes(tok, ds, config.out, config.ten_crop, crop_range, config.batch_size, config.num_workers,
+                        config.shard_size, source, config.precision, config.topk)
+    return {"out": out, "num_images": len(ds), "views": (10 if config.ten_crop else 2) * config.topk}
