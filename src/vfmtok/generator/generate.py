@@ -9,9 +9,9 @@ guidance schedule read from tensors at the step's position and the random number
 no data-dependent Python branch, so `generate(..., compile=True)` compiles it whole with fullgraph=True; a last
 partial batch is padded to the compiled batch (`pad_to`), so one graph serves a whole run.
 
-Reusable pieces (generator/sampler.py, re-exported here; Jacobi decoding uses them too): `guided_logits` (CFG combine), `cfg_schedule` (per-token scales),
-`top_k_top_p_filter`, `draw_noise` + `draw` (one id per row from given randoms), `sample_logits` (all of it from
-logits), `sample_next` (the same with a torch.Generator).
+Reusable pieces (generator/sampler.py, re-exported here; Jacobi decoding uses them too): `guided_logits` (CFG
+combine), `cfg_schedule` (per-token scales), `top_k_top_p_filter`, `draw_noise` + `draw` (one id per row from given
+randoms), `sample_logits` (all of it from logits), `sample_next` (the same with a torch.Generator).
 """
 
 from __future__ import annotations
