@@ -28,7 +28,9 @@ class HostSyncCounter(TorchDispatchMode):
     def __init__(self, host_scalars: tuple[torch.Tensor, ...] | list[torch.Tensor] = ()) -> None:
         super().__init__()
         self.ops: Counter[str] = Counter()
-        self._host = {id(t) for t in host_scalars}
+        # Hold the tensors: a freed tensor's id is reused by the next one allocated, which would then be exempt.
+        self._host_tensors = list(host_scalars)
+        self._host = {id(t) for t in self._host_tensors}
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = f"aten.{func._schema.name.split('::')[-1]}"
