@@ -142,3 +142,22 @@ def test_generator_step_reads_nothing_from_the_device_between_log_steps(preset):
     with HostSyncCounter() as c:
         float(loss)
     assert c.count == 1
+
+
+def test_compiled_training_forward_compiles_once_across_steps(paper_parts):
+    """The training forward changes the quantizer's usage window every step; that must not be a guard dynamo
+    recompiles on (it was a Python int: one recompile per step, then eager fallback at the cache limit)."""
+    from torch._dynamo.testing import CompileCounter
+
+    cfg, p = paper_parts
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    fwd = torch.compile(p.model, backend=counter)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    fwd(x)
+    after_first = counter.frame_count
+    pos = int(p.model.quantizer._recent_pos)
+    for _ in range(3):
+        fwd(x)
+    assert after_first >= 1 and counter.frame_count == after_first
+    assert int(p.model.quantizer._recent_pos) == pos + 3 * 2 * cfg.model.num_tokens  # the window still advances

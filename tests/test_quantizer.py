@@ -71,3 +71,17 @@ def test_window_and_dead_code_reseed():
     n = vq.reseed_dead_codes(torch.randn(50, 4), torch.Generator().manual_seed(0))
     assert n == 31
     assert torch.allclose(vq.codebook().norm(dim=-1), torch.ones(32), atol=1e-5)
+
+
+def test_usage_window_is_a_ring_of_the_latest_ids():
+    """After any sequence of batches the window holds exactly the last `usage_window` ids (naive reference: the
+    concatenation of all ids, cut to its tail), whatever the batch sizes and wrap-arounds."""
+    vq = VectorQuantizer(64, 4, usage_window=7).train()
+    seen = []
+    for n in (3, 5, 2, 9, 7, 1, 4):
+        idx = torch.randint(0, 64, (1, n))
+        vq._record(idx)
+        seen += idx.flatten().tolist()
+        pos = int(vq._recent_pos)
+        ring = vq._recent.tolist()
+        assert ring[pos:] + ring[:pos] == seen[-7:] or (len(seen) < 7 and ring[:pos] == seen)

@@ -34,7 +34,9 @@ class VectorQuantizer(nn.Module):
         # Rolling window of recent ids for the usage statistic; not saved in checkpoints (so real even on meta).
         self.register_buffer("_recent", torch.full((usage_window,), -1, dtype=torch.long, device="cpu"),
                              persistent=False)
-        self._recent_pos = 0
+        # The write position is a tensor: as a Python int, torch.compile guards on its value and recompiles the
+        # training forward at every step.
+        self.register_buffer("_recent_pos", torch.zeros((), dtype=torch.long, device="cpu"), persistent=False)
 
     def codebook(self) -> torch.Tensor:
         """(K, d) unit-norm codes."""
@@ -71,18 +73,11 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _record(self, idx: torch.Tensor) -> None:
         # This rank's ids only: the statistic is reduced across ranks when it is read (`histogram`), not per forward.
-        flat = idx.flatten()
         w = self._recent.numel()
-        flat = flat[-w:]
-        n = flat.numel()
-        end = self._recent_pos + n
-        if end <= w:
-            self._recent[self._recent_pos:end] = flat
-        else:
-            k = w - self._recent_pos
-            self._recent[self._recent_pos:] = flat[:k]
-            self._recent[: n - k] = flat[k:]
-        self._recent_pos = end % w
+        flat = idx.flatten()[-w:]  # at most one window: the positions written below are then distinct
+        where = (self._recent_pos + torch.arange(flat.numel(), device=flat.device)) % w
+        self._recent.index_copy_(0, where, flat)
+        self._recent_pos.add_(flat.numel()).remainder_(w)
 
     @torch.no_grad()
     def histogram(self) -> torch.Tensor:
@@ -118,7 +113,7 @@ class VectorQuantizer(nn.Module):
             dist.broadcast(new, src=0)  # every rank must hold the same codebook
         self.embedding.weight[dead.to(self.embedding.weight.device)] = F.normalize(new, dim=-1).to(self.embedding.weight.dtype)
         self._recent.fill_(-1)  # restart the window so fresh codes get a fair chance
-        self._recent_pos = 0
+        self._recent_pos.zero_()
         return int(dead.numel())
 
 

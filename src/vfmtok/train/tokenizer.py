@@ -140,7 +140,7 @@ class TokenizerParts:
         st = {"model": self.model.trainable_state_dict(), "ema": self.ema.module.trainable_state_dict(),
               "optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict(), "step": step,
               "rng": C.gather_rng_states(), "reseed_gen": self.reseed_gen.get_state(),
-              "quant_window": _gather_windows(q._recent), "quant_window_pos": q._recent_pos}
+              "quant_window": _gather_windows(q._recent), "quant_window_pos": int(q._recent_pos)}
         if self.opt_d is not None:
             st["disc"] = drop_frozen_state(self.losses.disc, self.losses.disc.state_dict())  # not the frozen VGG
             st["disc_optimizer"] = self.opt_d.state_dict()
@@ -168,7 +168,7 @@ class TokenizerParts:
             else:
                 raise VFMTokError(f"--resume: {folder} was saved by {len(windows)} processes, this run has "
                                   f"{info.world_size}; resume with the same number of processes")
-            q._recent_pos = int(st["quant_window_pos"])
+            q._recent_pos.fill_(int(st["quant_window_pos"]))
         C.restore_rank_rng(st["rng"], info, str(folder))
         return int(st["step"])
 
