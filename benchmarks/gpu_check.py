@@ -1,9 +1,10 @@
 """One-GPU check, every figure side by side in one run: bf16 training steps/s + peak memory of the paper tokenizer
 (random DINOv2-L weights; eager and compiled) and GPT-B/L, eager vs compiled sampling of GPT-B with CFG at batch 1, 32
-and 256 (images/s, graphs compiled after warm-up, ids equal to eager's), the load time of a saved GPT-XL, a 1-GPU nccl
+and 256 (images/s, graphs compiled after warm-up, ids equal to eager's), the bundled generator's standard vs
+speculative Jacobi decoding (images/s, sequential passes), the load time of a saved GPT-XL, a 1-GPU nccl
 DDP run.
 
-Run: bash benchmarks/gpu_check.sh          (about 8-12 minutes on one GPU; writes benchmarks/results/gpu/)
+Run: bash benchmarks/gpu_check.sh          (under 10 minutes on one GPU; writes benchmarks/results/gpu/)
      python benchmarks/gpu_check.py --dry-run --out DIR   (CPU, tiny configs, well under a minute; in `make test`)
 Each section records its error instead of stopping the run; a global time budget skips what no longer fits.
 The training steps are the trainers' own (`tokenizer_step`, `generator_step`), on random data of the real shapes.
@@ -32,8 +33,8 @@ OUT = Path(__file__).resolve().parent / "results" / "gpu"
 
 # (real, dry-run) settings of each section.
 REAL = {"tok_preset": "vfmtok-paper", "tok_batch": 16, "gpts": ("GPT-B", "GPT-L"), "gpt_batch": 32, "vocab": 16384,
-        "tokens": 256, "sample_batches": (1, 32, 256), "sample_gpt": "GPT-B", "steps": 6, "ddp_steps": 20, "budget_s": 660, "compiled_steps": 6,
-        "load_gpt": "GPT-XL", "compile_backend": "inductor"}  # budget: fits the sh timeout
+        "tokens": 256, "sample_batches": (1, 32, 256), "sample_gpt": "GPT-B", "steps": 6, "ddp_steps": 20, "budget_s": 480, "compiled_steps": 6,
+        "load_gpt": "GPT-XL", "compile_backend": "inductor"}  # budget: fits the sh timeout and a 10-minute call
 DRY = {"tok_preset": "tiny", "tok_batch": 2, "gpts": ("GPT-nano",), "gpt_batch": 2, "vocab": 64, "tokens": 16,
        "sample_batches": (1, 2, 4), "sample_gpt": "GPT-nano", "steps": 2, "ddp_steps": 2, "budget_s": 200, "compiled_steps": 1,
        "load_gpt": "GPT-nano", "compile_backend": "eager"}  # dry run: dynamo capture checked, no inductor codegen
@@ -157,6 +158,20 @@ def _grid(n: int) -> tuple[int, int]:
     return side, side
 
 
+def _dry_compile(s: dict) -> None:
+    """Dry run: the decode step and the Jacobi window step are captured whole (fullgraph) by dynamo with the
+    dry run's backend instead of inductor's codegen."""
+    import vfmtok.generator.generate as G
+    import vfmtok.generator.jacobi as J
+
+    if s["compile_backend"] == "inductor":
+        return
+    step = torch.compile(G.decode_token, fullgraph=True, backend=s["compile_backend"], dynamic=False)
+    window = torch.compile(J.window_step, fullgraph=True, backend=s["compile_backend"], dynamic=False)
+    G.compiled_decode_token = lambda mode=None, device_type=None: step
+    J.compiled_window_step = lambda mode=None: window
+
+
 def sampling(s: dict, clock: Clock, precision: str) -> list[dict]:
     """Images/s of generate() with CFG 2.0 (KV cache), eager and with the whole decode step compiled; for the
     compiled runs, the graphs dynamo compiles after the warm-up (0 expected) and whether the ids equal eager's."""
@@ -166,9 +181,7 @@ def sampling(s: dict, clock: Clock, precision: str) -> list[dict]:
     from vfmtok.generator.gpt import create_gpt
 
     dev, rows = clock.device, []
-    if s["compile_backend"] != "inductor":  # dry run: capture the whole step (fullgraph) without inductor's codegen
-        traced = torch.compile(G.decode_token, fullgraph=True, backend=s["compile_backend"], dynamic=False)
-        G.compiled_decode_token = lambda mode=None, device_type=None: traced
+    _dry_compile(s)
     torch.manual_seed(0)
     gpt = create_gpt(s["sample_gpt"], vocab_size=s["vocab"], num_tokens=s["tokens"], token_grid=_grid(s["tokens"])).to(dev).eval()
     if dev.type == "cuda" and precision == "bf16":
@@ -191,6 +204,56 @@ def sampling(s: dict, clock: Clock, precision: str) -> list[dict]:
                            note=f"backend {s['compile_backend']}")
             rows.append({**row, "images_per_s": round(batch / sec, 2), "first_call_s": round(first, 1),
                          "peak_mem_gib": clock.peak_gib()})
+    return rows
+
+
+BUNDLED = Path(__file__).resolve().parents[1] / "src" / "vfmtok" / "assets" / "models" / "imagenette64" / "generator"
+
+
+def jacobi_sampling(s: dict, clock: Clock, precision: str) -> list[dict]:
+    """Images/s and sequential forward passes of the bundled generator (its own sampling, top-k 5), standard
+    decoding vs speculative Jacobi decoding with windows 8 and 16, all compiled, side by side at each batch size."""
+    from torch._dynamo.utils import counters
+
+    import vfmtok.generator.jacobi as J
+    from vfmtok.generator.checkpoint import load_generator
+    from vfmtok.generator.generate import generate
+
+    dev, rows = clock.device, []
+    _dry_compile(s)
+    gpt = load_generator(BUNDLED, device=dev).eval()
+    if dev.type == "cuda" and precision == "bf16":
+        gpt = gpt.to(torch.bfloat16)
+    n = gpt.config.num_tokens
+    arms = {"standard": None, "jacobi K=8": 8, "jacobi K=16": 16}
+    for batch in s["sample_batches"]:
+        if clock.left() <= 0:
+            rows.append({"section": "jacobi", "batch": batch, "error": "skipped: time budget spent"})
+            continue
+        labels = torch.arange(batch, device=dev) % gpt.config.num_classes
+        passes: dict[str, int] = {}
+
+        def run(arm: str):
+            gen = torch.Generator(device=dev).manual_seed(0)
+            if arms[arm] is None:
+                passes[arm] = n
+                return generate(gpt, labels, top_k=5, generator=gen, compile=True)
+            ids, stats = J.jacobi_generate(gpt, labels, top_k=5, generator=gen, compile=True, window=arms[arm])
+            passes[arm] = stats.forward_passes
+            return ids
+
+        for arm in arms:
+            t0 = time.perf_counter()
+            run(arm)  # warm-up (compilation happens here)
+            first = time.perf_counter() - t0
+            counters.clear()
+            sec = clock.timed(lambda: run(arm), warmup=0, reps=2)
+            rows.append({"section": "jacobi", "what": f"bundled 64px GPT top-k 5, {arm}, compiled", "batch": batch,
+                         "images_per_s": round(batch / sec, 2), "sequential_passes": passes[arm],
+                         "first_call_s": round(first, 1), "recompiles": int(counters["stats"]["unique_graphs"])})
+        base = rows[-len(arms)]["images_per_s"]
+        for r in rows[-len(arms):]:
+            r["note"] = f"{r['images_per_s'] / base:.2f}x standard"
     return rows
 
 
@@ -245,7 +308,7 @@ def ddp_run(s: dict, clock: Clock, precision: str, work: Path) -> list[dict]:
 
 
 SECTIONS = (("train tokenizer", tokenizer_training), ("train GPT", gpt_training), ("sample", sampling), ("load", load_time),
-            ("DDP", ddp_run))
+            ("DDP", ddp_run), ("jacobi", jacobi_sampling))
 
 
 def run_all(dry: bool, device: torch.device, precision: str, out: Path) -> dict:
@@ -276,7 +339,7 @@ def run_all(dry: bool, device: torch.device, precision: str, out: Path) -> dict:
 def to_markdown(result: dict) -> str:
     """One table of every row."""
     keys = ["section", "what", "batch", "steps_per_s", "images_per_s", "tokens_per_s", "peak_mem_gib", "first_call_s",
-            "recompiles", "ids_equal_eager", "wall_s", "ok", "note", "error"]
+            "sequential_passes", "recompiles", "ids_equal_eager", "wall_s", "ok", "note", "error"]
     used = [k for k in keys if any(k in r for r in result["rows"])]
     env = result["env"]
     lines = [f"# GPU check ({'dry run, ' if env['dry_run'] else ''}{env['gpu'] or env['device']}, torch {env['torch']}, "

@@ -19,9 +19,11 @@ def test_gpu_check_dry_run(tmp_path):
     out = json.loads((tmp_path / "gpu_check.json").read_text())
     rows = out["rows"]
     assert out["env"]["dry_run"] is True and not [r for r in rows if "error" in r]
-    assert {r["section"] for r in rows} == {"train tokenizer", "train GPT", "sample", "load", "DDP"}
+    assert {r["section"] for r in rows} == {"train tokenizer", "train GPT", "sample", "load", "DDP", "jacobi"}
     tok = [r["what"] for r in rows if r["section"] == "train tokenizer"]
     assert {w.split()[-1] for w in tok} == {"eager", "compiled"} and len(tok) % 2 == 0  # each phase both ways
+    tok_compiled = [r for r in rows if r["section"] == "train tokenizer" and r["what"].endswith("compiled")]
+    assert [r["recompiles"] for r in tok_compiled] == [0] * len(tok_compiled)  # timed steps reuse the graphs
     assert all(isinstance(r["steps_per_s"], float) for r in rows if r["section"].startswith("train"))
     assert [r["ok"] for r in rows if r["section"] in ("DDP", "load")] == [True, True]
     sampled = [r for r in rows if r["section"] == "sample"]
@@ -31,3 +33,12 @@ def test_gpu_check_dry_run(tmp_path):
     assert all(r["recompiles"] == 0 and r["ids_equal_eager"] is True for r in compiled)  # the whole step, one graph
     md = (tmp_path / "gpu_check.md").read_text()
     assert md.count("\n| ") == len(rows) + 1  # header + one line per row
+    jacobi = [r for r in rows if r["section"] == "jacobi"]
+    assert sorted((r["batch"], r["what"].split(", ")[1]) for r in jacobi) == \
+        sorted((b, a) for b in (1, 2, 4) for a in ("standard", "jacobi K=8", "jacobi K=16"))
+    config = ROOT / "src/vfmtok/assets/models/imagenette64/generator/config.json"
+    n_tokens = json.loads(config.read_text())["config"]["gpt"]["num_tokens"]
+    for r in jacobi:  # standard decoding takes one pass per token; a Jacobi window fixes >= 1 id per pass
+        passes = r["sequential_passes"]
+        assert passes == n_tokens if "standard" in r["what"] else 1 <= passes <= n_tokens
+        assert r["recompiles"] == 0 and r["images_per_s"] > 0
