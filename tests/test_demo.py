@@ -68,3 +68,26 @@ def test_full_demo_writes_report_with_class_consistency(tmp_path):
     assert len(stamps) >= 2
     assert main(["demo", "--full", "--quick", "--out", str(out), "--device", "cpu"]) == 0
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+@pytest.mark.parametrize("kind", ["empty_file", "zip_without_images"])
+def test_bad_demo_data_is_refused_before_any_stage(tmp_path, monkeypatch, capsys, kind):
+    import zipfile
+
+    import vfmtok.demo_tour as tour
+
+    def must_not_run(*a, **k):
+        raise AssertionError("a demo stage ran on a dataset it cannot use")
+
+    monkeypatch.setattr(tour, "tour_bundled_model", must_not_run)
+    data = tmp_path / "data.zip"
+    if kind == "empty_file":
+        data.write_bytes(b"")
+    else:
+        with zipfile.ZipFile(data, "w") as z:
+            z.writestr("train/readme.txt", "no images here")
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--data", str(data), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(data) in err[0] and not out.exists()
+

@@ -64,11 +64,20 @@ def run_demo(cfg: DemoConfig) -> Path:
     from vfmtok.utils.device import resolve_device
 
     cfg.validate()
+    data = resolve_dataset(cfg.data)
+    _check_splits(data)
+    device = str(resolve_device(cfg.device))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = resolve_dataset(cfg.data)
-    device = str(resolve_device(cfg.device))
     return (_full(cfg, out, data, device) if cfg.full else _quick(cfg, out, data, device)).resolve()
+
+
+def _check_splits(data: Path) -> None:
+    """Fail before any stage runs when the dataset is no folder/zip of class sub-folders with train/ and val/ images."""
+    from vfmtok.data.imagefolder import ImageFolderDataset
+
+    for split in ("train", "val"):
+        require(len(ImageFolderDataset(data, 16, split=split)) > 0, f"dataset {data} has no images in its {split} split")
 
 
 def _quick(cfg: DemoConfig, out: Path, data: Path, device: str) -> Path:
