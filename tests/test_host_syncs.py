@@ -161,3 +161,31 @@ def test_compiled_training_forward_compiles_once_across_steps(paper_parts):
         fwd(x)
     assert after_first >= 1 and counter.frame_count == after_first
     assert int(p.model.quantizer._recent_pos) == pos + 3 * 2 * cfg.model.num_tokens  # the window still advances
+
+
+@pytest.mark.parametrize("preset", ["GPT-nano", "RAR-nano"])
+def test_compiled_generator_blocks_compile_once_across_steps(preset):
+    """The generator trainer compiles each block in place (`train.generator._wrap`); steps after the first reuse
+    the graphs (RAR's per-step random order included)."""
+    from torch._dynamo.testing import CompileCounter
+
+    from vfmtok.train import generator_arch as G
+    from vfmtok.train.generator import GeneratorTrainConfig, generator_step
+
+    facts = {"vocab_size": 64, "num_tokens": 16, "token_grid": (4, 4), "num_classes": 3}
+    cfg = GeneratorTrainConfig(**{**G.base_fields(preset, G.arch_of_preset(preset), facts), "steps": 10,
+                                  "precision": "fp32"})
+    torch.manual_seed(0)
+    model = G.build_model(cfg)
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    for blk in model.blocks:
+        blk.compile(backend=counter)
+    opt = torch.optim.AdamW(C.param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    g = torch.Generator().manual_seed(1)
+    micro = [(torch.randint(0, 64, (4, 16), generator=g), torch.randint(0, 3, (4,), generator=g))]
+    counts = []
+    for step in range(4):
+        generator_step(model, opt, micro, step, cfg, CPU)
+        counts.append(counter.frame_count)
+    assert counts[0] >= 1 and counts == [counts[0]] * 4
