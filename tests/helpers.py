@@ -10,6 +10,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from vfmtok.generator.pretrained import GeneratorIO
 from vfmtok.tokenizer.api import VFMTokenizer
 from vfmtok.tokenizer.build import build_tokenizer
 from vfmtok.tokenizer.config import get_preset
@@ -58,3 +59,15 @@ def record_measured(model: str | Path, measured: dict[str, float], by: str) -> N
         card = model / sub / CARD_NAME
         head = card.read_text().split("## Metrics")[0] if card.is_file() else "# " + sub + "\n\n"
         write_text(card, head + "## Metrics\n\n" + "\n".join(table) + f"\n\nMeasured by: `{by}`\n")
+
+
+class FakeGPT:
+    """A stand-in generator for commands whose sampling is monkeypatched: 4 classes, no recommended sampling."""
+
+    class config:
+        num_classes = 4
+
+    sampling_args = GeneratorIO.sampling_args  # no recommended sampling: the flags' values, else off
+
+    def recorded_tokenizer(self):
+        return None

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import FakeGPT
+
 import vfmtok.eval.commands as C
 from vfmtok.cli import main
 from vfmtok.eval import inception as I
 from vfmtok.eval.imagesets import open_image_set
-from vfmtok.generator.pretrained import GeneratorIO
 from vfmtok.utils.io import file_sha256
 
 
@@ -145,15 +146,6 @@ def test_eval_generator_with_generator_and_cfg_scales(env, monkeypatch):
     tmp, ck = env
     calls = []
     pool = torch.from_numpy(_sample_u8(12))
-
-    class FakeGPT:
-        class config:
-            num_classes = 4
-
-        sampling_args = GeneratorIO.sampling_args  # no recommended sampling: the flags' values, else off
-
-        def recorded_tokenizer(self):
-            return None
 
     def fake_generate(gpt, tok, labels, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0, seed=0, batch_size=32):
         calls.append({"labels": labels.tolist(), "cfg": cfg_scale, "seed": seed, "temperature": temperature})

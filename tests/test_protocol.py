@@ -12,9 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import FakeGPT
+
 from vfmtok.cli import main
 from vfmtok.eval.protocol import ResizedTokenizer, get_protocol, make_labels, pil_resize
-from vfmtok.generator.pretrained import GeneratorIO
 from vfmtok.generator.gpt import create_gpt
 from vfmtok.tokenizer.api import VFMTokenizer
 from vfmtok.utils.errors import VFMTokError
@@ -86,15 +87,6 @@ def test_eval_generator_official_protocol_records_random_labels(tmp_path, monkey
     monkeypatch.setattr(I, "find_full_weights", lambda: None)
     I._build.cache_clear()
     pool, seen = torch.from_numpy(_sample_u8(8)), []
-
-    class FakeGPT:
-        class config:
-            num_classes = 4
-
-        sampling_args = GeneratorIO.sampling_args  # no recommended sampling: the flags' values, else off
-
-        def recorded_tokenizer(self):
-            return None
 
     def fake_generate(gpt, tok, labels, seed=0, **kw):
         seen.append((labels.tolist(), tok.image_size))
