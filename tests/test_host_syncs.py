@@ -144,23 +144,29 @@ def test_generator_step_reads_nothing_from_the_device_between_log_steps(preset):
     assert c.count == 1
 
 
-def test_compiled_training_forward_compiles_once_across_steps(paper_parts):
-    """The training forward changes the quantizer's usage window every step; that must not be a guard dynamo
-    recompiles on (it was a Python int: one recompile per step, then eager fallback at the cache limit)."""
+def test_compiled_tokenizer_training_compiles_once_across_steps():
+    """As `--compile` trains (the model compiled in place, the loss terms beside it), steps after the first reuse
+    the graphs: the quantizer's usage window changes every step and must not be a guard (as a Python int it cost a
+    recompile per step, then eager fallback at the cache limit); the loss terms add one graph when the GAN starts."""
     from torch._dynamo.testing import CompileCounter
 
-    cfg, p = paper_parts
+    torch.manual_seed(0)
+    cfg = paper_layout_small()
+    cfg.loss.gan_start = 2
+    model = build_tokenizer(cfg.model).train()
     torch._dynamo.reset()
-    counter = CompileCounter()
-    fwd = torch.compile(p.model, backend=counter)
+    on_model, on_loss = CompileCounter(), CompileCounter()
+    model.compile(backend=on_model)
+    p = build_parts(cfg, model, C.DistInfo())
+    p.losses.generator_terms = torch.compile(p.losses.generator_terms, backend=on_loss)
     x = torch.rand(2, 3, 64, 64) * 2 - 1
-    fwd(x)
-    after_first = counter.frame_count
-    pos = int(p.model.quantizer._recent_pos)
-    for _ in range(3):
-        fwd(x)
-    assert after_first >= 1 and counter.frame_count == after_first
-    assert int(p.model.quantizer._recent_pos) == pos + 3 * 2 * cfg.model.num_tokens  # the window still advances
+    counts = []
+    for step in range(4):
+        tokenizer_step(p, [(x, None)], step, cfg, CPU)
+        counts.append((on_model.frame_count, on_loss.frame_count))
+    m, g = counts[0]
+    assert m >= 1 and g >= 1 and counts == [(m, g), (m, g), (m, g + 1), (m, g + 1)], counts
+    assert int(model.quantizer._recent_pos) == 4 * 2 * cfg.model.num_tokens  # the window still advances
 
 
 @pytest.mark.parametrize("preset", ["GPT-nano", "RAR-nano"])
