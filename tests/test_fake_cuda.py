@@ -82,3 +82,27 @@ def test_models_generate_and_sample_on_fake_cuda(fake, monkeypatch):
         monkeypatch.setattr(S, "seeded_generator", lambda device, seed: None)
         batches = list(S.image_batches(rar, tok, [0, 1, 2], cfg_scale=1.5, cfg_power=2.0, top_k=3, batch_size=2))
         assert [tuple(b.shape) for b in batches] == [(2, tok.image_size, tok.image_size, 3), (1, tok.image_size, tok.image_size, 3)]
+
+
+def test_a_jacobi_pass_runs_on_fake_cuda(fake):
+    """One speculative Jacobi iteration (window forward, CFG-combined target, verification, fresh drafts) on the
+    fake CUDA device; the decode loop itself reads one value per pass (when to stop), which fake tensors cannot."""
+    from vfmtok.generator.jacobi import _init_drafts, target_probs, verify, window_step
+
+    data = dict(vocab_size=32, num_tokens=16, token_grid=(4, 4), num_classes=4)
+    with fake, torch.device("cuda"):
+        gpt = create_gpt("GPT-nano", **data).eval()
+    B, K, V = 2, 4, 32
+    with fake:
+        gpt.setup_caches(2 * B, 17)
+        labels = torch.tensor([1, 2], device=CUDA)
+        cond = torch.cat([labels, torch.full_like(labels, gpt.null_class)])
+        gpt(cond, torch.zeros(2 * B, K - 1, dtype=torch.long, device=CUDA), input_pos=torch.arange(K, device=CUDA))
+        logits = window_step(gpt, torch.zeros(2 * B, K, dtype=torch.long, device=CUDA), torch.arange(1, K + 1, device=CUDA))
+        scales, guide = torch.full((K,), 2.0, device=CUDA), torch.ones(K, dtype=torch.bool, device=CUDA)
+        p = target_probs(logits, B, scales, guide, 1.0, 5, 0.9)
+        drafts, q = _init_drafts(p[:, -1], K, "uniform", None)
+        new, kept = verify(p, q, drafts, torch.zeros(B, dtype=torch.long, device=CUDA), None)
+        fresh, q2 = _init_drafts(p[:, -1], 2, "last", None)
+        assert {t.device for t in (logits, p, new, kept, fresh, q2)} == {CUDA}
+        assert p.shape == (B, K, V) and new.shape == (B, K) and kept.shape == (B,)
