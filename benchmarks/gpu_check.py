@@ -97,6 +97,9 @@ def tokenizer_training(s: dict, clock: Clock, precision: str) -> list[dict]:
     micro = [(torch.rand(B, 3, S, S, device=dev) * 2 - 1, None)]
     rows = []
     for mode in ("eager", "compiled"):
+        if mode == "compiled" and clock.left() <= 0:
+            rows.append({"section": "train tokenizer", "what": f"{s['tok_preset']} compiled", "error": "skipped: time budget spent"})
+            break
         if mode == "compiled":  # as train.compile does: the model compiled in place, the first steps compile
             parts.model.compile(backend=s["compile_backend"])
         for phase, step in (("before GAN", 0), ("with GAN", cfg.loss.gan_start)):
@@ -307,8 +310,9 @@ def ddp_run(s: dict, clock: Clock, precision: str, work: Path) -> list[dict]:
     return [row]
 
 
-SECTIONS = (("train tokenizer", tokenizer_training), ("train GPT", gpt_training), ("sample", sampling), ("load", load_time),
-            ("DDP", ddp_run), ("jacobi", jacobi_sampling))
+# Quick sections first: the tokenizer's compile (DINOv2-L, minutes) comes last, so a slow compile cannot starve them.
+SECTIONS = (("train GPT", gpt_training), ("sample", sampling), ("load", load_time), ("DDP", ddp_run),
+            ("jacobi", jacobi_sampling), ("train tokenizer", tokenizer_training))
 
 
 def run_all(dry: bool, device: torch.device, precision: str, out: Path) -> dict:
