@@ -193,7 +193,8 @@ def main() -> None:
         "LLAMAGEN_CHECKOUT" if a == str(args.llamagen) else a for a in sys.argv[1:]))
     note = (f"{args.preset}, random weights, fp32, no CFG, temperature 1, no top-k. Bounded run (load average "
             f"{os.getloadavg()[0]:.1f} at its start): {args.steps} decode steps per round, best of {args.rounds} "
-            "interleaved rounds after each variant's warm-up; tokens/s are comparable within a batch size only. Both KV caches hold the full image "
+            "interleaved rounds after each variant's warm-up; tokens/s are comparable within a batch size only. "
+            "Both KV caches hold the full image "
             "(256 tokens + the class token), as in a real run; LlamaGen's rounds count its prefill as a token "
             f"({args.steps + 1} per round) and include its per-call cache set-up.\n\n")
     rows = []

@@ -33,8 +33,8 @@ OUT = Path(__file__).resolve().parent / "results" / "gpu"
 
 # (real, dry-run) settings of each section.
 REAL = {"tok_preset": "vfmtok-paper", "tok_batch": 16, "gpts": ("GPT-B", "GPT-L"), "gpt_batch": 32, "vocab": 16384,
-        "tokens": 256, "sample_batches": (1, 32, 256), "sample_gpt": "GPT-B", "steps": 6, "ddp_steps": 20, "budget_s": 480, "compiled_steps": 6,
-        "load_gpt": "GPT-XL", "compile_backend": "inductor"}  # budget: fits the sh timeout and a 10-minute call
+        "tokens": 256, "sample_batches": (1, 32, 256), "sample_gpt": "GPT-B", "steps": 6, "ddp_steps": 20,
+        "budget_s": 480, "compiled_steps": 6, "load_gpt": "GPT-XL", "compile_backend": "inductor"}  # budget: fits the sh timeout and a 10-minute call
 DRY = {"tok_preset": "tiny", "tok_batch": 2, "gpts": ("GPT-nano",), "gpt_batch": 2, "vocab": 64, "tokens": 16,
        "sample_batches": (1, 2, 4), "sample_gpt": "GPT-nano", "steps": 2, "ddp_steps": 2, "budget_s": 200, "compiled_steps": 1,
        "load_gpt": "GPT-nano", "compile_backend": "eager"}  # dry run: dynamo capture checked, no inductor codegen
@@ -98,7 +98,8 @@ def tokenizer_training(s: dict, clock: Clock, precision: str) -> list[dict]:
     rows = []
     for mode in ("eager", "compiled"):
         if mode == "compiled" and clock.left() <= 0:
-            rows.append({"section": "train tokenizer", "what": f"{s['tok_preset']} compiled", "error": "skipped: time budget spent"})
+            rows.append({"section": "train tokenizer", "what": f"{s['tok_preset']} compiled",
+                         "error": "skipped: time budget spent"})
             break
         if mode == "compiled":  # as train.compile does: the model compiled in place, the first steps compile
             parts.model.compile(backend=s["compile_backend"])

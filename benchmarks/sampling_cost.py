@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from generator_speed import DATA, cpu_description  # run as a script: benchmarks/ is on sys.path
+from generator_speed import DATA, clean_command, cpu_description  # run as a script: benchmarks/ is on sys.path
 from vfmtok.generator import generate as G
 from vfmtok.generator.gpt import create_gpt
 from vfmtok.utils.io import write_json, write_text
@@ -60,10 +60,11 @@ def main() -> int:
     model = create_gpt("GPT-B", **DATA).eval()
     with torch.no_grad():
         rows = [measure(model, b, args.rounds) for b in args.batches]
-    cmd = " ".join(["python benchmarks/sampling_cost.py", *(a for a in sys.argv[1:] if not a.startswith("/"))])
+    cmd = clean_command(" ".join(["python benchmarks/sampling_cost.py", *sys.argv[1:]]))
     write_json(args.out + ".json", {"cpu": cpu_description(), "torch": torch.__version__, "command": cmd, "rows": rows})
-    lines = ["# The sampling part of a decode step on CPU", "", f"{cpu_description()}, torch {torch.__version__}, 1 thread; "
-             f"`{cmd}`; GPT-B, vocab 16384, no top-k, best of {args.rounds} interleaved rounds.", "",
+    lines = ["# The sampling part of a decode step on CPU", "",
+             f"{cpu_description()}, torch {torch.__version__}, 1 thread; `{cmd}`; GPT-B, vocab 16384, no top-k, "
+             f"best of {args.rounds} interleaved rounds.", "",
              "| batch | forward step compiled, ms | sampling eager, ms | sampling compiled, ms | sampling / step |",
              "|---|---|---|---|---|"]
     for r in rows:

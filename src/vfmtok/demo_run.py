@@ -77,7 +77,8 @@ def _check_splits(data: Path) -> None:
     from vfmtok.data.imagefolder import ImageFolderDataset
 
     for split in ("train", "val"):
-        require(len(ImageFolderDataset(data, 16, split=split)) > 0, f"dataset {data} has no images in its {split} split")
+        images = len(ImageFolderDataset(data, 16, split=split))
+        require(images > 0, f"dataset {data} has no images in its {split} split")
 
 
 def _quick(cfg: DemoConfig, out: Path, data: Path, device: str) -> Path:
