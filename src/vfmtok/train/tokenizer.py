@@ -199,7 +199,15 @@ def wrap_ddp(module: torch.nn.Module, info: C.DistInfo, accum_steps: int = 1) ->
     if info.world_size == 1:
         return module
     ids = [info.device.index] if info.device.type == "cuda" else None
-    return DDP(module, device_ids=ids, static_graph=accum_steps == 1, broadcast_buffers=False)
+    return DDP(module, device_ids=ids, static_graph=accum_steps == 1, **_no_buffer_sync())
+
+
+def _no_buffer_sync() -> dict:
+    """DDP's keyword for 'no buffer broadcast at each forward': newer torch renamed it (and warns on the old one)."""
+    import inspect
+
+    named = inspect.signature(DDP.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in named else {"broadcast_buffers": False}
 
 
 def build_parts(cfg: TokenizerRunConfig, model: TokenizerBase, info: C.DistInfo) -> TokenizerParts:
