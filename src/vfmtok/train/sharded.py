@@ -9,6 +9,7 @@ collective), so sampling and export read it like any other; `consolidate_checkpo
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,9 @@ def read_full(folder: Path, part: str) -> dict[str, torch.Tensor]:
           if k.startswith(prefix) and isinstance(m, TensorStorageMetadata)}
     if not st:
         raise VFMTokError(f"{path} holds no '{part}' tensors")
-    dcp.load(st, checkpoint_id=str(path), no_dist=True)
+    with warnings.catch_warnings():  # torch warns that it assumes one process even with no_dist=True: we mean it
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(st, checkpoint_id=str(path), no_dist=True)
     return {k[len(prefix):]: v for k, v in st.items()}
 
 
