@@ -108,6 +108,7 @@ def test_a_broken_acceptance_rule_fails_the_same_test(oracle, monkeypatch, rule)
     (lambda: tiny_gpt(vocab=16, grid=(4, 4), std=0.3), dict(cfg_scale=2.5)),
     (lambda: tiny_gpt(vocab=16, grid=(4, 4), std=0.3), dict(cfg_scale=2.5, cfg_interval=3)),
     (tiny_rar, dict(cfg_scale=3.0, cfg_power=2.0)),
+    (tiny_rar, dict(cfg_scale=0.5, cfg_power=1.0)),  # RAR guides below 1 too (its official rule): anti-guidance
     (tiny_rar, dict()),
 ])
 @pytest.mark.parametrize("window", [4, 16])

@@ -21,8 +21,9 @@ from typing import Callable
 
 import torch
 
-from vfmtok.generator.sampler import (SAMPLERS, cfg_applies, cfg_scale_at, cfg_schedule, default_sampler,  # noqa: F401
-                                     draw, draw_noise, guided_logits, sample_logits, sample_next, top_k_top_p_filter)
+from vfmtok.generator.sampler import (SAMPLERS, cfg_applies, cfg_scale_at, cfg_schedule,  # noqa: F401
+                                     check_sampling_args, default_sampler, draw, draw_noise, guided_logits,
+                                     sample_logits, sample_next, top_k_top_p_filter)
 from vfmtok.utils.errors import require
 
 PARALLEL_MODES = ("none", "jacobi")  # "jacobi": speculative Jacobi decoding (vfmtok.generator.jacobi)
@@ -102,10 +103,7 @@ def generate(model: torch.nn.Module, labels: torch.Tensor, cfg_scale: float = 1.
         return jacobi_generate(model, labels, cfg_scale, cfg_interval, temperature, top_k, top_p, generator,
                                compile, cfg_power, window)[0]
     cfg = model.config
-    require(labels.dim() == 1 and labels.numel() > 0, "labels must be a non-empty 1-D tensor of class ids")
-    require(temperature >= 0 and 0 < top_p <= 1 and top_k >= 0, "need temperature >= 0, 0 < top_p <= 1, top_k >= 0")
-    require(cfg_scale >= 0 and (cfg_power is None or cfg_power >= 0),  # False for nan as well
-            f"need --cfg-scale >= 0 and --cfg-power >= 0, got {cfg_scale} and {cfg_power}")
+    check_sampling_args(labels, temperature, top_k, top_p, cfg_scale, cfg_power)
     device = model.head.weight.device
     sampler = sampler or default_sampler(device)
     B, N, V = labels.shape[0], cfg.num_tokens, cfg.vocab_size

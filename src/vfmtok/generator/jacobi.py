@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from vfmtok.generator.sampler import (cfg_applies, cfg_scale_at, draw, draw_noise, guided_logits,
+from vfmtok.generator.sampler import (cfg_schedule, check_sampling_args, draw, draw_noise, guided_logits,
                                      top_k_top_p_filter)
 from vfmtok.utils.errors import require
 
@@ -130,20 +130,16 @@ def jacobi_generate(model: torch.nn.Module, labels: torch.Tensor, cfg_scale: flo
     are drawn (DRAFT_INITS). Returns the ids and the number of sequential forward passes.
     """
     cfg = model.config
-    require(labels.dim() == 1 and labels.numel() > 0, "labels must be a non-empty 1-D tensor of class ids")
-    require(temperature >= 0 and 0 < top_p <= 1 and top_k >= 0, "need temperature >= 0, 0 < top_p <= 1, top_k >= 0")
+    check_sampling_args(labels, temperature, top_k, top_p, cfg_scale, cfg_power)
     require(window >= 1, f"the Jacobi window must be >= 1, got {window}")
     require(init in DRAFT_INITS, f"unknown draft init '{init}'; choose from {', '.join(DRAFT_INITS)}")
     device = model.head.weight.device
     labels = labels.to(device)
     B, N = labels.shape[0], cfg.num_tokens
     K = 1 if N == 1 else min(window, N - 1)  # later windows start at >= 1: only the first one holds the class
-    guided = cfg_scale > 1.0
+    guided = model.guides(cfg_scale)  # each architecture's official rule, as standard sampling follows it
     cond = torch.cat([labels, torch.full_like(labels, model.null_class)]) if guided else labels
-    scales = guide = None
-    if guided:
-        scales = torch.tensor([cfg_scale_at(t, N, cfg_scale, cfg_power) for t in range(N)], device=device)
-        guide = torch.tensor([cfg_applies(t, cfg_interval) for t in range(N)], device=device)
+    scales, guide = cfg_schedule(N, cfg_scale, cfg_interval, cfg_power, device) if guided else (None, None)
     step = window_step
     if compile:
         step = compiled_window_step(compile if isinstance(compile, str) else

@@ -15,6 +15,15 @@ from vfmtok.utils.errors import require
 SAMPLERS = ("icdf", "race")
 
 
+def check_sampling_args(labels: torch.Tensor, temperature: float, top_k: int, top_p: float, cfg_scale: float,
+                        cfg_power: float | None) -> None:
+    """One-line errors for arguments no decoder can sample with."""
+    require(labels.dim() == 1 and labels.numel() > 0, "labels must be a non-empty 1-D tensor of class ids")
+    require(temperature >= 0 and 0 < top_p <= 1 and top_k >= 0, "need temperature >= 0, 0 < top_p <= 1, top_k >= 0")
+    require(cfg_scale >= 0 and (cfg_power is None or cfg_power >= 0),  # False for nan as well
+            f"need --cfg-scale >= 0 and --cfg-power >= 0, got {cfg_scale} and {cfg_power}")
+
+
 def default_sampler(device: torch.device) -> str:
     """The draw that wins on a device: inverse CDF on CPUs, the exponential race elsewhere."""
     return "icdf" if device.type == "cpu" else "race"
