@@ -21,8 +21,8 @@ from typing import Callable
 
 import torch
 
-from vfmtok.generator.sampler import (cfg_schedule, check_sampling_args, draw, draw_noise, guided_logits,
-                                     top_k_top_p_filter)
+from vfmtok.generator.sampler import (cfg_schedule, check_sampling_args, draw, draw_noise, filtered_probs,
+                                     guided_logits)
 from vfmtok.utils.errors import require
 
 DRAFT_INITS = ("uniform", "last")
@@ -60,8 +60,7 @@ def target_probs(logits: torch.Tensor, batch: int, scales: torch.Tensor | None, 
         logits = torch.where(guide[:, None], guided_logits(logits, scales[:, None]), cond)
     if temperature == 0:
         return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype)
-    scaled = logits.float() if temperature == 1.0 else logits.float() / temperature
-    return top_k_top_p_filter(scaled, top_k, top_p).softmax(-1)
+    return filtered_probs(logits, temperature, top_k, top_p)
 
 
 def accepts(p_draft: torch.Tensor, q_draft: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

@@ -97,8 +97,13 @@ def sample_logits(logits: torch.Tensor, noise: torch.Tensor | None, temperature:
     """One id per row of logits (B, V) from given randoms (`draw_noise`); temperature 0 means argmax (noise unused)."""
     if temperature == 0:
         return logits.argmax(-1)
+    return draw(filtered_probs(logits, temperature, top_k, top_p), noise)
+
+
+def filtered_probs(logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """The fp32 distribution (..., V) sampling draws from: temperature (> 0), then top-k / top-p, then softmax."""
     scaled = logits.float() if temperature == 1.0 else logits.float() / temperature  # a 2 MB pass saved per step
-    return draw(top_k_top_p_filter(scaled, top_k, top_p).softmax(-1), noise)
+    return top_k_top_p_filter(scaled, top_k, top_p).softmax(-1)
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
