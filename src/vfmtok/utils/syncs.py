@@ -50,11 +50,3 @@ def host_step_counters(*optimizers: torch.optim.Optimizer) -> list[torch.Tensor]
     return [st["step"] for opt in optimizers for st in opt.state.values()
             if isinstance(st.get("step"), torch.Tensor) and st["step"].device.type == "cpu"
             and not any(g.get("fused") or g.get("capturable") for g in opt.param_groups)]
-
-
-def count_host_syncs(fn, *args, **kwargs) -> tuple[int, object]:
-    """(host syncs while running fn(*args, **kwargs), its result)."""
-    with HostSyncCounter() as c:
-        out = fn(*args, **kwargs)
-    return c.count, out
-
